@@ -1,0 +1,1 @@
+"""hacluster node agent: Heartbeat config files, wire protocol, membership engine, media and resource drivers."""

@@ -1,0 +1,1 @@
+"""hacluster operator: the HACluster resource, its decisions and its kopf handlers."""
