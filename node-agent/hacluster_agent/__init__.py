@@ -1,1 +1,1 @@
-"""hacluster node agent: Heartbeat config files, wire protocol, membership engine, media and resource drivers."""
+"""hacluster node agent: Heartbeat config, wire protocol, membership engine, media, resources."""
