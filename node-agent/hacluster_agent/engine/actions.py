@@ -1,0 +1,104 @@
+"""What the membership engine asks its driver to do. The engine never performs I/O itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ..wire.message import Message
+
+
+class Side(StrEnum):
+    """Heartbeat's two halves of haresources, seen from one node: its home groups and its peer's."""
+
+    LOCAL = "local"
+    FOREIGN = "foreign"
+
+
+def hold_word(sides: frozenset[Side]) -> str:
+    """The `rsc_hold` word for a set of sides (none/local/foreign/all)."""
+    if sides >= {Side.LOCAL, Side.FOREIGN}:
+        return "all"
+    if Side.LOCAL in sides:
+        return "local"
+    if Side.FOREIGN in sides:
+        return "foreign"
+    return "none"
+
+
+def sides_of(word: str | None) -> frozenset[Side] | None:
+    return {
+        "all": frozenset({Side.LOCAL, Side.FOREIGN}),
+        "local": frozenset({Side.LOCAL}),
+        "foreign": frozenset({Side.FOREIGN}),
+        "none": frozenset(),
+    }.get(word or "")
+
+
+def flip(sides: frozenset[Side]) -> frozenset[Side]:
+    """A peer's 'local' is our 'foreign' and vice versa."""
+    return frozenset(Side.FOREIGN if s is Side.LOCAL else Side.LOCAL for s in sides)
+
+
+@dataclass(frozen=True)
+class Send:
+    """Put a message on every medium (the engine has already added the standard fields)."""
+
+    message: Message
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """Start the groups of these sides, left to right; report back with Engine.resources_done."""
+
+    sides: frozenset[Side]
+    reason: str
+    op: int = 0
+
+
+@dataclass(frozen=True)
+class Release:
+    """Stop the groups of these sides, right to left; report back with Engine.resources_done."""
+
+    sides: frozenset[Side]
+    reason: str
+    op: int = 0
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Re-send gratuitous ARP / unsolicited NA for the VIPs we hold (after a partition heals)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class PeerChanged:
+    """The peer's liveness changed (alive/dead), for logs, status and metrics."""
+
+    peer: str
+    alive: bool
+    reason: str
+    silent_for: float = 0.0
+
+
+@dataclass(frozen=True)
+class LinkChanged:
+    """One medium to the peer went up or down."""
+
+    peer: str
+    medium: str
+    up: bool
+
+
+@dataclass(frozen=True)
+class Note:
+    """A log line worth keeping (late heartbeat, rejected packet, refused request)."""
+
+    level: str
+    text: str
+    counter: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+Action = Send | Acquire | Release | Announce | PeerChanged | LinkChanged | Note

@@ -1,0 +1,549 @@
+"""The heartbeat membership engine: a sans-I/O state machine in the spirit of h11.
+
+Events in (a verified message, a tick of the clock, a finished resource operation, an operator
+request); actions out (send, acquire, release, announce, notes). Every timing rule of Heartbeat v1
+(keepalive, warntime, deadtime, initdead, per-medium liveness, generation and sequence handling)
+lives here and is testable with a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..wire.errors import Reject
+from ..wire.message import Message
+from .actions import (
+    Acquire,
+    Action,
+    Announce,
+    LinkChanged,
+    Note,
+    PeerChanged,
+    Release,
+    Send,
+    Side,
+    flip,
+    hold_word,
+    sides_of,
+)
+from .ordering import Ordering, Verdict
+
+HISTORY = 500  # sequenced messages kept for retransmission, as Heartbeat
+REXMIT_FIRST = 0.05
+REXMIT_EVERY = 0.25
+REXMIT_TRIES = 8
+HOPFUDGE_TTL = "3"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Times are seconds (floats), so millisecond settings work."""
+
+    node: str
+    peer: str
+    keepalive: float
+    deadtime: float
+    warntime: float
+    initdead: float
+    generation: int
+    uuid: bytes = b"\0" * 16
+    auto_failback: bool = True
+    has_local: bool = True
+    has_foreign: bool = True
+    standby_timeout: float | None = None
+
+    @property
+    def present(self) -> frozenset[Side]:
+        return frozenset(s for s, p in ((Side.LOCAL, self.has_local), (Side.FOREIGN, self.has_foreign)) if p)
+
+
+@dataclass
+class _Link:
+    last: float
+    up: bool = True
+
+
+@dataclass
+class _Peer:
+    alive: bool | None = None  # None: not heard yet, still within initdead
+    st: str | None = None
+    last_status: float | None = None
+    deadtime: float = 0.0
+    links: dict[str, _Link] = field(default_factory=dict)
+    ordering: Ordering = field(default_factory=Ordering)
+    hold: frozenset[Side] | None = None  # in OUR terms (their local is our foreign)
+    standby: bool = False
+    flow_control: bool = True
+    since: float = 0.0
+    joined: bool = False  # first contact or return: failback and partition rules apply once
+
+
+class Engine:
+    """One node's view of a Heartbeat pair. Feed it events; execute the actions it returns."""
+
+    def __init__(self, cfg: EngineConfig) -> None:
+        self.cfg = cfg
+        self.st = "init"
+        self.seq = 0
+        self.history: OrderedDict[int, Message] = OrderedDict()
+        self.peer = _Peer(deadtime=cfg.deadtime)
+        self.hold: frozenset[Side] = frozenset()
+        self.flux: Acquire | Release | None = None
+        self.op = 0
+        self.self_standby = False
+        self.standby_asked_at: float | None = None
+        self.shutting_down = False
+        self.started = 0.0
+        self.wall0 = 0.0
+        self.next_keepalive = 0.0
+        self.rexmit: dict[int, tuple[float, int]] = {}
+        self.counters: dict[str, int] = {}
+        self.hold_since = 0.0
+        self.last_transition: dict[str, Any] | None = None
+
+    # -- events -------------------------------------------------------------------------------
+    def start(self, now: float, wall: float) -> list[Action]:
+        """Begin: Heartbeat's start-up burst (status init, up, up), then one status per keepalive."""
+        self.started, self.wall0 = now, wall
+        self.peer.since = now
+        out: list[Action] = [self._status(now, "init")]
+        self.st = "up"
+        out += [self._status(now, "up"), self._status(now, "up")]
+        self.next_keepalive = now + self.cfg.keepalive
+        return out
+
+    def tick(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        if now >= self.next_keepalive:
+            out.append(self._status(now, self.st))
+            self.next_keepalive += self.cfg.keepalive
+            if self.next_keepalive <= now:
+                self.next_keepalive = now + self.cfg.keepalive
+        out += self._check_peer(now)
+        out += self._check_links(now)
+        out += self._check_rexmit(now)
+        if (
+            self.standby_asked_at is not None
+            and self.cfg.standby_timeout is not None
+            and now - self.standby_asked_at > self.cfg.standby_timeout
+        ):
+            self.standby_asked_at = None
+            out.append(Note("warning", "standby: the peer did not answer; standby abandoned"))
+            out += self._reconcile(now)
+        return out
+
+    def next_deadline(self) -> float:
+        """When tick() next has something to do: the driver sleeps exactly until then."""
+        times = [self.next_keepalive]
+        p = self.peer
+        if p.alive is None:
+            times.append(self.started + self.cfg.initdead)
+        elif p.alive and p.last_status is not None:
+            times.append(p.last_status + p.deadtime)
+        times += [link.last + p.deadtime for link in p.links.values() if link.up]
+        times += [t for t, _ in self.rexmit.values()]
+        if self.standby_asked_at is not None and self.cfg.standby_timeout is not None:
+            times.append(self.standby_asked_at + self.cfg.standby_timeout)
+        return min(times)
+
+    def receive(self, msg: Message, medium: str, now: float) -> list[Action]:
+        """A message that has already passed authentication."""
+        src = msg.get("src")
+        if src is None or msg.type is None:
+            return [self._reject(Reject.BAD_FIELDS, "message without t or src")]
+        src = src.lower()
+        if src == self.cfg.node:
+            self._count("from_self")
+            return []
+        if src != self.cfg.peer:
+            return [self._reject(Reject.NOT_A_MEMBER, f"message from {src!r}, not a node of the pair")]
+        ts = msg.get("ts")
+        if not ts or not _hex(ts):
+            return [self._reject(Reject.BAD_FIELDS, "message without a valid ts")]
+        t = msg.type
+        gen = _hex(msg.get("hg") or "0") or 0
+        seq_text = msg.get("seq")
+        seq = _hex(seq_text) if seq_text is not None else None
+        if not t.startswith("NS_") and seq is None:
+            return [self._reject(Reject.BAD_FIELDS, f"{t} without a valid seq")]
+        verdict, missing = self.peer.ordering.check(gen, seq)
+        if verdict is Verdict.REPLAY:
+            return [self._reject(Reject.REPLAY, f"{t} from {src} with old generation {gen}")]
+        out = self._link_heard(medium, now)
+        if verdict is Verdict.DUPLICATE:
+            self._count("duplicate")
+            return out
+        for s in missing:
+            self.rexmit[s] = (now + REXMIT_FIRST, 0)
+        if seq is not None:
+            self.rexmit.pop(seq, None)
+        if verdict is Verdict.RESTARTED:
+            self.rexmit.clear()
+            out.append(Note("info", f"{src} restarted (generation {gen})"))
+            self.peer.hold = None
+            self.peer.joined = True
+        dest = msg.get("dest")
+        if dest is not None and dest.lower() != self.cfg.node:
+            self._count("not_for_us")
+            return out
+        handler = getattr(self, "_on_" + t.replace("-", "_"), None)
+        if handler is not None:
+            out += handler(msg, now, seq)
+        self._count(f"rx_{t}")
+        return out
+
+    def resources_done(self, op: int, ok: bool, reason: str, now: float) -> list[Action]:
+        """The driver finished the Acquire or Release numbered `op`."""
+        flux = self.flux
+        if flux is None or flux.op != op:
+            return [Note("warning", f"resource result for unknown operation {op}")]
+        self.flux = None
+        out: list[Action] = []
+        if isinstance(flux, Acquire):
+            if ok:
+                self._set_hold(self.hold | flux.sides, now, flux.reason)
+                out.append(self._resource_msg(now))
+            else:
+                self._count("acquire_failed")
+                self.self_standby = True
+                out.append(Note("error", f"could not start resources ({reason}); handing over to peer"))
+                out.append(self._resource_msg(now, info="standby"))
+        else:
+            if ok:
+                self._set_hold(self.hold - flux.sides, now, flux.reason)
+            else:
+                self._count("release_failed")
+                out.append(Note("error", f"could not stop resources: {reason}; still holding them"))
+            if self.shutting_down:
+                if not self.hold:
+                    out.append(self._send(now, Message.of(("t", "shutdone"), ("st", "dead"))))
+                return out
+            if self.self_standby and self.standby_asked_at is not None:
+                self.standby_asked_at = None
+                out.append(self._resource_msg(now, info="standby"))
+                out.append(self._send(now, _ask("done", "all")))
+            else:
+                out.append(self._resource_msg(now))
+        return out + self._reconcile(now)
+
+    def request_standby(self, now: float, reason: str = "standby requested") -> list[Action]:
+        """hb_standby: hand everything we hold to the peer, gracefully."""
+        if self.peer.alive is not True:
+            return [Note("warning", f"{reason}: refused, the peer is not up")]
+        if not self.hold and self.flux is None:
+            return [Note("info", f"{reason}: nothing held here")]
+        self.self_standby = True
+        self.standby_asked_at = now
+        return [Note("info", reason), self._send(now, _ask("me", "all"))]
+
+    def request_takeover(self, now: float) -> list[Action]:
+        """hb_takeover: ask the peer to go standby so we take its groups."""
+        if self.peer.alive is not True:
+            return [Note("warning", "takeover: refused, the peer is not up")]
+        self.self_standby = False
+        return [Note("info", "takeover requested"), self._send(now, _ask("takeover", "all"))]
+
+    def shutdown(self, now: float) -> list[Action]:
+        """Release everything, then tell the peer with shutdone so it takes over at once."""
+        self.shutting_down = True
+        if self.flux is not None:
+            return []  # resources_done will continue
+        if self.hold:
+            return [self._begin(Release(self.hold, "shutdown"))]
+        return [self._send(now, Message.of(("t", "shutdone"), ("st", "dead")))]
+
+    # -- message handlers ---------------------------------------------------------------------
+    def _on_status(self, msg: Message, now: float, seq: int | None) -> list[Action]:
+        p = self.peer
+        out: list[Action] = []
+        if p.last_status is not None and p.alive:
+            gap = now - p.last_status
+            if gap > self.cfg.warntime:
+                self._count("late_heartbeat")
+                out.append(Note("warning", f"Late heartbeat: node {self.cfg.peer}: interval "
+                                f"{gap * 1000:.0f} ms", counter="late_heartbeat"))  # fmt: skip
+        p.last_status = now
+        p.st = msg.get("st")
+        dt = msg.get("dt")
+        p.deadtime = (_hex(dt) or 0) / 1000 if dt and _hex(dt) else self.cfg.deadtime
+        if "protocol" not in msg and p.flow_control:
+            p.flow_control = False
+            out.append(Note("info", "flow control disabled due to different version heartbeat"))
+        if not p.alive:
+            p.alive, p.since, p.joined, p.hold = True, now, True, None
+            self.st = "active"
+            out.append(PeerChanged(self.cfg.peer, True, f"status {p.st}"))
+            out.append(self._send(now, Message.of(("t", "starting"))))
+            out.append(self._resource_msg(now))
+        trigger = seq is not None and seq % 10 == self.cfg.generation % 10
+        if p.flow_control and trigger and seq is not None and not p.ordering.missing:
+            ack = Message.of(("t", "NS_ackmsg"), ("dest", self.cfg.peer), ("ackseq", f"{seq:x}"))
+            out.append(self._send(now, ack))
+        return out
+
+    def _on_starting(self, msg: Message, now: float, seq: int | None) -> list[Action]:
+        return [self._resource_msg(now)]
+
+    def _on_resource(self, msg: Message, now: float, seq: int | None) -> list[Action]:
+        sides = sides_of(msg.get("rsc_hold"))
+        if sides is None:
+            return [self._reject(Reject.BAD_FIELDS, f"resource with rsc_hold={msg.get('rsc_hold')!r}")]
+        self.peer.hold = flip(sides)
+        info = msg.get("info")
+        if info == "standby":
+            self.peer.standby = True
+        elif sides:
+            self.peer.standby = False
+        if info == "mach_down" and self.peer.hold & self.hold:
+            return [Note("warning", "peer took over resources we still hold"), *self._reconcile(now)]
+        return self._reconcile(now)
+
+    def _on_ask_resources(self, msg: Message, now: float, seq: int | None) -> list[Action]:
+        info = msg.get("info")
+        if info == "me":  # the peer wants to go standby
+            self.peer.standby = True
+            return [self._send(now, _ask("other", msg.get("rsc_hold") or "all"))]
+        if info == "other" and self.standby_asked_at is not None:
+            if self.flux is not None:
+                return []
+            if not self.hold:
+                self.standby_asked_at = None
+                return [self._resource_msg(now, info="standby"), self._send(now, _ask("done", "all"))]
+            return [self._begin(Release(self.hold, "standby"))]
+        if info == "takeover":
+            return self.request_standby(now, "standby: the peer asked to take over")
+        if info == "done":
+            return self._reconcile(now)
+        return []
+
+    def _on_shutdone(self, msg: Message, now: float, seq: int | None) -> list[Action]:
+        return self._peer_dead(now, "shutdone: the peer stopped cleanly")
+
+    def _on_NS_rexmit(self, msg: Message, now: float, seq: int | None) -> list[Action]:
+        first, last = _dec(msg.get("firstseq")), _dec(msg.get("lastseq"))
+        if first is None or last is None or last < first:
+            return [self._reject(Reject.BAD_FIELDS, "NS_rexmit with bad firstseq/lastseq")]
+        out: list[Action] = []
+        for s in range(first, min(last, first + 49) + 1):
+            old = self.history.get(s)
+            if old is not None:
+                out.append(Send(old))
+            else:
+                nak = Message.of(("t", "NS_nak_rexmit"), ("firstseq", f"{s:x}"),
+                                 ("dest", self.cfg.peer), ("info", "not in history"))  # fmt: skip
+                out.append(self._send(now, nak))
+        self._count("rexmit_served")
+        return out
+
+    def _on_reqnodes(self, msg: Message, now: float, seq: int | None) -> list[Action]:
+        nodelist = f"{self.cfg.node} {self.cfg.peer} "
+        rep = Message.of(("dest", self.cfg.peer), ("t", "repnodes"), ("nodelist", nodelist),
+                         ("delnodelist", " "))  # fmt: skip
+        return [self._send(now, rep)]
+
+    # -- timers -------------------------------------------------------------------------------
+    def _check_peer(self, now: float) -> list[Action]:
+        p = self.peer
+        if p.alive is None and now >= self.started + self.cfg.initdead:
+            self.st = "active"
+            return self._peer_dead(now, f"not heard within initdead ({self.cfg.initdead:g}s)")
+        if p.alive and p.last_status is not None and now >= p.last_status + p.deadtime:
+            silent = now - p.last_status
+            return self._peer_dead(now, f"silent for {silent * 1000:.0f}ms", silent)
+        return []
+
+    def _check_links(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        for name, link in self.peer.links.items():
+            if link.up and now >= link.last + self.peer.deadtime:
+                link.up = False
+                out.append(LinkChanged(self.cfg.peer, name, False))
+        return out
+
+    def _check_rexmit(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        for s, (when, tries) in list(self.rexmit.items()):
+            if now < when:
+                continue
+            if tries >= REXMIT_TRIES or not self.peer.alive:
+                del self.rexmit[s]
+                continue
+            self.rexmit[s] = (now + REXMIT_EVERY, tries + 1)
+            req = Message.of(("t", "NS_rexmit"), ("dest", self.cfg.peer),
+                             ("firstseq", str(s)), ("lastseq", str(s)))  # fmt: skip
+            out.append(self._send(now, req))
+        return out
+
+    def _link_heard(self, medium: str, now: float) -> list[Action]:
+        link = self.peer.links.get(medium)
+        if link is None:
+            self.peer.links[medium] = _Link(now)
+            return [LinkChanged(self.cfg.peer, medium, True)]
+        link.last = now
+        if not link.up:
+            link.up = True
+            return [LinkChanged(self.cfg.peer, medium, True)]
+        return []
+
+    def _peer_dead(self, now: float, reason: str, silent: float = 0.0) -> list[Action]:
+        p = self.peer
+        was = p.alive
+        p.alive, p.since, p.hold, p.standby, p.joined = False, now, None, False, False
+        p.last_status = None
+        self.rexmit.clear()
+        self.standby_asked_at = None
+        self.self_standby = False
+        out: list[Action] = []
+        if was is not False:
+            self._count("peer_dead")
+            out.append(PeerChanged(self.cfg.peer, False, reason, silent))
+        for name, link in p.links.items():
+            if link.up:
+                link.up = False
+                out.append(LinkChanged(self.cfg.peer, name, False))
+        return out + self._reconcile(now, reason)
+
+    # -- resource policy ----------------------------------------------------------------------
+    def _reconcile(self, now: float, why: str = "") -> list[Action]:
+        """Decide what to acquire or release. Runs only when no resource operation is in flight."""
+        if self.flux is not None or self.shutting_down or self.standby_asked_at is not None:
+            return []
+        p = self.peer
+        present = self.cfg.present
+        if p.alive is False:
+            want = present - self.hold
+            return [self._begin(Acquire(want, f"peer {self.cfg.peer} dead: {why}"))] if want else []
+        if p.alive is None or p.hold is None:
+            return []  # still waiting for the peer's report: never guess while it may hold them
+        out: list[Action] = []
+        both = self.hold & p.hold
+        if both:
+            # A healed partition: the groups' home node keeps them without interruption.
+            keep = frozenset(s for s in both if s is Side.LOCAL)
+            drop = both - keep
+            if keep:
+                out.append(Announce("partition healed: home node keeps its groups"))
+            if drop:
+                out.append(self._begin(Release(drop, "partition healed: the home node keeps them")))
+            p.joined = False
+            return out
+        if p.joined and self.cfg.auto_failback and Side.FOREIGN in self.hold and not p.standby:
+            p.joined = False
+            return [self._begin(Release(frozenset({Side.FOREIGN}), "auto_failback: going home"))]
+        p.joined = False
+        free = present - self.hold - p.hold
+        if self.self_standby:
+            if not free:
+                self.self_standby = False
+            return []
+        want = frozenset(s for s in free if s is Side.LOCAL or p.standby)
+        if want:
+            reason = "peer in standby" if p.standby else "home node, nobody holds them"
+            out.append(self._begin(Acquire(want, reason)))
+        return out
+
+    def _begin(self, action: Acquire | Release) -> Acquire | Release:
+        self.op += 1
+        numbered = type(action)(action.sides, action.reason, self.op)
+        self.flux = numbered
+        return numbered
+
+    def _set_hold(self, hold: frozenset[Side], now: float, reason: str) -> None:
+        if hold != self.hold:
+            self.last_transition = {
+                "from": hold_word(self.hold),
+                "to": hold_word(hold),
+                "reason": reason,
+                "at": self.wall0 + (now - self.started),
+            }
+            self.hold, self.hold_since = hold, now
+
+    # -- sending ------------------------------------------------------------------------------
+    def _status(self, now: float, st: str) -> Send:
+        dt = f"{int(self.cfg.deadtime * 1000):x}"
+        return self._send(now, Message.of(("t", "status"), ("st", st), ("dt", dt), ("protocol", "1")))
+
+    def _resource_msg(self, now: float, info: str | None = None) -> Send:
+        fields: list[tuple[str, str | bytes]] = [
+            ("t", "resource"),
+            ("rsc_hold", hold_word(self.hold)),
+            ("rtype", "full"),
+            ("isstable", "1" if self.flux is None else "0"),
+        ]
+        if info:
+            fields.append(("info", info))
+        return self._send(now, Message.of(*fields))
+
+    def _send(self, now: float, body: Message) -> Send:
+        """Append Heartbeat's standard fields: src, srcuuid, seq (not on NS_ types), hg, ts, ttl."""
+        t = body.type or ""
+        msg = body.add("src", self.cfg.node).add("srcuuid", self.cfg.uuid)
+        seq = None
+        if not t.startswith("NS_"):
+            self.seq += 1
+            seq = self.seq
+            msg = msg.add("seq", f"{seq:x}")
+        ts = int(self.wall0 + (now - self.started))
+        msg = msg.add("hg", f"{self.cfg.generation:x}").add("ts", f"{ts:x}").add("ttl", HOPFUDGE_TTL)
+        if seq is not None:
+            self.history[seq] = msg
+            while len(self.history) > HISTORY:
+                self.history.popitem(last=False)
+        self._count(f"tx_{t}")
+        return Send(msg)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _reject(self, reason: Reject, detail: str) -> Note:
+        self._count(f"rejected_{reason.value}")
+        return Note("warning", f"dropped: {detail}", counter="rejected", labels={"reason": reason.value})
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """A cl_status-like view: nodes, their state per medium, who holds what, since when."""
+        p = self.peer
+        peer_state = {None: "unknown", True: p.st or "up", False: "dead"}[p.alive]
+        return {
+            "node": self.cfg.node,
+            "state": self.st,
+            "generation": self.cfg.generation,
+            "holds": hold_word(self.hold),
+            "holds_for_s": round(now - self.hold_since, 3),
+            "in_flux": self.flux is not None,
+            "standby": self.self_standby,
+            "peer": {
+                "node": self.cfg.peer,
+                "state": peer_state,
+                "holds": hold_word(p.hold) if p.hold is not None else "unknown",
+                "since_s": round(now - p.since, 3),
+                "deadtime_ms": int(p.deadtime * 1000),
+                "links": {
+                    name: {"up": link.up, "last_heard_ms_ago": int((now - link.last) * 1000)}
+                    for name, link in sorted(p.links.items())
+                },
+            },
+            "last_transition": self.last_transition,
+            "counters": dict(sorted(self.counters.items())),
+        }
+
+
+def _ask(info: str, hold: str) -> Message:
+    return Message.of(("t", "ask_resources"), ("rsc_hold", hold), ("info", info))
+
+
+def _hex(text: str | None) -> int | None:
+    if not text or len(text) > 16:
+        return None
+    try:
+        return int(text, 16)
+    except ValueError:
+        return None
+
+
+def _dec(text: str | None) -> int | None:
+    if text is None or not text.isdigit() or len(text) > 12:
+        return None
+    return int(text)
