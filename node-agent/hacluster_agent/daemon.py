@@ -1,0 +1,368 @@
+"""hacluster-agent: the standalone node agent. Thin edges around the membership engine.
+
+Media deliver bytes; the codec authenticates them; the engine decides; resource drivers act;
+a local control socket serves `hactl`. Only this module touches clocks, sockets and signals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config.directory import ClusterConfig, load_directory
+from .config.haresources_model import ResourceGroup
+from .config.issues import ConfigError
+from .engine.actions import (
+    Acquire,
+    Action,
+    Announce,
+    LinkChanged,
+    Note,
+    PeerChanged,
+    Release,
+    Send,
+    Side,
+)
+from .engine.membership import Engine, EngineConfig
+from .logs import fields, setup
+from .media.base import Medium, open_media
+from .resources.base import ResourceError
+from .resources.group import GroupRunner, drivers_for
+from .state import next_generation, node_uuid
+from .wire.codec import Decoded, decode, encode
+from .wire.errors import Rejected
+
+log = logging.getLogger("hacluster.agent")
+
+
+@dataclass
+class AgentOptions:
+    node: str
+    state_dir: Path = Path("/var/lib/hacluster")
+    control_socket: Path = Path("/run/hacluster/agent.sock")
+    release_on_exit: bool = True
+    address_lifetime: int = 3
+    monitor_interval: float = 5.0
+    init_dir: Path = Path("/etc/init.d")
+    lock_dir: Path = Path("/var/lock")
+
+
+@dataclass
+class _Groups:
+    runners: dict[Side, list[GroupRunner]] = field(default_factory=dict)
+
+
+class Agent:
+    """One node of the pair: owns the engine, the media and the resource groups."""
+
+    def __init__(self, cfg: ClusterConfig, opts: AgentOptions) -> None:
+        self.cfg = cfg
+        self.opts = opts
+        self.node = opts.node
+        self.peer = cfg.peer_of(opts.node)
+        hacf = cfg.hacf
+        self.groups: dict[Side, list[ResourceGroup]] = {
+            Side.LOCAL: cfg.haresources.groups_of(self.node),
+            Side.FOREIGN: cfg.haresources.groups_of(self.peer),
+        }
+        self.generation = next_generation(opts.state_dir)
+        self.engine = Engine(
+            EngineConfig(
+                node=self.node,
+                peer=self.peer,
+                keepalive=hacf.keepalive_ms / 1000,
+                deadtime=hacf.deadtime_ms / 1000,
+                warntime=hacf.warntime_ms / 1000,
+                initdead=hacf.initdead_ms / 1000,
+                generation=self.generation,
+                uuid=node_uuid(opts.state_dir),
+                auto_failback=hacf.auto_failback_effective,
+                has_local=bool(self.groups[Side.LOCAL]),
+                has_foreign=bool(self.groups[Side.FOREIGN]),
+                standby_timeout=max(5.0, 4 * hacf.deadtime_ms / 1000),
+            )
+        )
+        self.runners: dict[Side, list[GroupRunner]] = {
+            side: [
+                GroupRunner(
+                    drivers_for(
+                        g,
+                        cfg.directory,
+                        init_dir=opts.init_dir,
+                        address_lifetime=opts.address_lifetime,
+                    ),
+                    name=g.key,
+                )
+                for g in groups
+            ]
+            for side, groups in self.groups.items()
+        }
+        self.media: list[Medium] = []
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.rejected: dict[str, int] = {}
+        self.media_state: dict[str, dict[str, Any]] = {}
+        self.held: set[Side] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # -- media events (MediumEvents) ------------------------------------------------------------
+    def packet_received(self, medium: str, data: bytes) -> None:
+        got = decode(data, self.cfg.authkeys)
+        if isinstance(got, Rejected):
+            reason = got.reason.value
+            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+            if self.rejected[reason] <= 5 or self.rejected[reason] % 100 == 0:
+                log.warning("dropped packet: %s", got, extra=fields(medium=medium, reason=reason))
+            return
+        assert isinstance(got, Decoded)
+        self.execute(self.engine.receive(got.message, medium, time.monotonic()))
+
+    def medium_state(self, medium: str, up: bool, reason: str) -> None:
+        self.media_state[medium] = {"up": up, "reason": reason, "since": time.time()}
+        level = logging.INFO if up else logging.ERROR
+        log.log(level, "medium %s %s: %s", medium, "up" if up else "DOWN", reason, extra=fields(medium=medium))
+
+    # -- actions --------------------------------------------------------------------------------
+    def execute(self, actions: list[Action]) -> None:
+        for act in actions:
+            if isinstance(act, Send):
+                self._send(act)
+            elif isinstance(act, (Acquire, Release)):
+                self._spawn(self._resources(act))
+            elif isinstance(act, Announce):
+                self._spawn(self._announce(act.reason))
+            elif isinstance(act, PeerChanged):
+                log.warning(
+                    "node %s: is %s (%s)",
+                    act.peer,
+                    "up" if act.alive else "dead",
+                    act.reason,
+                    extra=fields(peer=act.peer, alive=act.alive, generation=self.generation),
+                )
+            elif isinstance(act, LinkChanged):
+                log.info("Link %s:%s %s", act.peer, act.medium, "up" if act.up else "dead")
+            elif isinstance(act, Note):
+                log.log(logging.getLevelName(act.level.upper()), act.text)
+        self.wake.set()
+
+    def _send(self, act: Send) -> None:
+        cache: dict[str, bytes] = {}
+        for m in self.media:
+            data = cache.get(m.encoding)
+            if data is None:
+                data = cache[m.encoding] = encode(act.message, self.cfg.authkeys, m.encoding)
+            m.send(data)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _resources(self, act: Acquire | Release) -> None:
+        verb = "acquire" if isinstance(act, Acquire) else "release"
+        t0 = time.monotonic()
+        sides = [s for s in (Side.LOCAL, Side.FOREIGN) if s in act.sides]
+        ok, reason = True, "ok"
+        try:
+            if isinstance(act, Acquire):
+                started: list[GroupRunner] = []
+                try:
+                    for side in sides:
+                        for runner in self.runners[side]:
+                            await runner.start()
+                            started.append(runner)
+                        self.held.add(side)
+                except ResourceError:
+                    for runner in reversed(started):
+                        with contextlib.suppress(ResourceError):
+                            await runner.stop()
+                    for side in sides:
+                        self.held.discard(side)
+                    raise
+            else:
+                for side in reversed(sides):
+                    for runner in reversed(self.runners[side]):
+                        await runner.stop()
+                    self.held.discard(side)
+        except ResourceError as e:
+            ok, reason = False, str(e)
+        ms = (time.monotonic() - t0) * 1000
+        log.log(
+            logging.INFO if ok else logging.ERROR,
+            "%s %s: %s (%s, %.0f ms)",
+            verb,
+            "+".join(s.value for s in sides) or "nothing",
+            "done" if ok else "FAILED",
+            act.reason if ok else reason,
+            ms,
+            extra=fields(op=act.op, generation=self.generation),
+        )
+        self.execute(self.engine.resources_done(act.op, ok, reason, time.monotonic()))
+
+    async def _announce(self, reason: str) -> None:
+        log.info("re-announcing held addresses: %s", reason)
+        for side in list(self.held):
+            for runner in self.runners[side]:
+                await runner.announce()
+
+    # -- loops ----------------------------------------------------------------------------------
+    async def _clock(self) -> None:
+        while not self.stopping.is_set():
+            delay = self.engine.next_deadline() - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), delay)
+            self.wake.clear()
+            self.execute(self.engine.tick(time.monotonic()))
+
+    async def _maintain(self) -> None:
+        """Renew VIP lifetimes often; check held groups every monitor_interval."""
+        refresh_every = max(0.2, self.opts.address_lifetime / 3) if self.opts.address_lifetime else 1.0
+        last_monitor = time.monotonic()
+        while not self.stopping.is_set():
+            await asyncio.sleep(refresh_every)
+            for side in list(self.held):
+                for runner in self.runners[side]:
+                    await runner.refresh()
+            if time.monotonic() - last_monitor < self.opts.monitor_interval or self.engine.flux:
+                continue
+            last_monitor = time.monotonic()
+            for side in list(self.held):
+                for runner in self.runners[side]:
+                    outcome = await runner.monitor_once()
+                    if outcome.migrate:
+                        self.execute(
+                            self.engine.request_standby(time.monotonic(), f"migration threshold: {outcome.reason}")
+                        )
+
+    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            req = json.loads(line or b"{}")
+            cmd = req.get("cmd")
+            now = time.monotonic()
+            if cmd == "status":
+                reply = {"ok": True, "status": self.status()}
+            elif cmd == "standby":
+                self.execute(self.engine.request_standby(now, "hactl standby"))
+                reply = {"ok": True}
+            elif cmd == "takeover":
+                self.execute(self.engine.request_takeover(now))
+                reply = {"ok": True}
+            else:
+                reply = {"ok": False, "error": f"unknown command {cmd!r}"}
+        except (ValueError, TimeoutError) as e:
+            reply = {"ok": False, "error": str(e)}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    def status(self) -> dict[str, Any]:
+        snap = self.engine.snapshot(time.monotonic())
+        snap["groups"] = {
+            side.value: [g.key for g in groups] for side, groups in self.groups.items() if groups
+        }
+        snap["media"] = self.media_state
+        snap["rejected"] = dict(self.rejected)
+        return snap
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self.opts.control_socket.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.opts.control_socket.unlink()
+        server = await asyncio.start_unix_server(self._control, path=str(self.opts.control_socket))
+        os.chmod(self.opts.control_socket, 0o660)
+        for side, runners in self.runners.items():
+            for runner in runners:
+                states = await runner.probe()
+                running = [n for n, s in states.items() if s.value == "running"]
+                if running:
+                    log.warning("already running before start-up (%s): %s", side.value, ", ".join(running))
+        self.media = await open_media(self.cfg.hacf.media, self, lock_dir=self.opts.lock_dir)
+        log.info(
+            "starting: node %s, peer %s, generation %d, keepalive %dms, deadtime %dms",
+            self.node,
+            self.peer,
+            self.generation,
+            self.cfg.hacf.keepalive_ms,
+            self.cfg.hacf.deadtime_ms,
+            extra=fields(generation=self.generation),
+        )
+        self.execute(self.engine.start(time.monotonic(), time.time()))
+        clock = loop.create_task(self._clock())
+        maint = loop.create_task(self._maintain())
+        await self.stopping.wait()
+        log.info("stopping%s", ": releasing resources" if self.opts.release_on_exit else "")
+        if self.opts.release_on_exit:
+            self.stopping.clear()
+            self.execute(self.engine.shutdown(time.monotonic()))
+            deadline = time.monotonic() + 120
+            while (self.held or self.engine.flux) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)  # let shutdone leave
+            self.stopping.set()
+        for task in (clock, maint, *self.tasks):
+            task.cancel()
+        server.close()
+        for m in self.media:
+            await m.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.opts.control_socket.unlink()
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="hacluster-agent", description=__doc__)
+    p.add_argument("--config-dir", default="/etc/ha.d", help="Heartbeat config directory")
+    p.add_argument("--node", default=socket.gethostname().split(".")[0].lower(), help="this node's name")
+    p.add_argument("--state-dir", default="/var/lib/hacluster")
+    p.add_argument("--control-socket", default="/run/hacluster/agent.sock")
+    p.add_argument("--init-dir", default="/etc/init.d")
+    p.add_argument("--lock-dir", default="/var/lock")
+    p.add_argument("--no-release-on-exit", action="store_true", help="keep resources on SIGTERM")
+    p.add_argument("--address-lifetime", type=int, default=3, help="VIP valid_lft seconds (0: permanent)")
+    p.add_argument("--monitor-interval", type=float, default=5.0)
+    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    a = p.parse_args(argv)
+    setup(a.log_format)
+    try:
+        cfg = load_directory(a.config_dir)
+    except ConfigError as e:
+        for f in e.findings:
+            print(f, file=sys.stderr)
+        return 1
+    for w in cfg.warnings:
+        log.warning(str(w))
+    opts = AgentOptions(
+        node=a.node.lower(),
+        state_dir=Path(a.state_dir),
+        control_socket=Path(a.control_socket),
+        release_on_exit=not a.no_release_on_exit,
+        address_lifetime=a.address_lifetime,
+        monitor_interval=a.monitor_interval,
+        init_dir=Path(a.init_dir),
+        lock_dir=Path(a.lock_dir),
+    )
+    if opts.node not in cfg.hacf.nodes:
+        print(f"{cfg.directory / 'ha.cf'}: node {opts.node!r} is not listed (nodes: {cfg.hacf.nodes})", file=sys.stderr)
+        return 1
+    return asyncio.run(Agent(cfg, opts).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""A two-node lab on one machine: network namespaces, a bridge, two agents and a client.
+
+Used by the README demo, the end-to-end tests and the failover benchmark. Documentation
+addresses only (192.0.2.0/24 on the heartbeat LAN, 198.51.100.0/24 on an optional second link).
+Everything it creates is removed by close(), even after a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VIP = "192.0.2.100"
+WEB_PORT = 8080
+NODE_ADDR = {"n1": "192.0.2.11", "n2": "192.0.2.12"}
+CLIENT_ADDR = "192.0.2.50"
+
+WEB_SCRIPT = """#!/bin/sh
+# demo-web: a heartbeat-style resource script serving this node's name on port {port}
+PIDFILE={state}/web.pid
+case "$1" in
+  start)
+    [ -f $PIDFILE ] && kill -0 "$(cat $PIDFILE)" 2>/dev/null && exit 0
+    mkdir -p {state}/www && echo "{node}" > {state}/www/index.html
+    cd {state}/www && setsid {python} -m http.server {port} --bind 0.0.0.0 >/dev/null 2>&1 &
+    echo $! > $PIDFILE ;;
+  stop)
+    [ -f $PIDFILE ] && kill "$(cat $PIDFILE)" 2>/dev/null; rm -f $PIDFILE; exit 0 ;;
+  status)
+    if [ -f $PIDFILE ] && kill -0 "$(cat $PIDFILE)" 2>/dev/null; then echo running; else echo stopped; exit 3; fi ;;
+esac
+exit 0
+"""
+
+PROBE = r"""
+import socket, sys, time
+end = time.monotonic() + float(sys.argv[1]); every = float(sys.argv[2])
+while time.monotonic() < end:
+    t = time.time()
+    try:
+        s = socket.create_connection(("{vip}", {port}), timeout=every * 5)
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n"); data = s.recv(4096); s.close()
+        who = data.split(b"\r\n\r\n", 1)[-1].strip().decode() or "?"
+    except OSError:
+        who = "-"
+    print(f"{{t:.4f}} {{who}}", flush=True)
+    time.sleep(max(0.0, every - (time.time() - t)))
+"""
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), check=check, capture_output=True, text=True)
+
+
+@dataclass
+class Lab:
+    """Namespaces sw (bridge), n1, n2, client; `serial` adds a pty null-modem pair."""
+
+    keepalive: str = "100ms"
+    deadtime: str = "500ms"
+    warntime: str = "250ms"
+    initdead: str = "2"
+    auto_failback: str = "on"
+    auth: str = "sha1"
+    media: str = "ucast"  # ucast | bcast | serial | ucast+serial
+    agent_args: list[str] = field(default_factory=list)
+    prefix: str = field(default_factory=lambda: "hac" + secrets.token_hex(2))
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hacluster-lab-")))
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+
+    def ns(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    # -- topology -------------------------------------------------------------------------------
+    def build(self) -> Lab:
+        sw = self.ns("sw")
+        self._netns(sw)
+        _run("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
+        _run("ip", "-n", sw, "link", "set", "br0", "up")
+        for name, addr in [*NODE_ADDR.items(), ("client", CLIENT_ADDR)]:
+            ns = self.ns(name)
+            self._netns(ns)
+            _run("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"p-{name}", "netns", sw)
+            _run("ip", "-n", sw, "link", "set", f"p-{name}", "master", "br0", "up")
+            _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
+            _run("ip", "-n", ns, "link", "set", "eth0", "up")
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        if "serial" in self.media:
+            self._serial()
+        for node in NODE_ADDR:
+            self._config(node)
+        return self
+
+    def _netns(self, name: str) -> None:
+        _run("ip", "netns", "add", name)
+        self.created.append(name)
+
+    def _serial(self) -> None:
+        """Two ptys joined like a null-modem cable (socat), one end per node."""
+        a, b = self.root / "tty-n1", self.root / "tty-n2"
+        self.procs["socat"] = subprocess.Popen(
+            ["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 5
+        while not (a.exists() and b.exists()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("socat did not create the pty pair")
+            time.sleep(0.02)
+
+    def _config(self, node: str) -> None:
+        d = self.root / node / "ha.d"
+        (d / "resource.d").mkdir(parents=True)
+        state = self.root / node / "state"
+        state.mkdir(parents=True)
+        media = []
+        if "ucast" in self.media:
+            media += [f"ucast eth0 {ip}" for ip in NODE_ADDR.values()]
+        if "bcast" in self.media:
+            media.append("bcast eth0")
+        if "serial" in self.media:
+            media.append(f"serial {self.root / f'tty-{node}'}")
+        (d / "ha.cf").write_text(
+            f"keepalive {self.keepalive}\ndeadtime {self.deadtime}\nwarntime {self.warntime}\n"
+            f"initdead {self.initdead}\nudpport 694\n" + "\n".join(media) + "\n"
+            f"node n1\nnode n2\nauto_failback {self.auto_failback}\n"
+        )
+        (d / "haresources").write_text(f"n1 IPaddr::{VIP}/24/eth0 demo-web\n")
+        key = "" if self.auth == "crc" else " hacluster-lab-key"
+        fd = os.open(d / "authkeys", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, f"auth 1\n1 {self.auth}{key}\n".encode())
+        os.close(fd)
+        script = d / "resource.d" / "demo-web"
+        script.write_text(WEB_SCRIPT.format(port=WEB_PORT, state=state, node=node, python=sys.executable))
+        script.chmod(0o755)
+
+    # -- agents ---------------------------------------------------------------------------------
+    def socket(self, node: str) -> Path:
+        return self.root / node / "state" / "agent.sock"
+
+    def start_agent(self, node: str) -> subprocess.Popen[bytes]:
+        log = open(self.root / node / "agent.log", "ab")  # noqa: SIM115 - owned by the process
+        cmd = [
+            "ip", "netns", "exec", self.ns(node), sys.executable, "-m", "hacluster_agent.daemon",
+            "--config-dir", str(self.root / node / "ha.d"), "--node", node,
+            "--state-dir", str(self.root / node / "state"), "--control-socket", str(self.socket(node)),
+            "--lock-dir", str(self.root / node / "state"), "--log-format", "text", *self.agent_args,
+        ]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        self.procs[node] = proc
+        return proc
+
+    def agent_log(self, node: str) -> str:
+        p = self.root / node / "agent.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def kill_agent(self, node: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs.get(node)
+        if proc and proc.poll() is None:
+            os.kill(proc.pid, sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                proc.wait(timeout=30)
+
+    def cut(self, node: str) -> None:
+        """The node's cable is pulled: heartbeat and clients alike."""
+        _run("ip", "-n", self.ns("sw"), "link", "set", f"p-{node}", "down")
+
+    def restore(self, node: str) -> None:
+        _run("ip", "-n", self.ns("sw"), "link", "set", f"p-{node}", "up")
+
+    def hactl(self, node: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return _run(sys.executable, "-m", "hacluster_agent.cli.hactl", *args, "--socket", str(self.socket(node)), check=False)
+
+    def holds_vip(self, node: str) -> bool:
+        out = _run("ip", "-n", self.ns(node), "-4", "addr", "show", "dev", "eth0").stdout
+        return f"inet {VIP}/" in out
+
+    def fetch(self, timeout: float = 1.0) -> str | None:
+        """One request to the VIP from the client; the answering node's name, or None."""
+        code = (
+            "import socket,sys\n"
+            f"s=socket.create_connection(('{VIP}',{WEB_PORT}),timeout={timeout})\n"
+            "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n');d=b''\n"
+            "while True:\n c=s.recv(4096)\n if not c: break\n d+=c\n"
+            "print(d.split(b'\\r\\n\\r\\n',1)[-1].decode().strip())\n"
+        )
+        r = _run("ip", "netns", "exec", self.ns("client"), sys.executable, "-c", code, check=False)
+        return r.stdout.strip() or None if r.returncode == 0 else None
+
+    def wait_for(self, node: str | None, timeout: float = 15.0) -> float:
+        """Poll the VIP from the client until `node` answers; returns the time it first did."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.fetch(0.3) == node:
+                return time.time()
+            time.sleep(0.02)
+        raise TimeoutError(f"the VIP was not answered by {node} within {timeout}s")
+
+    def probe(self, seconds: float, every: float = 0.01) -> subprocess.Popen[str]:
+        """Start a client that tries the VIP every `every` s and prints `<time> <node or ->`."""
+        code = PROBE.format(vip=VIP, port=WEB_PORT)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns("client"), sys.executable, "-c", code, str(seconds), str(every)],
+            stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        self.procs[f"probe-{len(self.procs)}"] = proc  # type: ignore[assignment]
+        return proc
+
+    # -- teardown -------------------------------------------------------------------------------
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
+        for ns in reversed(self.created):
+            # Processes our resource scripts started inside the lab's namespaces are ours too.
+            pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            _run("ip", "netns", "del", ns, check=False)
+        self.created.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Lab:
+        try:
+            return self.build()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def gap_after(lines: list[str], t0: float, node: str) -> float | None:
+    """From probe output: ms from t0 to the first answer by `node` at or after t0."""
+    for line in lines:
+        t, who = line.split(" ", 1)
+        if float(t) >= t0 and who.strip() == node:
+            return (float(t) - t0) * 1000
+    return None

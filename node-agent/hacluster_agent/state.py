@@ -1,0 +1,54 @@
+"""What a node must remember across restarts: its generation (only ever grows) and its UUID."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def next_generation(state_dir: Path) -> int:
+    """Read, increment and durably store the generation before the first message goes out.
+
+    Peers drop a lower generation as a replay, so it must never go backwards. Like Heartbeat's
+    hb_generation file; a missing file starts at 1, an unreadable one is an error, never a reset.
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "generation"
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = "0"
+    if not text.isdigit():
+        raise ValueError(f"{path}: not a generation number: {text[:20]!r}; refusing to reset it")
+    gen = int(text) + 1
+    _write_atomic(path, f"{gen}\n".encode())
+    return gen
+
+
+def node_uuid(state_dir: Path) -> bytes:
+    """A stable 16-byte node UUID (Heartbeat's srcuuid), created once."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "uuid"
+    try:
+        return uuid.UUID(path.read_text().strip()).bytes
+    except (FileNotFoundError, ValueError):
+        new = uuid.uuid4()
+        _write_atomic(path, f"{new}\n".encode())
+        return new.bytes
