@@ -131,7 +131,9 @@ class Agent:
     def medium_state(self, medium: str, up: bool, reason: str) -> None:
         self.media_state[medium] = {"up": up, "reason": reason, "since": time.time()}
         level = logging.INFO if up else logging.ERROR
-        log.log(level, "medium %s %s: %s", medium, "up" if up else "DOWN", reason, extra=fields(medium=medium))
+        log.log(
+            level, "medium %s %s: %s", medium, "up" if up else "DOWN", reason, extra=fields(medium=medium)
+        )
 
     # -- actions --------------------------------------------------------------------------------
     def execute(self, actions: list[Action]) -> None:
@@ -234,7 +236,13 @@ class Agent:
             await asyncio.sleep(refresh_every)
             for side in list(self.held):
                 for runner in self.runners[side]:
-                    await runner.refresh()
+                    try:
+                        await runner.refresh()
+                    except ResourceError as e:
+                        # The kernel dropped the VIP (the loop stalled past its lifetime): the
+                        # monitor below restarts it in place while the engine says we hold it.
+                        log.error("lost a held address: %s", e)
+                        last_monitor = 0.0
             if time.monotonic() - last_monitor < self.opts.monitor_interval or self.engine.flux:
                 continue
             last_monitor = time.monotonic()
@@ -243,7 +251,9 @@ class Agent:
                     outcome = await runner.monitor_once()
                     if outcome.migrate:
                         self.execute(
-                            self.engine.request_standby(time.monotonic(), f"migration threshold: {outcome.reason}")
+                            self.engine.request_standby(
+                                time.monotonic(), f"migration threshold: {outcome.reason}"
+                            )
                         )
 
     async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -359,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         lock_dir=Path(a.lock_dir),
     )
     if opts.node not in cfg.hacf.nodes:
-        print(f"{cfg.directory / 'ha.cf'}: node {opts.node!r} is not listed (nodes: {cfg.hacf.nodes})", file=sys.stderr)
+        print(
+            f"{cfg.directory / 'ha.cf'}: node {opts.node!r} is not listed (nodes: {cfg.hacf.nodes})",
+            file=sys.stderr,
+        )
         return 1
     return asyncio.run(Agent(cfg, opts).run())
 

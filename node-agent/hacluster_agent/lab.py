@@ -7,6 +7,7 @@ Everything it creates is removed by close(), even after a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -89,7 +90,21 @@ class Lab:
         for name, addr in [*NODE_ADDR.items(), ("client", CLIENT_ADDR)]:
             ns = self.ns(name)
             self._netns(ns)
-            _run("ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"p-{name}", "netns", sw)
+            _run(
+                "ip",
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"p-{name}",
+                "netns",
+                sw,
+            )
             _run("ip", "-n", sw, "link", "set", f"p-{name}", "master", "br0", "up")
             _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
             _run("ip", "-n", ns, "link", "set", "eth0", "up")
@@ -178,7 +193,15 @@ class Lab:
         _run("ip", "-n", self.ns("sw"), "link", "set", f"p-{node}", "up")
 
     def hactl(self, node: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return _run(sys.executable, "-m", "hacluster_agent.cli.hactl", *args, "--socket", str(self.socket(node)), check=False)
+        return _run(
+            sys.executable,
+            "-m",
+            "hacluster_agent.cli.hactl",
+            *args,
+            "--socket",
+            str(self.socket(node)),
+            check=False,
+        )
 
     def holds_vip(self, node: str) -> bool:
         out = _run("ip", "-n", self.ns(node), "-4", "addr", "show", "dev", "eth0").stdout
@@ -219,19 +242,15 @@ class Lab:
     def close(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=10)
         for ns in reversed(self.created):
             # Processes our resource scripts started inside the lab's namespaces are ours too.
             pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
             _run("ip", "netns", "del", ns, check=False)
         self.created.clear()
         shutil.rmtree(self.root, ignore_errors=True)

@@ -107,7 +107,7 @@ class Engine:
     def start(self, now: float, wall: float) -> list[Action]:
         """Begin: Heartbeat's start-up burst (status init, up, up), then one status per keepalive."""
         self.started, self.wall0 = now, wall
-        self.peer.since = now
+        self.peer.since = self.hold_since = now
         out: list[Action] = [self._status(now, "init")]
         self.st = "up"
         out += [self._status(now, "up"), self._status(now, "up")]
@@ -517,7 +517,7 @@ class Engine:
             "peer": {
                 "node": self.cfg.peer,
                 "state": peer_state,
-                "holds": hold_word(p.hold) if p.hold is not None else "unknown",
+                "holds": hold_word(flip(p.hold)) if p.hold is not None else "unknown",  # its own terms
                 "since_s": round(now - p.since, 3),
                 "deadtime_ms": int(p.deadtime * 1000),
                 "links": {
