@@ -189,6 +189,35 @@ class Lab:
         """The node's cable is pulled: heartbeat and clients alike."""
         _run("ip", "-n", self.ns("sw"), "link", "set", f"p-{node}", "down")
 
+    def deafen(self, node: str, on: bool = True) -> None:
+        """`node` stops hearing heartbeats (UDP to its port 694 dropped); clients still reach it.
+        Deafen both nodes to cut the heartbeat link in both directions."""
+        ns = self.ns(node)
+        if on:
+            rules = "table inet hacluster_lab {\n chain input {\n  type filter hook input priority 0;\n  udp dport 694 drop\n }\n}\n"
+            subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True)
+        else:
+            _run("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "hacluster_lab", check=False)
+
+    def arp_owners(self) -> set[str]:
+        """MAC addresses answering ARP for the VIP, as seen from the client (arping)."""
+        out = _run(
+            "ip",
+            "netns",
+            "exec",
+            self.ns("client"),
+            "arping",
+            "-c",
+            "2",
+            "-w",
+            "1",
+            "-I",
+            "eth0",
+            VIP,
+            check=False,
+        ).stdout
+        return {w.strip("[]").lower() for line in out.splitlines() for w in line.split() if w.count(":") == 5}
+
     def restore(self, node: str) -> None:
         _run("ip", "-n", self.ns("sw"), "link", "set", f"p-{node}", "up")
 

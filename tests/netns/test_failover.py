@@ -181,3 +181,30 @@ def test_one_medium_cut_is_not_a_failover(lab: Lab) -> None:
     _only_owner(lab, "n1")
     status = lab.hactl("n2", "status").stdout
     assert "dead" in status and "eth0 up" in status
+
+
+def test_partition_both_take_then_heal_leaves_one_owner_the_home_node(lab: Lab) -> None:
+    """Standalone (no arbiter): a cut heartbeat link makes both take the VIP, as in Heartbeat.
+    When it heals, ours resolves at once: the home node keeps it, the other releases."""
+    _start_pair(lab)
+    lab.deafen("n1")
+    lab.deafen("n2")
+    deadline = time.monotonic() + 5
+    while not (lab.holds_vip("n1") and lab.holds_vip("n2")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lab.holds_vip("n1") and lab.holds_vip("n2"), "split brain expected without an arbiter"
+    assert len(lab.arp_owners()) == 2
+    probe = lab.probe(seconds=3.0)
+    time.sleep(0.3)
+    t0 = time.time()
+    lab.deafen("n1", on=False)
+    lab.deafen("n2", on=False)
+    out, _ = probe.communicate(timeout=30)
+    deadline = time.monotonic() + 3
+    while lab.holds_vip("n2") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _only_owner(lab, "n1")
+    assert len(lab.arp_owners()) == 1
+    assert lab.fetch() == "n1"
+    assert "release local" not in lab.agent_log("n1"), "the home node must keep the VIP through the heal"
+    assert gap_after(out.splitlines(), t0, "n1") is not None
