@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -26,8 +27,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def next_generation(state_dir: Path) -> int:
     """Read, increment and durably store the generation before the first message goes out.
 
-    Peers drop a lower generation as a replay, so it must never go backwards. Like Heartbeat's
-    hb_generation file; a missing file starts at 1, an unreadable one is an error, never a reset.
+    Peers drop a lower generation as a replay, so it must never go backwards. Like Heartbeat 3.0.6
+    it is at least the Unix time, so a node whose state directory was lost (a fresh container)
+    still comes back above its last generation; an unreadable file is an error, never a reset.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / "generation"
@@ -37,7 +39,7 @@ def next_generation(state_dir: Path) -> int:
         text = "0"
     if not text.isdigit():
         raise ValueError(f"{path}: not a generation number: {text[:20]!r}; refusing to reset it")
-    gen = int(text) + 1
+    gen = max(int(text) + 1, int(time.time()))
     _write_atomic(path, f"{gen}\n".encode())
     return gen
 

@@ -29,9 +29,13 @@ fi
 if [[ -z "$go" && -x /usr/local/go/bin/go ]]; then
     go=/usr/local/go/bin/go
 fi
+if [[ -n "${GO:-}" && ! -x "$go" ]]; then
+    echo "build.sh: no Go toolchain: GO=$GO is not an executable" >&2
+    exit 3
+fi
 if [[ -z "$go" ]]; then
-    echo "build.sh: no Go toolchain (go not on PATH, /usr/local/go/bin/go missing);" \
-        "set GO=/path/to/go" >&2
+    echo "build.sh: no Go toolchain: go is not on PATH and /usr/local/go/bin/go is missing;" \
+        "install Go or set GO=/path/to/go" >&2
     exit 3
 fi
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from hacluster_agent.config.authkeys import AuthKeys, parse_authkeys
 from hacluster_agent.engine.membership import Engine, EngineConfig
 from hacluster_agent.wire.codec import Decoded, decode, encode_classic, encode_netstring
@@ -68,7 +67,9 @@ def test_real_packets_fail_with_a_wrong_key(d: Path) -> None:
 def test_engine_sees_a_real_peer_alive_from_its_status_messages() -> None:
     d = CAPTURES / "ucast-sha1"
     keys = _keys(json.loads((d / "meta.json").read_text()))
-    e = Engine(EngineConfig(node="hb2", peer="hb1", keepalive=2, deadtime=10, warntime=5, initdead=20, generation=1))
+    e = Engine(
+        EngineConfig(node="hb2", peer="hb1", keepalive=2, deadtime=10, warntime=5, initdead=20, generation=1)
+    )
     e.start(0.0, 1e9)
     now = 0.0
     for data in _packets(d):
