@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from hacluster_agent.config.authkeys import parse_authkeys
 from hacluster_agent.lab import NODE_ADDR, Lab, gap_after
 from hacluster_agent.wire.codec import encode

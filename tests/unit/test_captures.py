@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from hacluster_agent.config.authkeys import AuthKeys, parse_authkeys
 from hacluster_agent.engine.membership import Engine, EngineConfig
 from hacluster_agent.wire.codec import Decoded, decode, encode_classic, encode_netstring

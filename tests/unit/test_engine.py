@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+
 from hacluster_agent.engine.actions import Acquire, Action, Announce, LinkChanged, PeerChanged, Release, Send
 from hacluster_agent.engine.membership import Engine, EngineConfig
 from hacluster_agent.wire.message import Message

@@ -7,6 +7,7 @@ import errno
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+
 from hacluster_agent.config.hacf import parse_hacf
 from hacluster_agent.config.hacf_model import BcastMedium, McastMedium, SerialMedium, UcastMedium
 from hacluster_agent.media import SerialLine, UdpBroadcast, UdpMulticast, UdpUnicast, build_media

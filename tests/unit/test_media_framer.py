@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hacluster_agent.media.framer import ClassicFramer
 from hacluster_agent.media.serial import lock_name
 from hacluster_agent.wire.codec import MAX_PACKET
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # what classic lines are made of (7-bit printable); markers excluded from the body lines
 LINE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).filter(

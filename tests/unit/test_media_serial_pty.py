@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+
 from hacluster_agent.media.base import MediumFailure, MediumStats
 from hacluster_agent.media.serial import (
     CHUNK,

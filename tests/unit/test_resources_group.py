@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from hacluster_agent.config.haresources import parse_haresources
 from hacluster_agent.config.haresources_model import ResourceGroup, ScriptResource
 from hacluster_agent.resources import (

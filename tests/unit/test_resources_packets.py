@@ -6,6 +6,7 @@ import asyncio
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+
 from hacluster_agent.config.haresources import parse_ip_spec
 from hacluster_agent.resources import IPAddrDriver, VIPOptions
 from hacluster_agent.resources.ipaddr import (

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from hacluster_agent.resources import ResourceError, ResourceState, ScriptDriver, ScriptOptions
 
 
