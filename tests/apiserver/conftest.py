@@ -118,31 +118,45 @@ class ControlPlaneFixture:
         return self.plane.api_client()
 
     def run_kubectl(
-        self, *args: str, kubeconfig: Path | None = None, input: str | None = None,
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        input: str | None = None,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         return self._run(self.kubectl, args, kubeconfig, input, check)
 
     def run_helm(
-        self, *args: str, kubeconfig: Path | None = None, input: str | None = None,
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        input: str | None = None,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         return self._run(self.helm, args, kubeconfig, input, check)
 
     def _run(
-        self, tool: Path, args: Sequence[str], kubeconfig: Path | None, input: str | None,
+        self,
+        tool: Path,
+        args: Sequence[str],
+        kubeconfig: Path | None,
+        input: str | None,
         check: bool,
     ) -> subprocess.CompletedProcess[str]:
         env = dict(self.env)
         env["KUBECONFIG"] = str(kubeconfig or self.kubeconfig)
         proc = subprocess.run(
-            [str(tool), *args], env=env, input=input, capture_output=True, text=True,
-            timeout=120, check=False,
+            [str(tool), *args],
+            env=env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"{tool.name} {' '.join(args)} exited {proc.returncode}:\n"
-                f"{proc.stdout}\n{proc.stderr}"
+                f"{tool.name} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
             )
         return proc
 

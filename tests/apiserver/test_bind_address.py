@@ -62,12 +62,25 @@ def test_serves_on_bridge_address_in_netns(apiserver_binary: ApiServerBinaries) 
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.run(
         [
-            unshare, "--net", "--", "sh", "-c", NETNS_SETUP,
-            sys.executable, "-c", SCRIPT,
-            str(apiserver_binary.apiserver), str(apiserver_binary.tools.kubectl),
+            unshare,
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            NETNS_SETUP,
+            sys.executable,
+            "-c",
+            SCRIPT,
+            str(apiserver_binary.apiserver),
+            str(apiserver_binary.tools.kubectl),
             BRIDGE_ADDRESS,
         ],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -112,9 +112,7 @@ def widgets(admin: k8s.ApiClient) -> k8s.CustomObjectsApi:
         assert conditions.get("Established") == "True", conditions
 
     eventually(established)
-    k8s.CoreV1Api(admin).create_namespace(
-        k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NAMESPACE))
-    )
+    k8s.CoreV1Api(admin).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NAMESPACE)))
     api = k8s.CustomObjectsApi(admin)
     # Established means served; wait until the list endpoint answers too.
     eventually(lambda: api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL))
@@ -140,9 +138,11 @@ def test_version_is_the_pinned_release(controlplane: ControlPlaneFixture) -> Non
 
 
 def test_create_custom_object(widgets: k8s.CustomObjectsApi) -> None:
-    created = as_obj(widgets.create_namespaced_custom_object(
-        GROUP, VERSION, NAMESPACE, PLURAL, widget("good", {"mode": "active", "replicas": 2})
-    ))
+    created = as_obj(
+        widgets.create_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, widget("good", {"mode": "active", "replicas": 2})
+        )
+    )
     assert created["metadata"]["uid"]
     assert created["metadata"]["resourceVersion"]
     assert created["metadata"]["generation"] == 1
@@ -157,9 +157,7 @@ def test_schema_validation_rejects_bad_object(widgets: k8s.CustomObjectsApi) -> 
     status, message = api_error(exc)
     assert status == 422
     assert f'{KIND}.{GROUP} "bad" is invalid' in message
-    assert 'spec.mode: Unsupported value: "bogus": supported values: "active", "standby"' in (
-        message
-    )
+    assert 'spec.mode: Unsupported value: "bogus": supported values: "active", "standby"' in (message)
     assert "spec.replicas: Invalid value: 9: spec.replicas in body should be less than or equal to 5" in (
         message
     )
@@ -178,19 +176,31 @@ def test_status_subresource(widgets: k8s.CustomObjectsApi) -> None:
         GROUP, VERSION, NAMESPACE, PLURAL, widget("st", {"mode": "standby", "replicas": 1})
     )
     # The status subresource writes status and ignores spec...
-    patched = as_obj(widgets.patch_namespaced_custom_object_status(
-        GROUP, VERSION, NAMESPACE, PLURAL, "st",
-        {"spec": {"replicas": 4}, "status": {"phase": "Ready"}},
-    ))
+    patched = as_obj(
+        widgets.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            NAMESPACE,
+            PLURAL,
+            "st",
+            {"spec": {"replicas": 4}, "status": {"phase": "Ready"}},
+        )
+    )
     assert patched["status"] == {"phase": "Ready"}
     assert patched["spec"]["replicas"] == 1
     assert patched["metadata"]["generation"] == 1  # status writes do not bump generation
 
     # ...and the main endpoint writes spec and ignores status.
-    patched = as_obj(widgets.patch_namespaced_custom_object(
-        GROUP, VERSION, NAMESPACE, PLURAL, "st",
-        {"spec": {"replicas": 3}, "status": {"phase": "Hacked"}},
-    ))
+    patched = as_obj(
+        widgets.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            NAMESPACE,
+            PLURAL,
+            "st",
+            {"spec": {"replicas": 3}, "status": {"phase": "Hacked"}},
+        )
+    )
     assert patched["spec"]["replicas"] == 3
     assert patched["status"] == {"phase": "Ready"}
     assert patched["metadata"]["generation"] == 2
@@ -209,29 +219,21 @@ def test_stale_resource_version_conflicts(widgets: k8s.CustomObjectsApi) -> None
     assert first["metadata"]["resourceVersion"] == second["metadata"]["resourceVersion"]
 
     first["spec"]["replicas"] = 2
-    won = as_obj(widgets.replace_namespaced_custom_object(
-        GROUP, VERSION, NAMESPACE, PLURAL, "cas", first
-    ))
+    won = as_obj(widgets.replace_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "cas", first))
     assert won["metadata"]["resourceVersion"] != second["metadata"]["resourceVersion"]
 
     second["spec"]["replicas"] = 5
     with pytest.raises(k8s.ApiException) as exc:
-        widgets.replace_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, PLURAL, "cas", second
-        )
+        widgets.replace_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "cas", second)
     status, message = api_error(exc)
     assert status == 409
-    assert "the object has been modified; please apply your changes to the latest version" in (
-        message
-    )
+    assert "the object has been modified; please apply your changes to the latest version" in (message)
     assert get_widget(widgets, "cas")["spec"]["replicas"] == 2
 
     # The same holds for the status subresource.
     second["status"] = {"phase": "Stale"}
     with pytest.raises(k8s.ApiException) as exc:
-        widgets.replace_namespaced_custom_object_status(
-            GROUP, VERSION, NAMESPACE, PLURAL, "cas", second
-        )
+        widgets.replace_namespaced_custom_object_status(GROUP, VERSION, NAMESPACE, PLURAL, "cas", second)
     assert exc.value.status == 409
 
 
@@ -252,7 +254,10 @@ def test_kubectl_with_admin_kubeconfig(
     assert "from-kubectl" in {item["metadata"]["name"] for item in listed["items"]}
 
     rejected = controlplane.run_kubectl(
-        "apply", "-f", "-", check=False,
+        "apply",
+        "-f",
+        "-",
+        check=False,
         input=json.dumps(widget("kubectl-bad", {"mode": "active", "replicas": 0})),
     )
     assert rejected.returncode != 0
@@ -272,9 +277,7 @@ def test_rbac_is_enforced_for_service_account_tokens(
     )
     with sa_client:
         # The token authenticates (this is authorization failing, not authentication)...
-        review = k8s.AuthenticationV1Api(sa_client).create_self_subject_review(
-            k8s.V1SelfSubjectReview()
-        )
+        review = k8s.AuthenticationV1Api(sa_client).create_self_subject_review(k8s.V1SelfSubjectReview())
         assert review.status and review.status.user_info
         assert review.status.user_info.username == "system:serviceaccount:rbac-test:nobody"
 
@@ -289,9 +292,7 @@ def test_rbac_is_enforced_for_service_account_tokens(
             'cannot list resource "configmaps" in API group "" in the namespace "rbac-test"'
         )
         with pytest.raises(k8s.ApiException) as exc:
-            k8s.CustomObjectsApi(sa_client).list_namespaced_custom_object(
-                GROUP, VERSION, NAMESPACE, PLURAL
-            )
+            k8s.CustomObjectsApi(sa_client).list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
         assert exc.value.status == 403
 
         # A Role + RoleBinding grants exactly what it says, and nothing more.
@@ -300,18 +301,17 @@ def test_rbac_is_enforced_for_service_account_tokens(
             "rbac-test",
             k8s.V1Role(
                 metadata=k8s.V1ObjectMeta(name="read-configmaps"),
-                rules=[k8s.V1PolicyRule(api_groups=[""], resources=["configmaps"],
-                                        verbs=["list"])],
+                rules=[k8s.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["list"])],
             ),
         )
         rbac.create_namespaced_role_binding(
             "rbac-test",
             k8s.V1RoleBinding(
                 metadata=k8s.V1ObjectMeta(name="nobody-reads-configmaps"),
-                role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role",
-                                       name="read-configmaps"),
-                subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name="nobody",
-                                            namespace="rbac-test")],
+                role_ref=k8s.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name="read-configmaps"
+                ),
+                subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name="nobody", namespace="rbac-test")],
             ),
         )
         eventually(lambda: core.list_namespaced_config_map("rbac-test"))

@@ -74,7 +74,8 @@ def test_stop_ends_every_process_and_restart_bumps_generation(
 
 
 def test_hb_standby_moves_a_resource_group(
-    net2: netns.Network, ucast_pair: tuple[RealHeartbeat, RealHeartbeat],
+    net2: netns.Network,
+    ucast_pair: tuple[RealHeartbeat, RealHeartbeat],
 ) -> None:
     hb1, hb2 = ucast_pair
     vip = "192.0.2.100"
@@ -88,6 +89,5 @@ def test_hb_standby_moves_a_resource_group(
     netns.wait_until(lambda: has_vip(net2[0]), 40, message="VIP on hb1")
     assert hb1.rsc_status() == "local"
     hb1.hb_standby()
-    netns.wait_until(lambda: has_vip(net2[1]) and not has_vip(net2[0]), 30,
-                     message="VIP moved to hb2")
+    netns.wait_until(lambda: has_vip(net2[1]) and not has_vip(net2[0]), 30, message="VIP moved to hb2")
     netns.wait_until(lambda: hb2.rsc_status() == "all", 10, message="hb2 holds all")

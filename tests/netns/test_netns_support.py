@@ -45,11 +45,11 @@ for _ in range(5):
 """
 
 
-def udp_delivered(net: netns.Network, src: netns.Host, dst: netns.Host, port: int = 694,
-                  wait: float = 1.0) -> bool:
+def udp_delivered(
+    net: netns.Network, src: netns.Host, dst: netns.Host, port: int = 694, wait: float = 1.0
+) -> bool:
     """Send 5 datagrams src -> dst:port; True if at least one arrived within ``wait`` s."""
-    rx = net.spawn(dst, [sys.executable, "-c", _RECEIVER, str(port), str(wait)],
-                   stdout=subprocess.PIPE)
+    rx = net.spawn(dst, [sys.executable, "-c", _RECEIVER, str(port), str(wait)], stdout=subprocess.PIPE)
     assert rx.popen.stdout is not None
     assert rx.popen.stdout.readline().strip() == b"ready"
     net.run(src, [sys.executable, "-c", _SENDER, dst.ip, str(port)])
@@ -74,8 +74,7 @@ def test_hosts_reach_each_other_on_both_links_and_ipv6(netns_ok: None) -> None:
             for ln in h.links:
                 assert any(ln.ipv4 in n or ln.ipv4.ip in n for n in netns.LINK_NETS4)
         # nothing was created in the root namespace
-        root_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
-                                    check=True).stdout
+        root_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
         assert "p1l0" not in root_links and net.id not in root_links
 
 
@@ -170,8 +169,9 @@ def test_stale_namespaces_of_a_killed_run_are_removed(netns_ok: None) -> None:
         "print(net.id, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == -9, proc.stderr
     dead_id = proc.stdout.strip()
     assert dead_id.startswith(netns.PREFIX)

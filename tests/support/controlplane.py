@@ -167,9 +167,15 @@ def _make_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certifi
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -203,9 +209,15 @@ def _make_leaf(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -501,16 +513,12 @@ class ControlPlane:
                     "name": "hacluster-test",
                     "cluster": {
                         "server": self.url,
-                        "certificate-authority-data": b64encode(
-                            self.ca_cert.read_bytes()
-                        ).decode(),
+                        "certificate-authority-data": b64encode(self.ca_cert.read_bytes()).decode(),
                     },
                 }
             ],
             "users": [{"name": user, "user": credentials}],
-            "contexts": [
-                {"name": user, "context": {"cluster": "hacluster-test", "user": user}}
-            ],
+            "contexts": [{"name": user, "context": {"cluster": "hacluster-test", "user": user}}],
             "current-context": user,
         }
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -566,8 +574,7 @@ class ControlPlane:
                 if "address already in use" in self.log_tail(200):
                     raise _PortTaken
                 raise ControlPlaneError(
-                    f"kube-apiserver exited with {code} before it was ready; log:\n"
-                    + self.log_tail()
+                    f"kube-apiserver exited with {code} before it was ready; log:\n" + self.log_tail()
                 )
             try:
                 status, body = self.get("/readyz", timeout=2.0)
@@ -578,8 +585,7 @@ class ControlPlane:
                 last = f"/readyz: {exc}"
             time.sleep(0.1)
         raise ControlPlaneError(
-            f"kube-apiserver not ready after {self.start_timeout:g} s ({last}); log:\n"
-            + self.log_tail()
+            f"kube-apiserver not ready after {self.start_timeout:g} s ({last}); log:\n" + self.log_tail()
         )
 
     # ----------------------------------------------------------- clients

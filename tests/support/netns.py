@@ -257,9 +257,7 @@ def ns_run(
     env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` inside network namespace ``ns`` (``ip netns exec``) and wait for it."""
-    return _run(
-        ["ip", "netns", "exec", ns, *argv], check=check, input=input, timeout=timeout, env=env
-    )
+    return _run(["ip", "netns", "exec", ns, *argv], check=check, input=input, timeout=timeout, env=env)
 
 
 class NsProcess:
@@ -270,8 +268,9 @@ class NsProcess:
     namespace cleanup of :class:`Network`).
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], ns: str, argv: Sequence[str],
-                 log_path: Path | None) -> None:
+    def __init__(
+        self, popen: subprocess.Popen[bytes], ns: str, argv: Sequence[str], log_path: Path | None
+    ) -> None:
         self.popen = popen
         self.ns = ns
         self.argv = list(argv)
@@ -573,9 +572,7 @@ class Network:
             if percent == 0:
                 self._impairments.pop(key, None)
             else:
-                self._impairments[key] = _Impairment(
-                    "loss", host.index, link, d, percent, udp_port
-                )
+                self._impairments[key] = _Impairment("loss", host.index, link, d, percent, udp_port)
         self._apply_filters()
 
     def set_delay(
@@ -617,9 +614,7 @@ class Network:
 
     def _apply_filters(self) -> None:
         rules: list[str] = []
-        for imp in sorted(
-            self._impairments.values(), key=lambda i: (i.kind != "cut", i.host, i.link)
-        ):
+        for imp in sorted(self._impairments.values(), key=lambda i: (i.kind != "cut", i.host, i.link)):
             port = self.hosts[imp.host - 1].link(imp.link).port
             sel = f'iifname "{port}"' if imp.direction == "egress" else f'oifname "{port}"'
             if imp.udp_port is not None:
@@ -649,13 +644,10 @@ class Network:
         )
         ns_run(self.switch_ns, ["nft", "-f", "-"], input=script)
 
-    def _add_delay(
-        self, host: Host, link: int, d: str, delay_ms: float, jitter_ms: float
-    ) -> str:
+    def _add_delay(self, host: Host, link: int, d: str, delay_ms: float, jitter_ms: float) -> str:
         ifname = host.link(link).ifname
         if d == "egress":
-            netem = ["tc", "qdisc", "replace", "dev", ifname, "root", "netem",
-                     "delay", f"{delay_ms}ms"]
+            netem = ["tc", "qdisc", "replace", "dev", ifname, "root", "netem", "delay", f"{delay_ms}ms"]
             if jitter_ms:
                 netem.append(f"{jitter_ms}ms")
             if self.run(host, netem, check=False).returncode == 0:
@@ -666,8 +658,16 @@ class Network:
             self.run(host, [ipt, "-t", "mangle", "-A", *_nfq_rule(ifname, d, queue)])
         proc = self.spawn(
             host,
-            [sys.executable, "-I", "-S", str(Path(__file__).resolve()), "nfqueue-delay",
-             str(queue), str(delay_ms), str(jitter_ms)],
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                str(Path(__file__).resolve()),
+                "nfqueue-delay",
+                str(queue),
+                str(delay_ms),
+                str(jitter_ms),
+            ],
             stdout=subprocess.PIPE,
         )
         assert proc.popen.stdout is not None
@@ -689,8 +689,7 @@ class Network:
             return
         queue = link * 2 + (0 if d == "egress" else 1)
         for ipt in ("iptables-legacy", "ip6tables-legacy"):
-            self.run(host, [ipt, "-t", "mangle", "-D", *_nfq_rule(ifname, d, queue)],
-                     check=False)
+            self.run(host, [ipt, "-t", "mangle", "-D", *_nfq_rule(ifname, d, queue)], check=False)
         proc.stop(2.0)
 
     def close(self) -> None:
@@ -801,9 +800,7 @@ def _build(net_id: str, n_hosts: int, second_link: bool, ipv6: bool) -> Network:
                         f"{net4.network_address + HOST_OFFSET + i}/{net4.prefixlen}"
                     ),
                     ipv6=(
-                        ipaddress.IPv6Interface(
-                            f"{net6.network_address + 16 + i}/{net6.prefixlen}"
-                        )
+                        ipaddress.IPv6Interface(f"{net6.network_address + 16 + i}/{net6.prefixlen}")
                         if ipv6
                         else None
                     ),
@@ -818,15 +815,12 @@ def _build(net_id: str, n_hosts: int, second_link: bool, ipv6: bool) -> Network:
         _run(["ip", "netns", "add", name])
     sw_cmds = ["link set lo up"]
     for li in range(n_links):
-        sw_cmds.append(
-            f"link add br{li} type bridge stp_state 0 forward_delay 0 mcast_snooping 0"
-        )
+        sw_cmds.append(f"link add br{li} type bridge stp_state 0 forward_delay 0 mcast_snooping 0")
         sw_cmds.append(f"link set br{li} up")
     for h in hosts:
         for ln in h.links:
             sw_cmds.append(
-                f"link add {ln.port} type veth peer name {ln.ifname} netns {h.ns} "
-                f"address {ln.mac}"
+                f"link add {ln.port} type veth peer name {ln.ifname} netns {h.ns} address {ln.mac}"
             )
             sw_cmds.append(f"link set {ln.port} master {ln.bridge} up")
     _run(["ip", "-n", sw, "-batch", "-"], input="\n".join(sw_cmds) + "\n")
@@ -841,20 +835,34 @@ def _build(net_id: str, n_hosts: int, second_link: bool, ipv6: bool) -> Network:
             cmds.append(f"link set {ln.ifname} up")
         if not ipv6:
             # keep IPv6 link-local chatter (and DAD delays) off the wire unless asked for
-            ns_run(h.ns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
-                          "net.ipv6.conf.default.disable_ipv6=1"])
+            ns_run(
+                h.ns,
+                [
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+            )
         else:
-            ns_run(h.ns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
-                          "net.ipv6.conf.default.accept_dad=0"])
+            ns_run(
+                h.ns,
+                [
+                    "sysctl",
+                    "-q",
+                    "-w",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ],
+            )
         _run(["ip", "-n", h.ns, "-batch", "-"], input="\n".join(cmds) + "\n")
     net._apply_filters()
     return net
 
 
 @contextlib.contextmanager
-def network(
-    n_hosts: int = 2, *, second_link: bool = False, ipv6: bool = False
-) -> Iterator[Network]:
+def network(n_hosts: int = 2, *, second_link: bool = False, ipv6: bool = False) -> Iterator[Network]:
     """Create ``n_hosts`` namespaces on a bridge (two bridges with ``second_link``).
 
     Host i gets eth0 192.0.2.(10+i)/24 (+ 2001:db8::(10+i)/64 with ``ipv6``, written in hex as
@@ -911,8 +919,7 @@ def _nfqueue_delay_main(queue: int, delay_ms: float, jitter_ms: float) -> int:
         nonlocal seq
         seq += 1
         payload = struct.pack("=BBH", 0, 0, socket.htons(queue)) + attrs
-        hdr = struct.pack("=IHHII", 16 + len(payload), (subsys_queue << 8) | msg_type,
-                          flags, seq, 0)
+        hdr = struct.pack("=IHHII", 16 + len(payload), (subsys_queue << 8) | msg_type, flags, seq, 0)
         sock.send(hdr + payload)
 
     def check_ack() -> None:

@@ -157,8 +157,7 @@ def ha_cf_text(
     return "\n".join(lines) + "\n"
 
 
-def authkeys_text(method: Literal["crc", "md5", "sha1"] = "sha1", key: str = "", index: int = 1
-                  ) -> str:
+def authkeys_text(method: Literal["crc", "md5", "sha1"] = "sha1", key: str = "", index: int = 1) -> str:
     """An authkeys file with one entry, used for signing."""
     if method != "crc" and not key:
         raise ValueError(f"{method} needs a key")
@@ -249,8 +248,7 @@ class RealHeartbeat:
         self.start_offset = 0
         """Log length when start() was last called (``since`` for wait_for_log)."""
         try:
-            self._populate(ha_cf, authkeys, haresources, resource_scripts or {},
-                           extra_files or {})
+            self._populate(ha_cf, authkeys, haresources, resource_scripts or {}, extra_files or {})
         except BaseException:
             self.close()
             raise
@@ -320,8 +318,7 @@ class RealHeartbeat:
                 raise ValueError(f"extra file {abspath} not under /etc/ha.d or /var/lib/heartbeat")
 
     def write_config(
-        self, *, ha_cf: str | None = None, authkeys: str | None = None,
-        haresources: str | None = None
+        self, *, ha_cf: str | None = None, authkeys: str | None = None, haresources: str | None = None
     ) -> None:
         """Replace config files (takes effect on the next start())."""
         if ha_cf is not None:
@@ -344,15 +341,40 @@ class RealHeartbeat:
         self.start_offset = self.log_size()
         console = open(self.console_path, "ab")  # noqa: SIM115 - inherited by the child
         argv = [
-            "ip", "netns", "exec", self.ns,
-            "unshare", "--mount", "--uts", "--pid", "--fork", "--kill-child",
-            "--mount-proc", "--propagation", "private",
-            "--", "/bin/sh", "-c", _SETUP_SH, "setup", str(self.dir), self.node_name,
-            sys.executable, "-I", "-S", "-c", _INIT_PY, str(HEARTBEAT_BIN), "-f",
+            "ip",
+            "netns",
+            "exec",
+            self.ns,
+            "unshare",
+            "--mount",
+            "--uts",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            _SETUP_SH,
+            "setup",
+            str(self.dir),
+            self.node_name,
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            _INIT_PY,
+            str(HEARTBEAT_BIN),
+            "-f",
         ]
         try:
             self._popen = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         finally:
@@ -368,14 +390,16 @@ class RealHeartbeat:
                     raise HeartbeatError(f"{self.node_name}: setup failed:\n{self.console()}")
                 return None
 
-            self._init_pid = wait_until(find_init, 5.0, interval=0.005,
-                                        message="unshare to fork the instance init")
+            self._init_pid = wait_until(
+                find_init, 5.0, interval=0.005, message="unshare to fork the instance init"
+            )
             self._pidfd = os.pidfd_open(self._init_pid)
             self._pidns = _pidns(self._init_pid)
             if wait_ready:
                 self.wait_for_log(
                     r"Local status now set to: 'up'",
-                    timeout, since=self.start_offset,
+                    timeout,
+                    since=self.start_offset,
                     check_alive=True,
                 )
         except BaseException:
@@ -421,8 +445,12 @@ class RealHeartbeat:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(master, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                wait_until(lambda: not _alive(master), timeout, interval=0.05,
-                           message=f"{self.node_name} heartbeat to exit")
+                wait_until(
+                    lambda: not _alive(master),
+                    timeout,
+                    interval=0.05,
+                    message=f"{self.node_name} heartbeat to exit",
+                )
         self.kill(everything=True)
 
     def kill(self, *, everything: bool = False) -> None:
@@ -437,8 +465,12 @@ class RealHeartbeat:
             for pid in self.heartbeat_pids():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: not self.heartbeat_pids(), 10.0, interval=0.01,
-                       message=f"{self.node_name} heartbeat processes to die")
+            wait_until(
+                lambda: not self.heartbeat_pids(),
+                10.0,
+                interval=0.01,
+                message=f"{self.node_name} heartbeat processes to die",
+            )
             return
         if self._pidfd is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -492,8 +524,10 @@ class RealHeartbeat:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"RealHeartbeat(node={self.node_name!r}, ns={self.ns!r}, "
-                f"init_pid={self._init_pid}, dir={str(self.dir)!r})")
+        return (
+            f"RealHeartbeat(node={self.node_name!r}, ns={self.ns!r}, "
+            f"init_pid={self._init_pid}, dir={str(self.dir)!r})"
+        )
 
     # -- inside the instance --------------------------------------------------------------
 
@@ -511,13 +545,17 @@ class RealHeartbeat:
             raise HeartbeatError(f"{self.node_name} is not running")
         full = ["nsenter", "-t", str(self._init_pid), "-n", "-m", "-u", "-p", "--", *argv]
         proc = subprocess.run(
-            full, capture_output=True, text=True, timeout=timeout, input=input,
-            env=None if env is None else dict(env), check=False,
+            full,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env=None if env is None else dict(env),
+            check=False,
         )
         if check and proc.returncode != 0:
             raise HeartbeatError(
-                f"{self.node_name}: {' '.join(argv)} failed ({proc.returncode}):\n"
-                f"{proc.stdout}{proc.stderr}"
+                f"{self.node_name}: {' '.join(argv)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
             )
         return proc
 
@@ -550,8 +588,12 @@ class RealHeartbeat:
         self.exec([str(HB_SHARE / "hb_takeover"), which])
 
     def wait_node_status(self, node: str, status: str, timeout: float = 20.0) -> None:
-        wait_until(lambda: self.node_status(node) == status, timeout, interval=0.1,
-                   message=f"{self.node_name}: cl_status nodestatus {node} == {status}")
+        wait_until(
+            lambda: self.node_status(node) == status,
+            timeout,
+            interval=0.1,
+            message=f"{self.node_name}: cl_status nodestatus {node} == {status}",
+        )
 
     # -- logs -----------------------------------------------------------------------------
 
@@ -625,14 +667,12 @@ def start(
         raise
 
 
-
 def start_all(instances: Sequence[RealHeartbeat], *, timeout: float = 20.0) -> None:
     """Start several instances at (nearly) the same time and wait until each is up."""
     for hb in instances:
         hb.start(wait_ready=False)
     for hb in instances:
-        hb.wait_for_log(r"Local status now set to: 'up'", timeout,
-                        since=hb.start_offset, check_alive=True)
+        hb.wait_for_log(r"Local status now set to: 'up'", timeout, since=hb.start_offset, check_alive=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -666,8 +706,7 @@ class SerialNullModem:
         self._cut = [False, False]
         self._stop_r, self._stop_w = os.pipe()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._relay, name="serial-null-modem",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._relay, name="serial-null-modem", daemon=True)
         self._thread.start()
         self._token = register_cleanup(self.close)
 
@@ -708,8 +747,7 @@ class SerialNullModem:
     def restore(self) -> None:
         self._cut = [False, False]
 
-    def frames(self, *, delivered_only: bool = True
-               ) -> list[tuple[float, int, bytes]]:
+    def frames(self, *, delivered_only: bool = True) -> list[tuple[float, int, bytes]]:
         """(time of the chunk that completed it, direction, frame bytes from ``>>>\\n`` through
         ``<<<\\n``) for each complete frame, per direction in order; bytes outside frames are
         returned by :meth:`stray_bytes`."""
@@ -727,8 +765,8 @@ class SerialNullModem:
                     end = buf.find(b"<<<\n", start)
                     if end < 0:
                         break
-                    out.append((t, direction, buf[start:end + 4]))
-                    buf = buf[end + 4:]
+                    out.append((t, direction, buf[start : end + 4]))
+                    buf = buf[end + 4 :]
         out.sort(key=lambda f: f[0])
         return out
 
@@ -745,7 +783,7 @@ class SerialNullModem:
                     stray += buf
                     break
                 stray += buf[:start]
-                buf = buf[end + 4:]
+                buf = buf[end + 4 :]
             out[direction] = stray
         return out
 

@@ -72,7 +72,7 @@ def read_pcap(path: Path) -> list[tuple[float, str, str, bytes]]:
         off += 16
         if off + incl > len(raw):
             break
-        frame = raw[off:off + incl]
+        frame = raw[off : off + incl]
         off += incl
         if linktype == 1:  # Ethernet
             proto, l3 = struct.unpack_from(">H", frame, 12)[0], 14
@@ -87,11 +87,11 @@ def read_pcap(path: Path) -> list[tuple[float, str, str, bytes]]:
         ihl = (frame[l3] & 0x0F) * 4
         if frame[l3 + 9] != 17:
             continue
-        src_ip = ".".join(str(b) for b in frame[l3 + 12:l3 + 16])
-        dst_ip = ".".join(str(b) for b in frame[l3 + 16:l3 + 20])
+        src_ip = ".".join(str(b) for b in frame[l3 + 12 : l3 + 16])
+        dst_ip = ".".join(str(b) for b in frame[l3 + 16 : l3 + 20])
         l4 = l3 + ihl
         sport, dport, ulen = struct.unpack_from(">HHH", frame, l4)
-        payload = frame[l4 + 8:l4 + ulen]
+        payload = frame[l4 + 8 : l4 + ulen]
         t = sec + frac / (1e9 if nano else 1e6)
         out.append((t, f"{src_ip}:{sport}", f"{dst_ip}:{dport}", payload))
     return out
@@ -147,25 +147,32 @@ def run_set(
             else:
                 media = ["bcast eth0"]
             cfs[node] = ha_cf_text(
-                nodes=NODES, media=media, keepalive="2", deadtime="10", initdead="20",
-                baud=19200 if medium == "serial" else None, auto_failback=auto_failback,
+                nodes=NODES,
+                media=media,
+                keepalive="2",
+                deadtime="10",
+                initdead="20",
+                baud=19200 if medium == "serial" else None,
+                auto_failback=auto_failback,
             )
         if medium != "serial":
             tcpdump = net.spawn(
                 net.switch_ns,
-                ["tcpdump", "-i", "any", "-Q", "out", "-U", "-n", "-s", "0", "-w", str(pcap),
-                 "udp port 694"],
+                ["tcpdump", "-i", "any", "-Q", "out", "-U", "-n", "-s", "0", "-w", str(pcap), "udp port 694"],
                 log_name="tcpdump.log",
             )
-            netns.wait_until(lambda: "listening on" in tcpdump.output(), 10,
-                             message="tcpdump to listen")
+            netns.wait_until(lambda: "listening on" in tcpdump.output(), 10, message="tcpdump to listen")
 
         def packets() -> list[Packet]:
             if modem is not None:
                 return [
-                    Packet(t, "hb1->hb2" if d == 0 else "hb2->hb1",
-                           "serial:hb1" if d == 0 else "serial:hb2",
-                           "serial:hb2" if d == 0 else "serial:hb1", data)
+                    Packet(
+                        t,
+                        "hb1->hb2" if d == 0 else "hb2->hb1",
+                        "serial:hb1" if d == 0 else "serial:hb2",
+                        "serial:hb2" if d == 0 else "serial:hb1",
+                        data,
+                    )
                     for t, d, data in modem.frames()
                 ]
             pkts = []
@@ -176,12 +183,14 @@ def run_set(
             return pkts
 
         def wait_types(node: str, wanted: set[str], timeout: float) -> None:
-            netns.wait_until(lambda: wanted <= types_from(packets(), node), timeout,
-                             interval=0.2, message=f"{node} to send {sorted(wanted)}")
+            netns.wait_until(
+                lambda: wanted <= types_from(packets(), node),
+                timeout,
+                interval=0.2,
+                message=f"{node} to send {sorted(wanted)}",
+            )
 
-        hbs = {
-            n: RealHeartbeat(hosts[n].ns, n, cfs[n], keys, haresources) for n in NODES
-        }
+        hbs = {n: RealHeartbeat(hosts[n].ns, n, cfs[n], keys, haresources) for n in NODES}
         steps: list[str] = []
         t0 = time.monotonic()
 
@@ -195,7 +204,9 @@ def run_set(
                 start_all([hbs["hb2"]])
                 netns.wait_until(
                     lambda: "192.0.2.100" in net.run(hosts["hb2"], ["ip", "-4", "addr"]).stdout,
-                    60, message="hb2 to take hb1's group after initdead")
+                    60,
+                    message="hb2 to take hb1's group after initdead",
+                )
                 step("hb2 holds hb1's group; start hb1")
                 start_all([hbs["hb1"]])
             else:
@@ -211,7 +222,9 @@ def run_set(
             if haresources:
                 netns.wait_until(
                     lambda: "192.0.2.100" in net.run(hosts["hb1"], ["ip", "-4", "addr"]).stdout,
-                    30, message="VIP on hb1")
+                    30,
+                    message="VIP on hb1",
+                )
             step("initial resource acquisition complete on both")
             if rexmit:
                 mark = hbs["hb1"].log_size()
@@ -242,8 +255,7 @@ def run_set(
                 step("hb_standby all on hb1")
                 hbs["hb1"].wait_for_log(r"Local standby process completed", 20, since=mark1)
                 hbs["hb2"].wait_for_log(r"Standby resource acquisition done", 20, since=mark2)
-                hbs["hb1"].wait_for_log(r"Other node completed standby takeover", 20,
-                                        since=mark1)
+                hbs["hb1"].wait_for_log(r"Other node completed standby takeover", 20, since=mark1)
                 step("standby handshake complete")
             mark1 = hbs["hb1"].log_size()
             hbs["hb2"].stop()
@@ -252,7 +264,9 @@ def run_set(
             if haresources:
                 netns.wait_until(
                     lambda: "192.0.2.100" in net.run(hosts["hb1"], ["ip", "-4", "addr"]).stdout,
-                    30, message="VIP back on hb1")
+                    30,
+                    message="VIP back on hb1",
+                )
             hbs["hb1"].stop()
             step("hb1 stopped cleanly")
             if tcpdump is not None:
@@ -291,9 +305,7 @@ def run_set(
         stray = modem.stray_bytes()
         meta["stray_bytes"] = {str(k): v.decode("latin-1") for k, v in stray.items()}
     (outdir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (outdir / "logs.txt").write_text(
-        "".join(f"===== {n} =====\n{logs[n]}" for n in NODES)
-    )
+    (outdir / "logs.txt").write_text("".join(f"===== {n} =====\n{logs[n]}" for n in NODES))
     print(f"  [{name}] {len(pkts)} packets: {meta['types']}", flush=True)
 
 
@@ -308,7 +320,11 @@ SETS["ucast-sha1-haresources"] = lambda: run_set(
     "ucast-sha1-haresources", "ucast", "sha1", haresources=VIP_GROUP
 )
 SETS["ucast-sha1-legacy"] = lambda: run_set(
-    "ucast-sha1-legacy", "ucast", "sha1", haresources=VIP_GROUP, auto_failback="legacy",
+    "ucast-sha1-legacy",
+    "ucast",
+    "sha1",
+    haresources=VIP_GROUP,
+    auto_failback="legacy",
     hb1_late=True,
 )
 
