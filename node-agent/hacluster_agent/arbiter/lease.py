@@ -1,0 +1,162 @@
+"""The arbitration rules over one Lease, with the store injected (real API server or in memory).
+
+The Lease's holder is the only node allowed to hold the resources; its `leaseTransitions` is the
+fencing epoch. Every write is a compare-and-swap on resourceVersion. See docs/safety.md for why
+the windows below keep two owners apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    holder: str  # "" when released
+    transitions: int
+    version: str  # resourceVersion: changes on every write, so a renewal is visible
+
+
+class Conflict(Exception):
+    """The compare-and-swap lost: someone wrote the Lease since we read it."""
+
+
+class Unavailable(Exception):
+    """The API server could not be reached or did not answer in time."""
+
+
+class LeaseStore(Protocol):
+    async def get(self) -> LeaseView | None: ...
+
+    async def create(self, holder: str) -> LeaseView: ...  # raises Conflict if it exists
+
+    async def swap(self, seen: LeaseView, holder: str, transitions: int) -> LeaseView: ...  # CAS
+
+
+@dataclass(frozen=True)
+class Verdict:
+    granted: bool
+    reason: str
+    epoch: int | None = None
+    unavailable: bool = False
+
+
+class Arbiter:
+    """One node's side of the Lease protocol."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        me: str,
+        *,
+        window: float,
+        poll: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.store, self.me, self.window, self.poll = store, me, window, poll
+        self.clock, self.sleep = clock, sleep
+        self.epoch: int | None = None
+
+    async def take(self) -> Verdict:
+        """Become the holder. A free Lease (or ours) is taken at once; one held by the peer only
+        after a full window without a renewal, so a live owner can prove itself (and an owner cut
+        off from the API server has fenced itself by then)."""
+        try:
+            seen = await self.store.get()
+            if seen is None:
+                try:
+                    return self._granted(await self.store.create(self.me), "no Lease yet: created")
+                except Conflict:
+                    seen = await self.store.get()
+                    if seen is None:
+                        raise Unavailable("Lease vanished") from None
+            if seen.holder in ("", self.me):
+                return await self._swap(seen, "free" if seen.holder != self.me else "already ours")
+            deadline = self.clock() + self.window
+            while self.clock() < deadline:
+                await self.sleep(min(self.poll, max(0.0, deadline - self.clock())))
+                now = await self.store.get()
+                if now is None or now.holder in ("", self.me):
+                    return await self.take()
+                if now.version != seen.version:
+                    return Verdict(
+                        False, f"{seen.holder} renewed the Lease: it is alive; the heartbeat link is down"
+                    )
+            return await self._swap(seen, f"{seen.holder} did not renew within {self.window * 1000:.0f}ms")
+        except Conflict:
+            return Verdict(False, "lost the compare-and-swap: the holder renewed")
+        except Unavailable as e:
+            return Verdict(False, f"API server unavailable: {e}", unavailable=True)
+
+    async def renew(self) -> Verdict:
+        """Prove we are alive (the holder's answer to a silent peer). Not holding it = lost."""
+        try:
+            seen = await self.store.get()
+            if seen is None or seen.holder != self.me:
+                holder = seen.holder if seen else "nobody"
+                return Verdict(False, f"the Lease is held by {holder or 'nobody'}: we lost it")
+            return self._granted(await self.store.swap(seen, self.me, seen.transitions), "renewed")
+        except Conflict:
+            return Verdict(False, "the Lease changed under us: we lost it")
+        except Unavailable as e:
+            return Verdict(False, f"API server unavailable: {e}", unavailable=True)
+
+    async def release(self) -> Verdict:
+        """After our resources are stopped: free the Lease so the peer may take it at once."""
+        try:
+            seen = await self.store.get()
+            if seen is None or seen.holder != self.me:
+                return Verdict(True, "not ours")
+            await self.store.swap(seen, "", seen.transitions)
+            return Verdict(True, "released")
+        except (Conflict, Unavailable) as e:
+            return Verdict(False, f"could not release the Lease: {e}", unavailable=isinstance(e, Unavailable))
+
+    async def _swap(self, seen: LeaseView, why: str) -> Verdict:
+        transitions = seen.transitions if seen.holder == self.me else seen.transitions + 1
+        return self._granted(await self.store.swap(seen, self.me, transitions), why)
+
+    def _granted(self, view: LeaseView, why: str) -> Verdict:
+        self.epoch = view.transitions
+        return Verdict(True, why, view.transitions)
+
+
+class MemoryLeaseStore:
+    """An in-memory Lease with the API server's compare-and-swap semantics (for unit tests)."""
+
+    def __init__(self) -> None:
+        self.view: LeaseView | None = None
+        self.counter = 0
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise Unavailable("connection refused")
+
+    async def get(self) -> LeaseView | None:
+        self._check()
+        view = self.view
+        await asyncio.sleep(0)  # a network round trip: let concurrent callers interleave
+        return view
+
+    async def create(self, holder: str) -> LeaseView:
+        self._check()
+        if self.view is not None:
+            raise Conflict("exists")
+        return self._write(holder, 1)
+
+    async def swap(self, seen: LeaseView, holder: str, transitions: int) -> LeaseView:
+        self._check()
+        if self.view is None or self.view.version != seen.version:
+            raise Conflict("resourceVersion changed")
+        return self._write(holder, transitions)
+
+    def _write(self, holder: str, transitions: int) -> LeaseView:
+        self.counter += 1
+        self.view = LeaseView(holder, transitions, str(self.counter))
+        return self.view

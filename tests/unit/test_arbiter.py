@@ -1,0 +1,104 @@
+"""Lease arbitration rules on an in-memory store with the API server's CAS semantics, fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hacluster_agent.arbiter.lease import Arbiter, MemoryLeaseStore
+
+WINDOW = 0.2
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.hooks: list[tuple[float, object]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, s: float) -> None:
+        self.now += s
+        for when, fn in list(self.hooks):
+            if self.now >= when:
+                self.hooks.remove((when, fn))
+                await fn()  # type: ignore[operator]
+
+
+def pair(store: MemoryLeaseStore, t: FakeTime) -> tuple[Arbiter, Arbiter]:
+    a = Arbiter(store, "a", window=WINDOW, clock=t.clock, sleep=t.sleep)
+    b = Arbiter(store, "b", window=WINDOW, clock=t.clock, sleep=t.sleep)
+    return a, b
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_first_taker_creates_the_lease_at_epoch_1() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, _ = pair(store, t)
+    v = run(a.take())
+    assert v.granted and v.epoch == 1 and store.view and store.view.holder == "a"
+
+
+def test_silent_dead_owner_is_replaced_after_the_window_and_epoch_rises() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    v = run(b.take())
+    assert v.granted and v.epoch == 2
+    assert t.now >= WINDOW, "must wait a full window for a renewal"
+
+
+def test_live_owner_renewing_within_the_window_keeps_it() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    t.hooks.append((WINDOW / 2, a.renew))
+    v = run(b.take())
+    assert not v.granted and "heartbeat link is down" in v.reason
+    assert store.view and store.view.holder == "a" and store.view.transitions == 1
+
+
+def test_owner_that_lost_the_lease_learns_it_on_renew() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    run(b.take())
+    v = run(a.renew())
+    assert not v.granted and "lost" in v.reason
+
+
+def test_released_lease_is_taken_at_once() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    assert run(a.release()).granted
+    v = run(b.take())
+    assert v.granted and v.epoch == 2 and t.now == 0.0
+
+
+def test_api_server_down_is_unavailable_never_granted() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    store.down = True
+    v = run(b.take())
+    assert not v.granted and v.unavailable
+    r = run(a.renew())
+    assert not r.granted and r.unavailable
+
+
+def test_cas_race_only_one_wins() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    run(a.release())
+
+    async def both() -> tuple[bool, bool]:
+        va, vb = await asyncio.gather(a.take(), b.take())
+        return va.granted, vb.granted
+
+    ga, gb = run(both())
+    assert ga != gb
