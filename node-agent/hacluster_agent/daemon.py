@@ -16,10 +16,12 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .arbiter.kube import KubeLeaseStore
+from .arbiter.lease import Arbiter, Verdict
 from .config.directory import ClusterConfig, load_directory
 from .config.haresources_model import ResourceGroup
 from .config.issues import ConfigError
@@ -27,6 +29,7 @@ from .engine.actions import (
     Acquire,
     Action,
     Announce,
+    Arbitrate,
     LinkChanged,
     Note,
     PeerChanged,
@@ -35,6 +38,10 @@ from .engine.actions import (
     Side,
 )
 from .engine.membership import Engine, EngineConfig
+from .kube.client import api_client
+from .kube.config import materialize
+from .kube.directives import Directives, read_directives
+from .kube.reporter import Reporter, report_of
 from .logs import fields, setup
 from .media.base import Medium, open_media
 from .resources.base import ResourceError
@@ -56,11 +63,18 @@ class AgentOptions:
     monitor_interval: float = 5.0
     init_dir: Path = Path("/etc/init.d")
     lock_dir: Path = Path("/var/lock")
+    kube: KubeOptions | None = None
 
 
 @dataclass
-class _Groups:
-    runners: dict[Side, list[GroupRunner]] = field(default_factory=dict)
+class KubeOptions:
+    """Kubernetes mode: the ownership Lease arbitrates; reports go to the operator."""
+
+    namespace: str
+    cluster: str
+    kubeconfig: str | None = None
+    window: float = 0.25
+    take_over_without_arbiter: bool = False
 
 
 class Agent:
@@ -91,8 +105,18 @@ class Agent:
                 has_local=bool(self.groups[Side.LOCAL]),
                 has_foreign=bool(self.groups[Side.FOREIGN]),
                 standby_timeout=max(5.0, 4 * hacf.deadtime_ms / 1000),
+                arbitrated=opts.kube is not None,
+                take_over_without_arbiter=bool(opts.kube and opts.kube.take_over_without_arbiter),
+                arbitration_window=opts.kube.window if opts.kube else 0.25,
             )
         )
+        self.api: Any = None
+        self.arbiter: Arbiter | None = None
+        if opts.kube is not None:
+            k = opts.kube
+            self.api = api_client(k.kubeconfig)
+            store = KubeLeaseStore(self.api, k.namespace, k.cluster, timeout=k.window / 3)
+            self.arbiter = Arbiter(store, self.node, window=k.window, poll=min(0.05, k.window / 5))
         self.runners: dict[Side, list[GroupRunner]] = {
             side: [
                 GroupRunner(
@@ -144,6 +168,8 @@ class Agent:
                 self._spawn(self._resources(act))
             elif isinstance(act, Announce):
                 self._spawn(self._announce(act.reason))
+            elif isinstance(act, Arbitrate):
+                self._spawn(self._arbitrate(act))
             elif isinstance(act, PeerChanged):
                 log.warning(
                     "node %s: is %s (%s)",
@@ -211,6 +237,63 @@ class Agent:
             extra=fields(op=act.op, generation=self.generation),
         )
         self.execute(self.engine.resources_done(act.op, ok, reason, time.monotonic()))
+
+    async def _arbitrate(self, act: Arbitrate) -> None:
+        """Ask the Lease; the renewal must succeed within W/3 or the owner fences itself."""
+        assert self.arbiter is not None
+        t0 = time.monotonic()
+        if act.kind == "release":
+            v = await self.arbiter.release()
+            if not v.granted:
+                log.warning("Lease: %s", v.reason)
+            return
+        if act.kind == "renew":
+            try:
+                v = await asyncio.wait_for(self.arbiter.renew(), self.arbiter.window / 3)
+            except TimeoutError:
+                v = Verdict(False, "Lease renewal timed out", unavailable=True)
+        else:
+            v = await self.arbiter.take()
+        log.log(
+            logging.INFO if v.granted else logging.WARNING,
+            "Lease %s: %s (%s, %.0f ms)",
+            act.kind,
+            "granted" if v.granted else "refused",
+            v.reason,
+            (time.monotonic() - t0) * 1000,
+            extra=fields(epoch=v.epoch, op=act.op),
+        )
+        self.execute(
+            self.engine.arbitrated(act.op, v.granted, v.reason, time.monotonic(), v.epoch, v.unavailable)
+        )
+
+    async def _directives(self) -> None:
+        """Follow the operator's annotations on the ownership Lease (planned moves, maintenance)."""
+        assert self.opts.kube is not None
+        k = self.opts.kube
+        last: Directives | None = None
+        while not self.stopping.is_set():
+            try:
+                d = await read_directives(self.api, k.namespace, k.cluster)
+            except Exception as e:
+                log.debug("cannot read the ownership Lease: %s", e)
+                d = None
+            if d is not None:
+                now = time.monotonic()
+                self.execute(self.engine.set_frozen(d.freeze, now))
+                if d.release and not self.engine.shutting_down:
+                    log.warning("the HACluster is being deleted: releasing everything")
+                    self.execute(self.engine.shutdown(now))
+                elif (
+                    d.handover_to == self.peer
+                    and self.engine.hold
+                    and self.engine.flux is None
+                    and self.engine.standby_asked_at is None
+                    and d != last
+                ):
+                    self.execute(self.engine.request_standby(now, f"switchover to {self.peer}"))
+                last = d
+            await asyncio.sleep(0.5)
 
     async def _announce(self, reason: str) -> None:
         log.info("re-announcing held addresses: %s", reason)
@@ -316,6 +399,17 @@ class Agent:
         self.execute(self.engine.start(time.monotonic(), time.time()))
         clock = loop.create_task(self._clock())
         maint = loop.create_task(self._maintain())
+        if self.opts.kube is not None:
+            k = self.opts.kube
+            reporter = Reporter(
+                self.api,
+                k.namespace,
+                f"{k.cluster}-{self.node}",
+                self.node,
+                lambda: report_of(self.status(), self.engine.epoch, self.peer),
+            )
+            self._spawn(reporter.run())
+            self._spawn(self._directives())
         await self.stopping.wait()
         log.info("stopping%s", ": releasing resources" if self.opts.release_on_exit else "")
         if self.opts.release_on_exit:
@@ -348,10 +442,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address-lifetime", type=int, default=3, help="VIP valid_lft seconds (0: permanent)")
     p.add_argument("--monitor-interval", type=float, default=5.0)
     p.add_argument("--log-format", choices=("json", "text"), default="json")
+    k = p.add_argument_group("Kubernetes mode (the ownership Lease arbitrates)")
+    k.add_argument("--kube", action="store_true", help="arbitrate through the HACluster's Lease")
+    k.add_argument("--kubeconfig", help="default: in-cluster credentials")
+    k.add_argument("--namespace", default="default")
+    k.add_argument("--cluster", help="the HACluster's name (= its ownership Lease)")
+    k.add_argument("--config-prefix", default="", help="read <prefix>ha.cf etc. (the operator's Secret)")
+    k.add_argument("--arbitration-window", type=float, default=0.25, help="W in docs/safety.md, seconds")
+    k.add_argument(
+        "--when-arbiter-unavailable",
+        choices=("StayPut", "TakeOver"),
+        default="StayPut",
+        help="see docs/safety.md",
+    )
     a = p.parse_args(argv)
     setup(a.log_format)
+    config_dir = Path(a.config_dir)
+    if a.config_prefix:
+        config_dir = materialize(config_dir, a.config_prefix, Path(a.state_dir) / "ha.d")
+    if a.kube and not a.cluster:
+        print("hacluster-agent: --kube needs --cluster (the HACluster's name)", file=sys.stderr)
+        return 2
     try:
-        cfg = load_directory(a.config_dir)
+        cfg = load_directory(config_dir)
     except ConfigError as e:
         for f in e.findings:
             print(f, file=sys.stderr)
@@ -367,6 +480,15 @@ def main(argv: list[str] | None = None) -> int:
         monitor_interval=a.monitor_interval,
         init_dir=Path(a.init_dir),
         lock_dir=Path(a.lock_dir),
+        kube=KubeOptions(
+            namespace=a.namespace,
+            cluster=a.cluster,
+            kubeconfig=a.kubeconfig,
+            window=a.arbitration_window,
+            take_over_without_arbiter=a.when_arbiter_unavailable == "TakeOver",
+        )
+        if a.kube
+        else None,
     )
     if opts.node not in cfg.hacf.nodes:
         print(

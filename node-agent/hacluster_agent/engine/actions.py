@@ -66,6 +66,16 @@ class Release:
 
 
 @dataclass(frozen=True)
+class Arbitrate:
+    """Ask the Lease (Kubernetes mode): `take` before acquiring, `renew` when the owner loses its
+    peer, `release` once our resources are stopped. Report back with Engine.arbitrated."""
+
+    kind: str  # take | renew | release
+    op: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class Announce:
     """Re-send gratuitous ARP / unsolicited NA for the VIPs we hold (after a partition heals)."""
 
@@ -101,4 +111,4 @@ class Note:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-Action = Send | Acquire | Release | Announce | PeerChanged | LinkChanged | Note
+Action = Send | Acquire | Release | Arbitrate | Announce | PeerChanged | LinkChanged | Note

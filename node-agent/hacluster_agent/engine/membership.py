@@ -18,6 +18,7 @@ from .actions import (
     Acquire,
     Action,
     Announce,
+    Arbitrate,
     LinkChanged,
     Note,
     PeerChanged,
@@ -53,6 +54,9 @@ class EngineConfig:
     has_local: bool = True
     has_foreign: bool = True
     standby_timeout: float | None = None
+    arbitrated: bool = False  # Kubernetes mode: a Lease decides who may hold the resources
+    take_over_without_arbiter: bool = False  # whenArbiterUnavailable: TakeOver (Heartbeat's way)
+    arbitration_window: float = 0.25  # W in docs/safety.md; the owner renews every W/3 meanwhile
 
     @property
     def present(self) -> frozenset[Side]:
@@ -78,6 +82,8 @@ class _Peer:
     flow_control: bool = True
     since: float = 0.0
     joined: bool = False  # first contact or return: failback and partition rules apply once
+    stable: bool = True  # its last `resource` said isstable=1 (Heartbeat: take only when the other is stable)
+    giving_up: str | None = None  # it sent ask_resources me (this rsc_hold): take nothing until its done
 
 
 class Engine:
@@ -94,7 +100,16 @@ class Engine:
         self.op = 0
         self.self_standby = False
         self.standby_asked_at: float | None = None
+        self.standby_sides: frozenset[Side] = frozenset(Side)  # what our pending ask_resources me gives up
+        self.done_owed: str | None = None  # taker's ask_resources done, sent once the acquisition ends
         self.shutting_down = False
+        self.lease_held = False
+        self.epoch: int | None = None
+        self.arbitration: Acquire | None = None  # an acquisition waiting for the Lease
+        self.renewing = False
+        self.next_arbitration: float | None = None
+        self.link_down = False  # the peer is silent but alive per the Lease
+        self.frozen = False  # maintenance: no automatic moves
         self.started = 0.0
         self.wall0 = 0.0
         self.next_keepalive = 0.0
@@ -124,6 +139,14 @@ class Engine:
         out += self._check_peer(now)
         out += self._check_links(now)
         out += self._check_rexmit(now)
+        if self.next_arbitration is not None and now >= self.next_arbitration:
+            self.next_arbitration = None
+            if self.peer.alive is False:
+                out += (
+                    self._renew("peer still silent")
+                    if self.hold
+                    else self._reconcile(now, "asking the Lease again")
+                )
         if (
             self.standby_asked_at is not None
             and self.cfg.standby_timeout is not None
@@ -131,6 +154,8 @@ class Engine:
         ):
             self.standby_asked_at = None
             out.append(Note("warning", "standby: the peer did not answer; standby abandoned"))
+            if not self.self_standby:  # an auto_failback request: ask again
+                self.peer.joined = True
             out += self._reconcile(now)
         return out
 
@@ -146,6 +171,8 @@ class Engine:
         times += [t for t, _ in self.rexmit.values()]
         if self.standby_asked_at is not None and self.cfg.standby_timeout is not None:
             times.append(self.standby_asked_at + self.cfg.standby_timeout)
+        if self.next_arbitration is not None:
+            times.append(self.next_arbitration)
         return min(times)
 
     def receive(self, msg: Message, medium: str, now: float) -> list[Action]:
@@ -184,6 +211,7 @@ class Engine:
             out.append(Note("info", f"{src} restarted (generation {gen})"))
             self.peer.hold = None
             self.peer.joined = True
+            self.peer.stable, self.peer.giving_up = True, None
         dest = msg.get("dest")
         if dest is not None and dest.lower() != self.cfg.node:
             self._count("not_for_us")
@@ -213,6 +241,9 @@ class Engine:
         else:
             if ok:
                 self._set_hold(self.hold - flux.sides, now, flux.reason)
+                if self.cfg.arbitrated and self.lease_held and not self.hold:
+                    self.lease_held = False  # stopped first, then the Lease is freed for the peer
+                    out.append(Arbitrate("release", 0, flux.reason))
             else:
                 self._count("release_failed")
                 out.append(Note("error", f"could not stop resources: {reason}; still holding them"))
@@ -220,13 +251,19 @@ class Engine:
                 if not self.hold:
                     out.append(self._send(now, Message.of(("t", "shutdone"), ("st", "dead"))))
                 return out
-            if self.self_standby and self.standby_asked_at is not None:
+            if self.standby_asked_at is not None:  # hb_standby, or auto_failback (foreign only)
                 self.standby_asked_at = None
-                out.append(self._resource_msg(now, info="standby"))
-                out.append(self._send(now, _ask("done", "all")))
+                word, self.standby_sides = hold_word(self.standby_sides), frozenset(Side)
+                out.append(self._resource_msg(now, info="standby" if self.self_standby else None))
+                out.append(self._send(now, _ask("done", word)))
             else:
                 out.append(self._resource_msg(now))
-        return out + self._reconcile(now)
+        out += self._reconcile(now)
+        if self.done_owed is not None and self.flux is None:
+            # the taker's half of the standby handshake: Heartbeat leaves its standby state on it
+            out.append(self._send(now, _ask("done", self.done_owed)))
+            self.done_owed = None
+        return out
 
     def request_standby(self, now: float, reason: str = "standby requested") -> list[Action]:
         """hb_standby: hand everything we hold to the peer, gracefully."""
@@ -236,6 +273,7 @@ class Engine:
             return [Note("info", f"{reason}: nothing held here")]
         self.self_standby = True
         self.standby_asked_at = now
+        self.standby_sides = frozenset(Side)
         return [Note("info", reason), self._send(now, _ask("me", "all"))]
 
     def request_takeover(self, now: float) -> list[Action]:
@@ -243,7 +281,9 @@ class Engine:
         if self.peer.alive is not True:
             return [Note("warning", "takeover: refused, the peer is not up")]
         self.self_standby = False
-        return [Note("info", "takeover requested"), self._send(now, _ask("takeover", "all"))]
+        # as Heartbeat's hb_takeover: the peer's rc.d/hb_takeover answers with hb_standby
+        takeover = Message.of(("t", "hb_takeover"), ("rsc_hold", "all"))
+        return [Note("info", "takeover requested"), self._send(now, takeover)]
 
     def shutdown(self, now: float) -> list[Action]:
         """Release everything, then tell the peer with shutdone so it takes over at once."""
@@ -272,7 +312,9 @@ class Engine:
             p.flow_control = False
             out.append(Note("info", "flow control disabled due to different version heartbeat"))
         if not p.alive:
+            self.link_down, self.next_arbitration = False, None
             p.alive, p.since, p.joined, p.hold = True, now, True, None
+            p.stable, p.giving_up = True, None
             self.st = "active"
             out.append(PeerChanged(self.cfg.peer, True, f"status {p.st}"))
             out.append(self._send(now, Message.of(("t", "starting"))))
@@ -291,6 +333,9 @@ class Engine:
         if sides is None:
             return [self._reject(Reject.BAD_FIELDS, f"resource with rsc_hold={msg.get('rsc_hold')!r}")]
         self.peer.hold = flip(sides)
+        stable = msg.get("isstable")  # absent (mach_down): unchanged, as Heartbeat
+        if stable is not None:
+            self.peer.stable = stable == "1"
         info = msg.get("info")
         if info == "standby":
             self.peer.standby = True
@@ -302,21 +347,41 @@ class Engine:
 
     def _on_ask_resources(self, msg: Message, now: float, seq: int | None) -> list[Action]:
         info = msg.get("info")
-        if info == "me":  # the peer wants to go standby
-            self.peer.standby = True
-            return [self._send(now, _ask("other", msg.get("rsc_hold") or "all"))]
+        word = msg.get("rsc_hold") or "all"
+        if info == "me":  # the peer goes standby: it releases first, then says done
+            if word != "foreign":  # foreign only: an auto_failback handing our groups back
+                self.peer.standby = True
+            self.peer.giving_up = word
+            return [self._send(now, _ask("other", word))]
         if info == "other" and self.standby_asked_at is not None:
             if self.flux is not None:
                 return []
-            if not self.hold:
+            give = self.hold & self.standby_sides
+            if not give:
                 self.standby_asked_at = None
-                return [self._resource_msg(now, info="standby"), self._send(now, _ask("done", "all"))]
-            return [self._begin(Release(self.hold, "standby"))]
+                word, self.standby_sides = hold_word(self.standby_sides), frozenset(Side)
+                tag = "standby" if self.self_standby else None
+                return [self._resource_msg(now, info=tag), self._send(now, _ask("done", word))]
+            return [
+                self._begin(Release(give, "standby" if self.self_standby else "auto_failback: going home"))
+            ]
         if info == "takeover":
             return self.request_standby(now, "standby: the peer asked to take over")
+        if info == "done" and self.peer.giving_up is not None:
+            # the peer has released: take now, then answer done as Heartbeat's taker does
+            self.done_owed, self.peer.giving_up, self.peer.stable = self.peer.giving_up, None, True
+            out = self._reconcile(now)
+            if self.flux is None:
+                out.append(self._send(now, _ask("done", self.done_owed)))
+                self.done_owed = None
+            return out
         if info == "done":
             return self._reconcile(now)
         return []
+
+    def _on_hb_takeover(self, msg: Message, now: float, seq: int | None) -> list[Action]:
+        """The peer ran hb_takeover: go standby, as Heartbeat's rc.d/hb_takeover does."""
+        return self.request_standby(now, "standby: the peer asked to take over (hb_takeover)")
 
     def _on_shutdone(self, msg: Message, now: float, seq: int | None) -> list[Action]:
         return self._peer_dead(now, "shutdone: the peer stopped cleanly")
@@ -392,8 +457,10 @@ class Engine:
         was = p.alive
         p.alive, p.since, p.hold, p.standby, p.joined = False, now, None, False, False
         p.last_status = None
+        p.stable, p.giving_up = True, None
         self.rexmit.clear()
         self.standby_asked_at = None
+        self.standby_sides, self.done_owed = frozenset(Side), None
         self.self_standby = False
         out: list[Action] = []
         if was is not False:
@@ -403,6 +470,8 @@ class Engine:
             if link.up:
                 link.up = False
                 out.append(LinkChanged(self.cfg.peer, name, False))
+        if self.cfg.arbitrated and self.hold and not self.shutting_down:
+            out += self._renew(f"peer {self.cfg.peer} {reason}")
         return out + self._reconcile(now, reason)
 
     # -- resource policy ----------------------------------------------------------------------
@@ -410,8 +479,14 @@ class Engine:
         """Decide what to acquire or release. Runs only when no resource operation is in flight."""
         if self.flux is not None or self.shutting_down or self.standby_asked_at is not None:
             return []
+        if self.arbitration is not None or self.renewing:
+            return []
         p = self.peer
         present = self.cfg.present
+        if p.alive is False and self.frozen:
+            return []
+        if p.alive is False and self.next_arbitration is not None:
+            return []  # the Lease said no: ask again when next_arbitration comes
         if p.alive is False:
             want = present - self.hold
             return [self._begin(Acquire(want, f"peer {self.cfg.peer} dead: {why}"))] if want else []
@@ -429,9 +504,17 @@ class Engine:
                 out.append(self._begin(Release(drop, "partition healed: the home node keeps them")))
             p.joined = False
             return out
+        if not p.stable or p.giving_up is not None:
+            return out  # the peer is moving resources: wait for its isstable=1 or its done
         if p.joined and self.cfg.auto_failback and Side.FOREIGN in self.hold and not p.standby:
+            # Heartbeat's failback is the standby handshake (me/other/done) for the foreign groups:
+            # the home node takes them only on our done, so they are never held twice.
             p.joined = False
-            return [self._begin(Release(frozenset({Side.FOREIGN}), "auto_failback: going home"))]
+            self.standby_asked_at, self.standby_sides = now, frozenset({Side.FOREIGN})
+            return [
+                Note("info", "auto_failback: handing the peer's groups back"),
+                self._send(now, _ask("me", "foreign")),
+            ]
         p.joined = False
         free = present - self.hold - p.hold
         if self.self_standby:
@@ -444,11 +527,84 @@ class Engine:
             out.append(self._begin(Acquire(want, reason)))
         return out
 
-    def _begin(self, action: Acquire | Release) -> Acquire | Release:
+    def _begin(self, action: Acquire | Release) -> Acquire | Release | Arbitrate:
         self.op += 1
         numbered = type(action)(action.sides, action.reason, self.op)
+        if isinstance(numbered, Acquire) and self.cfg.arbitrated and not self.lease_held:
+            self.arbitration = numbered  # resources start only once the Lease is ours
+            return Arbitrate("take", self.op, action.reason)
         self.flux = numbered
         return numbered
+
+    # -- arbitration (Kubernetes mode) --------------------------------------------------------
+    def arbitrated(
+        self,
+        op: int,
+        granted: bool,
+        reason: str,
+        now: float,
+        epoch: int | None = None,
+        unavailable: bool = False,
+    ) -> list[Action]:
+        """The Lease answered an Arbitrate action."""
+        if epoch is not None:
+            self.epoch = epoch
+        pending = self.arbitration
+        if pending is not None and pending.op == op:
+            self.arbitration = None
+            if granted:
+                self.lease_held, self.link_down = True, False
+                self.flux = pending
+                return [Note("info", f"Lease taken, epoch {self.epoch}: {reason}"), pending]
+            if unavailable and self.cfg.take_over_without_arbiter and self.peer.alive is False:
+                self.flux = pending
+                return [
+                    Note(
+                        "warning",
+                        f"taking over without the arbiter (whenArbiterUnavailable: TakeOver): {reason}",
+                    ),
+                    pending,
+                ]
+            self.link_down = not unavailable and self.peer.alive is False
+            self.next_arbitration = now + max(self.cfg.deadtime, 1.0)
+            self._count("arbitration_denied")
+            return [Note("warning", f"not taking over: {reason}")]
+        if self.renewing and op == -1:
+            self.renewing = False
+            if granted:
+                self.lease_held = True
+                self.link_down = self.peer.alive is False
+                if self.link_down:  # keep proving we are alive: a standby watches for W > W/3
+                    self.next_arbitration = now + self.cfg.arbitration_window / 3
+                return (
+                    [Note("info", f"still the owner (epoch {self.epoch}): {reason}")]
+                    if self.link_down
+                    else []
+                )
+            if unavailable and self.cfg.take_over_without_arbiter:
+                return [Note("warning", f"keeping resources without the arbiter: {reason}")]
+            self.lease_held = False
+            self._count("self_fenced")
+            out: list[Action] = [Note("error", f"self-fencing: {reason}")]
+            if self.hold and self.flux is None:
+                out.append(self._begin(Release(self.hold, f"self-fencing: {reason}")))
+            return out
+        return []
+
+    def set_frozen(self, frozen: bool, now: float) -> list[Action]:
+        """Maintenance: no automatic takeover or failback while frozen (planned moves still go)."""
+        if frozen == self.frozen:
+            return []
+        self.frozen = frozen
+        if frozen:
+            return [Note("info", "maintenance: automatic moves frozen")]
+        return [Note("info", "maintenance over"), *self._reconcile(now, "maintenance over")]
+
+    def _renew(self, reason: str) -> list[Action]:
+        if self.renewing:
+            return []
+        self.renewing = True
+        return [Arbitrate("renew", -1, reason)]
 
     def _set_hold(self, hold: frozenset[Side], now: float, reason: str) -> None:
         if hold != self.hold:
@@ -526,6 +682,10 @@ class Engine:
                 },
             },
             "last_transition": self.last_transition,
+            "epoch": self.epoch,
+            "lease_held": self.lease_held if self.cfg.arbitrated else None,
+            "heartbeat_link_down": self.link_down,
+            "frozen": self.frozen,
             "counters": dict(sorted(self.counters.items())),
         }
 

@@ -1,0 +1,89 @@
+"""The agent's report to the operator: a Lease `<cluster>-<node>` renewed every second, with the
+agent's view (state, holdings, epoch, peer and links, last transition) as a JSON annotation."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger("hacluster.agent.report")
+
+REPORT_ANNOTATION = "hacluster.dev/report"
+
+
+def report_of(status: dict[str, Any], epoch: int | None, peer_name: str) -> dict[str, Any]:
+    """The operator's view of one agent, from `Agent.status()` (pure; no keys, no secrets)."""
+    peer = status["peer"]
+    t = status.get("last_transition")
+    return {
+        "state": status["state"],
+        "holds": status["holds"],
+        "epoch": epoch,
+        "peer": {
+            "node": peer_name,
+            "state": peer["state"],
+            "links": {name: {"up": link["up"]} for name, link in peer["links"].items()},
+        },
+        "lastTransition": t,
+    }
+
+
+class Reporter:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        name: str,
+        node: str,
+        snapshot: Callable[[], dict[str, Any]],
+        *,
+        every: float = 1.0,
+        duration_s: int = 5,
+    ) -> None:
+        self.api = client.CoordinationV1Api(api)
+        self.namespace, self.name, self.node = namespace, name, node
+        self.snapshot, self.every, self.duration_s = snapshot, every, duration_s
+        self.failures = 0
+
+    def _body(self) -> client.V1Lease:
+        return client.V1Lease(
+            metadata=client.V1ObjectMeta(
+                name=self.name,
+                namespace=self.namespace,
+                annotations={REPORT_ANNOTATION: json.dumps(self.snapshot(), default=str)},
+            ),
+            spec=client.V1LeaseSpec(
+                holder_identity=self.node,
+                lease_duration_seconds=self.duration_s,
+                renew_time=dt.datetime.now(dt.UTC),
+            ),
+        )
+
+    def _write(self) -> None:
+        body = self._body()
+        try:
+            self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=2)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            self.api.create_namespaced_lease(self.namespace, body, _request_timeout=2)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self._write)
+                if self.failures:
+                    log.info("report Lease %s written again after %d failures", self.name, self.failures)
+                self.failures = 0
+            except Exception as e:  # the report is best effort; failover never waits for it
+                self.failures += 1
+                if self.failures in (1, 10) or self.failures % 100 == 0:
+                    log.warning("cannot write report Lease %s: %s", self.name, e)
+            await asyncio.sleep(self.every)

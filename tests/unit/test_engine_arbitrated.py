@@ -1,0 +1,211 @@
+"""Kubernetes mode on a fake clock: the engine asks a (simulated) Lease before taking over, the
+owner renews when it loses its peer and fences itself when it cannot. Never two owners."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hacluster_agent.engine.actions import Action, Arbitrate
+from hacluster_agent.engine.membership import Engine
+
+from tests.unit.test_engine import DEADTIME, Pair, cfg
+
+W, F = 0.25, 0.083  # arbitration window, owner's renewal deadline W/3 (docs/safety.md)
+
+
+@dataclass
+class Lease:
+    holder: str = ""
+    transitions: int = 0
+    renewed_at: float = -1.0
+    api_ok: dict[str, bool] = field(default_factory=lambda: {"a": True, "b": True})
+
+
+class ArbitratedPair(Pair):
+    def __init__(self, **kw: object) -> None:
+        super().__init__(cfg("a", "b", arbitrated=True, **kw), cfg("b", "a", arbitrated=True, **kw))
+        self.lease = Lease()
+        self.later: list[tuple[float, str, Arbitrate, float]] = []
+
+    def apply(self, name: str, actions: list[Action]) -> None:
+        rest: list[Action] = []
+        for act in actions:
+            if isinstance(act, Arbitrate):
+                self.nodes[name].log.append(act)
+                if rest:
+                    super().apply(name, rest)
+                    rest = []
+                self.arbitrate(name, act)
+            else:
+                rest.append(act)
+        if rest:
+            super().apply(name, rest)
+
+    def arbitrate(self, name: str, act: Arbitrate) -> None:
+        lease, ok = self.lease, self.lease.api_ok[name]
+        eng = self.nodes[name].engine
+        if not ok:
+            delay = F if act.kind == "renew" else W
+            self.later.append((self.now + delay, name, act, self.now))
+            return
+        if act.kind == "release":
+            if lease.holder == name:
+                lease.holder = ""
+            return
+        if act.kind == "renew":
+            if lease.holder == name:
+                lease.renewed_at = self.now
+                self.apply(name, eng.arbitrated(act.op, True, "renewed", self.now, lease.transitions))
+            else:
+                self.apply(name, eng.arbitrated(act.op, False, "lost", self.now))
+            return
+        if lease.holder in ("", name):
+            self._grant(name, act)
+        else:
+            self.later.append((self.now + W, name, act, self.now))
+
+    def _grant(self, name: str, act: Arbitrate) -> None:
+        if self.lease.holder != name:
+            self.lease.holder, self.lease.transitions = name, self.lease.transitions + 1
+        self.apply(
+            name,
+            self.nodes[name].engine.arbitrated(act.op, True, "granted", self.now, self.lease.transitions),
+        )
+
+    def settle(self, name: str, act: Arbitrate, asked: float) -> None:
+        eng = self.nodes[name].engine
+        if not self.lease.api_ok[name]:
+            self.apply(
+                name, eng.arbitrated(act.op, False, "API server unavailable", self.now, unavailable=True)
+            )
+        elif self.lease.holder in ("", name) or self.lease.renewed_at <= asked:
+            # (the real arbiter compares resourceVersions: a write after its first read = alive)
+            self._grant(name, act)
+        else:
+            self.apply(name, eng.arbitrated(act.op, False, "the owner renewed", self.now))
+
+    def run(self, seconds: float) -> None:
+        end = self.now + seconds
+        while True:
+            live = [(n.engine.next_deadline(), k) for k, n in self.nodes.items() if n.up]
+            when, name = min(live) if live else (end + 1, "")
+            pending = min(self.later, default=None, key=lambda x: x[0])
+            if pending is not None and pending[0] <= min(when, end):
+                self.later.remove(pending)
+                self.now = max(self.now, pending[0])
+                if self.nodes[pending[1]].up:
+                    self.settle(pending[1], pending[2], pending[3])
+                continue
+            if when > end:
+                self.now = end
+                return
+            self.now = max(self.now, when)
+            self.apply(name, self.nodes[name].engine.tick(self.now))
+
+    def never_two_owners(self) -> None:
+        held: dict[str, frozenset[str]] = {}
+        for t, name, h in self.timeline:
+            held[name] = h
+            assert sum(1 for x in held.values() if x) <= 1, f"two owners at {t}: {self.timeline}"
+
+
+def engine(p: Pair, name: str) -> Engine:
+    return p.nodes[name].engine
+
+
+def test_start_takes_the_lease_at_epoch_1() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    assert p.owners() == {"a": {"local"}}
+    assert p.lease.holder == "a" and p.lease.transitions == 1 and engine(p, "a").epoch == 1
+
+
+def test_dead_owner_standby_takes_after_window_epoch_rises() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    killed = p.now
+    p.kill("a")
+    p.run(DEADTIME + W + 0.2)
+    assert p.owners() == {"b": {"foreign"}}
+    assert p.lease.holder == "b" and p.lease.transitions == 2
+    took = next(t for t, n, h in p.timeline if n == "b" and h)
+    assert took >= killed + DEADTIME - 0.1 + W - 1e-9
+    p.never_two_owners()
+
+
+def test_cut_heartbeat_link_is_not_a_failover() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    p.cut_link()
+    p.run(3.0)
+    assert p.owners() == {"a": {"local"}}
+    assert engine(p, "b").link_down and engine(p, "a").link_down
+    assert p.lease.holder == "a" and p.lease.transitions == 1
+    p.never_two_owners()
+    p.cut.clear()
+    p.run(1.0)
+    assert p.owners() == {"a": {"local"}}
+    assert not engine(p, "b").link_down
+
+
+def test_owner_cut_from_peer_and_api_fences_before_standby_takes() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    p.cut_link()
+    p.lease.api_ok["a"] = False
+    p.run(2.0)
+    assert p.owners() == {"b": {"foreign"}}
+    a_release = next(t for t, n, h in p.timeline if n == "a" and not h)
+    b_take = next(t for t, n, h in p.timeline if n == "b" and h)
+    assert a_release < b_take
+    p.never_two_owners()
+    assert engine(p, "a").counters.get("self_fenced") == 1
+
+
+def test_api_server_down_for_both_stay_put_means_no_takeover() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    p.lease.api_ok["a"] = p.lease.api_ok["b"] = False
+    p.kill("a")
+    p.run(3.0)
+    assert p.owners() == {}, "StayPut: without the arbiter the standby must not take over"
+
+
+def test_api_server_down_take_over_policy_behaves_like_heartbeat() -> None:
+    p = ArbitratedPair(take_over_without_arbiter=True)
+    p.start()
+    p.run(0.5)
+    p.lease.api_ok["a"] = p.lease.api_ok["b"] = False
+    p.kill("a")
+    p.run(3.0)
+    assert p.owners() == {"b": {"foreign"}}
+
+
+def test_standby_releases_the_lease_and_peer_takes_it_with_a_new_epoch() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    p.apply("a", engine(p, "a").request_standby(p.now))
+    p.run(1.0)
+    assert p.owners() == {"b": {"foreign"}}
+    assert p.lease.holder == "b" and p.lease.transitions == 2
+    p.never_two_owners()
+
+
+def test_frozen_pair_makes_no_automatic_move() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    p.apply("b", engine(p, "b").set_frozen(True, p.now))
+    p.kill("a")
+    p.run(2.0)
+    assert p.owners() == {}
+    p.apply("b", engine(p, "b").set_frozen(False, p.now))
+    p.run(0.1)
+    p.run(1.5)
+    assert p.owners() == {"b": {"foreign"}}
