@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 VIP = "192.0.2.100"
+# The host's end of the lab's LAN, for a test API server. Not 192.0.2.0/24: this machine's own
+# eth0 may use that range, and lab traffic must never leave the lab.
+APISERVER_ADDR = "203.0.113.1"
+KUBE_NODE_ADDR = {"n1": "203.0.113.11", "n2": "203.0.113.12"}
 WEB_PORT = 8080
 NODE_ADDR = {"n1": "192.0.2.11", "n2": "192.0.2.12"}
 CLIENT_ADDR = "192.0.2.50"
@@ -71,12 +75,14 @@ class Lab:
     initdead: str = "2"
     auto_failback: str = "on"
     auth: str = "sha1"
+    vip_agent: str = "IPaddr"  # IPaddr | IPaddr2 (what the real daemon runs best in a namespace)
     media: str = "ucast"  # ucast | bcast | serial | ucast+serial
     agent_args: list[str] = field(default_factory=list)
     prefix: str = field(default_factory=lambda: "hac" + secrets.token_hex(2))
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hacluster-lab-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
+    host_links: list[str] = field(default_factory=list)
 
     def ns(self, name: str) -> str:
         return f"{self.prefix}-{name}"
@@ -106,7 +112,7 @@ class Lab:
                 sw,
             )
             _run("ip", "-n", sw, "link", "set", f"p-{name}", "master", "br0", "up")
-            _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
+            _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "brd", "+", "dev", "eth0")
             _run("ip", "-n", ns, "link", "set", "eth0", "up")
             _run("ip", "-n", ns, "link", "set", "lo", "up")
         if "serial" in self.media:
@@ -114,6 +120,27 @@ class Lab:
         for node in NODE_ADDR:
             self._config(node)
         return self
+
+    def attach_host(self) -> str:
+        """Join this host (the root namespace) to the lab's LAN as 203.0.113.1 (the nodes get
+        203.0.113.11/.12 beside their 192.0.2.x), so an API server started here serves the agents.
+        Removed by close(). Returns the host-side interface."""
+        ifname = f"{self.prefix}-h"
+        _run("ip", "link", "add", ifname, "type", "veth", "peer", "name", "p-host", "netns", self.ns("sw"))
+        self.host_links.append(ifname)
+        _run("ip", "-n", self.ns("sw"), "link", "set", "p-host", "master", "br0", "up")
+        _run("ip", "addr", "add", f"{APISERVER_ADDR}/24", "dev", ifname)
+        _run("ip", "link", "set", ifname, "up")
+        for node, addr in KUBE_NODE_ADDR.items():
+            _run("ip", "-n", self.ns(node), "addr", "add", f"{addr}/24", "dev", "eth0")
+        return ifname
+
+    def block(self, node: str, address: str) -> None:
+        """`node` can no longer reach `address` (e.g. the API server), everything else works."""
+        rules = f"table inet hacluster_block {{\n chain output {{\n  type filter hook output priority 0;\n  ip daddr {address} drop\n }}\n}}\n"
+        subprocess.run(
+            ["ip", "netns", "exec", self.ns(node), "nft", "-f", "-"], input=rules, text=True, check=True
+        )
 
     def _netns(self, name: str) -> None:
         _run("ip", "netns", "add", name)
@@ -149,7 +176,7 @@ class Lab:
             f"initdead {self.initdead}\nudpport 694\n" + "\n".join(media) + "\n"
             f"node n1\nnode n2\nauto_failback {self.auto_failback}\n"
         )
-        (d / "haresources").write_text(f"n1 IPaddr::{VIP}/24/eth0 demo-web\n")
+        (d / "haresources").write_text(f"n1 {self.vip_agent}::{VIP}/24/eth0 demo-web\n")
         key = "" if self.auth == "crc" else " hacluster-lab-key"
         fd = os.open(d / "authkeys", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.write(fd, f"auth 1\n1 {self.auth}{key}\n".encode())
@@ -157,6 +184,14 @@ class Lab:
         script = d / "resource.d" / "demo-web"
         script.write_text(WEB_SCRIPT.format(port=WEB_PORT, state=state, node=node, python=sys.executable))
         script.chmod(0o755)
+
+    def config_texts(self, node: str) -> tuple[str, str, str, dict[str, str]]:
+        """`node`'s ha.cf, authkeys, haresources and resource.d scripts, as text: what a real
+        Heartbeat daemon run on that node instead of our agent is given (same files)."""
+        d = self.root / node / "ha.d"
+        scripts = {p.name: p.read_text() for p in sorted((d / "resource.d").iterdir())}
+        texts = [(d / f).read_text() for f in ("ha.cf", "authkeys", "haresources")]
+        return texts[0], texts[1], texts[2], scripts
 
     # -- agents ---------------------------------------------------------------------------------
     def socket(self, node: str) -> Path:
@@ -274,6 +309,9 @@ class Lab:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+        for ifname in self.host_links:
+            _run("ip", "link", "del", ifname, check=False)
+        self.host_links.clear()
         for ns in reversed(self.created):
             # Processes our resource scripts started inside the lab's namespaces are ours too.
             pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()

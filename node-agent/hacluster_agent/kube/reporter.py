@@ -68,8 +68,9 @@ class Reporter:
 
     def _write(self) -> None:
         body = self._body()
-        try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=2)
+        try:  # only this agent writes its report Lease: a merge patch, no compare-and-swap needed
+            patch = client.ApiClient().sanitize_for_serialization(body)
+            self.api.patch_namespaced_lease(self.name, self.namespace, patch, _request_timeout=2)
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -85,5 +86,6 @@ class Reporter:
             except Exception as e:  # the report is best effort; failover never waits for it
                 self.failures += 1
                 if self.failures in (1, 10) or self.failures % 100 == 0:
-                    log.warning("cannot write report Lease %s: %s", self.name, e)
+                    why = f"HTTP {e.status} {e.reason}" if isinstance(e, ApiException) else str(e)
+                    log.warning("cannot write report Lease %s: %s", self.name, why)
             await asyncio.sleep(self.every)

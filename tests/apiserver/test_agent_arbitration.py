@@ -1,0 +1,163 @@
+"""Kubernetes mode end to end: two real agents in network namespaces arbitrate through the
+ownership Lease of a real kube-apiserver (reached on the lab's LAN), with the least RBAC an agent
+needs. The client never sees two owners; the Lease epoch only grows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+
+from hacluster_agent.lab import APISERVER_ADDR, Lab
+from tests.apiserver.conftest import ApiServerBinaries
+from tests.support.controlplane import ControlPlane
+
+pytestmark = [pytest.mark.apiserver, pytest.mark.netns]
+
+NS, CLUSTER = "ha", "demo"
+
+
+def agent_rbac(cp: ControlPlane, dest: Path) -> Path:
+    """The agents' ServiceAccount: leases of this cluster only (create cannot be name-scoped)."""
+    kubeconfig = cp.service_account_kubeconfig(NS, "hacluster-agent")
+    names = [CLUSTER, f"{CLUSTER}-n1", f"{CLUSTER}-n2"]
+    with cp.api_client() as api:
+        rbac = k8s.RbacAuthorizationV1Api(api)
+        rbac.create_namespaced_role(
+            NS,
+            k8s.V1Role(
+                metadata=k8s.V1ObjectMeta(name="hacluster-agent"),
+                rules=[
+                    k8s.V1PolicyRule(
+                        api_groups=["coordination.k8s.io"], resources=["leases"], verbs=["create"]
+                    ),
+                    k8s.V1PolicyRule(
+                        api_groups=["coordination.k8s.io"],
+                        resources=["leases"],
+                        resource_names=names,
+                        verbs=["get", "update", "patch"],
+                    ),
+                ],
+            ),
+        )
+        rbac.create_namespaced_role_binding(
+            NS,
+            k8s.V1RoleBinding(
+                metadata=k8s.V1ObjectMeta(name="hacluster-agent"),
+                role_ref=k8s.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name="hacluster-agent"
+                ),
+                subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name="hacluster-agent", namespace=NS)],
+            ),
+        )
+    out = dest / "agent.kubeconfig"
+    shutil.copy(kubeconfig, out)
+    return out
+
+
+@pytest.fixture
+def kube_lab(apiserver_binary: ApiServerBinaries) -> Iterator[tuple[Lab, ControlPlane]]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    lab = Lab(keepalive="100ms", deadtime="300ms", warntime="200ms")
+    cp: ControlPlane | None = None
+    try:
+        lab.build()
+        lab.attach_host()
+        cp = ControlPlane(apiserver_binary.apiserver, bind_address=APISERVER_ADDR)
+        cp.start()
+        kc = agent_rbac(cp, lab.root)
+        lab.agent_args = ["--kube", "--kubeconfig", str(kc), "--namespace", NS, "--cluster", CLUSTER]
+        yield lab, cp
+    finally:
+        print("n1 log:\n", lab.agent_log("n1")[-4000:], "\nn2 log:\n", lab.agent_log("n2")[-4000:])
+        lab.close()
+        if cp is not None:
+            cp.stop()
+
+
+def lease(cp: ControlPlane, name: str = CLUSTER) -> k8s.V1Lease:
+    with cp.api_client() as api:
+        return k8s.CoordinationV1Api(api).read_namespaced_lease(name, NS)
+
+
+def owner_and_epoch(cp: ControlPlane) -> tuple[str, int]:
+    spec = lease(cp).spec
+    return spec.holder_identity or "", spec.lease_transitions or 0
+
+
+def start(lab: Lab) -> None:
+    lab.start_agent("n1")
+    lab.start_agent("n2")
+    lab.wait_for("n1", timeout=30)
+
+
+def watch_owners(lab: Lab, seconds: float) -> int:
+    """Poll both nodes' interfaces; the most nodes seen holding the VIP at one instant."""
+    worst, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        worst = max(worst, sum(lab.holds_vip(n) for n in ("n1", "n2")))
+        time.sleep(0.01)
+    return worst
+
+
+def test_owner_takes_the_lease_at_start_and_reports(kube_lab: tuple[Lab, ControlPlane]) -> None:
+    lab, cp = kube_lab
+    start(lab)
+    assert owner_and_epoch(cp) == ("n1", 1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            report = json.loads(lease(cp, f"{CLUSTER}-n2").metadata.annotations["hacluster.dev/report"])
+            if report["peer"]["state"] in ("active", "up"):
+                break
+        except k8s.ApiException:
+            pass
+        assert time.monotonic() < deadline, "no report Lease from n2"
+        time.sleep(0.2)
+    assert (report["holds"] == "none" and report["epoch"] is None) or report["epoch"] == 1
+
+
+def test_owner_death_moves_the_lease_and_the_vip(kube_lab: tuple[Lab, ControlPlane]) -> None:
+    lab, cp = kube_lab
+    start(lab)
+    lab.kill_agent("n1", signal.SIGKILL)
+    lab.cut("n1")
+    lab.wait_for("n2", timeout=10)
+    assert owner_and_epoch(cp) == ("n2", 2)
+    assert "Lease take: granted" in lab.agent_log("n2")
+
+
+def test_heartbeat_link_cut_is_not_a_failover(kube_lab: tuple[Lab, ControlPlane]) -> None:
+    lab, cp = kube_lab
+    start(lab)
+    lab.deafen("n1")
+    lab.deafen("n2")
+    assert watch_owners(lab, 2.5) == 1
+    assert lab.holds_vip("n1") and not lab.holds_vip("n2")
+    assert owner_and_epoch(cp) == ("n1", 1)
+    status = json.loads(lab.hactl("n2", "status", "--json").stdout)
+    assert status["heartbeat_link_down"] is True
+    assert lab.fetch() == "n1"
+    assert len(lab.arp_owners()) == 1
+
+
+def test_owner_cut_from_peer_and_api_server_fences_before_the_peer_takes(
+    kube_lab: tuple[Lab, ControlPlane],
+) -> None:
+    lab, cp = kube_lab
+    start(lab)
+    lab.deafen("n1")
+    lab.deafen("n2")
+    lab.block("n1", APISERVER_ADDR)
+    assert watch_owners(lab, 3.0) <= 1, "two nodes held the VIP at once"
+    assert lab.holds_vip("n2") and not lab.holds_vip("n1")
+    assert owner_and_epoch(cp) == ("n2", 2)
+    assert "self-fencing" in lab.agent_log("n1")
