@@ -44,6 +44,7 @@ from .kube.directives import Directives, read_directives
 from .kube.reporter import Reporter, report_of
 from .logs import fields, setup
 from .media.base import Medium, open_media
+from .metrics import AgentMetrics, serve
 from .resources.base import ResourceError
 from .resources.group import GroupRunner, drivers_for
 from .state import next_generation, node_uuid
@@ -64,6 +65,8 @@ class AgentOptions:
     init_dir: Path = Path("/etc/init.d")
     lock_dir: Path = Path("/var/lock")
     kube: KubeOptions | None = None
+    metrics_port: int | None = None  # Prometheus metrics over HTTP when set (0: any free port)
+    metrics_address: str = "0.0.0.0"
 
 
 @dataclass
@@ -139,6 +142,7 @@ class Agent:
         self.media_state: dict[str, dict[str, Any]] = {}
         self.held: set[Side] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.metrics = AgentMetrics(self.node, self.peer, self.generation)
 
     # -- media events (MediumEvents) ------------------------------------------------------------
     def packet_received(self, medium: str, data: bytes) -> None:
@@ -146,14 +150,20 @@ class Agent:
         if isinstance(got, Rejected):
             reason = got.reason.value
             self.rejected[reason] = self.rejected.get(reason, 0) + 1
+            self.metrics.rejected(reason)
             if self.rejected[reason] <= 5 or self.rejected[reason] % 100 == 0:
                 log.warning("dropped packet: %s", got, extra=fields(medium=medium, reason=reason))
             return
         assert isinstance(got, Decoded)
-        self.execute(self.engine.receive(got.message, medium, time.monotonic()))
+        heard = self.engine.counters.get("rx_status")
+        actions = self.engine.receive(got.message, medium, time.monotonic())
+        if self.engine.counters.get("rx_status") != heard:  # a heartbeat the engine accepted
+            self.metrics.heartbeat_received(medium)
+        self.execute(actions)
 
     def medium_state(self, medium: str, up: bool, reason: str) -> None:
         self.media_state[medium] = {"up": up, "reason": reason, "since": time.time()}
+        self.metrics.medium_state(medium, up)
         level = logging.INFO if up else logging.ERROR
         log.log(
             level, "medium %s %s: %s", medium, "up" if up else "DOWN", reason, extra=fields(medium=medium)
@@ -171,6 +181,7 @@ class Agent:
             elif isinstance(act, Arbitrate):
                 self._spawn(self._arbitrate(act))
             elif isinstance(act, PeerChanged):
+                self.metrics.peer_changed(act.alive, act.silent_for)
                 log.warning(
                     "node %s: is %s (%s)",
                     act.peer,
@@ -181,16 +192,21 @@ class Agent:
             elif isinstance(act, LinkChanged):
                 log.info("Link %s:%s %s", act.peer, act.medium, "up" if act.up else "dead")
             elif isinstance(act, Note):
+                if act.counter is not None:
+                    self.metrics.note(act.counter, act.labels)
                 log.log(logging.getLevelName(act.level.upper()), act.text)
         self.wake.set()
 
     def _send(self, act: Send) -> None:
         cache: dict[str, bytes] = {}
+        heartbeat = act.message.type == "status"
         for m in self.media:
             data = cache.get(m.encoding)
             if data is None:
                 data = cache[m.encoding] = encode(act.message, self.cfg.authkeys, m.encoding)
             m.send(data)
+            if heartbeat and m.up:
+                self.metrics.heartbeat_sent(m.name)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -236,6 +252,10 @@ class Agent:
             ms,
             extra=fields(op=act.op, generation=self.generation),
         )
+        self.metrics.resource_operation("start" if isinstance(act, Acquire) else "stop", ms / 1000, ok)
+        self.metrics.set_holds(self.held)
+        if ok and isinstance(act, Acquire):
+            self.metrics.acquired(act.reason)
         self.execute(self.engine.resources_done(act.op, ok, reason, time.monotonic()))
 
     async def _arbitrate(self, act: Arbitrate) -> None:
@@ -263,9 +283,13 @@ class Agent:
             (time.monotonic() - t0) * 1000,
             extra=fields(epoch=v.epoch, op=act.op),
         )
+        fenced = self.engine.counters.get("self_fenced")
         self.execute(
             self.engine.arbitrated(act.op, v.granted, v.reason, time.monotonic(), v.epoch, v.unavailable)
         )
+        self.metrics.set_epoch(self.engine.epoch)
+        if self.engine.counters.get("self_fenced") != fenced:
+            self.metrics.self_fenced()
 
     async def _directives(self) -> None:
         """Follow the operator's annotations on the ownership Lease (planned moves, maintenance)."""
@@ -325,6 +349,7 @@ class Agent:
                         # The kernel dropped the VIP (the loop stalled past its lifetime): the
                         # monitor below restarts it in place while the engine says we hold it.
                         log.error("lost a held address: %s", e)
+                        self.metrics.resource_failure("refresh")
                         last_monitor = 0.0
             if time.monotonic() - last_monitor < self.opts.monitor_interval or self.engine.flux:
                 continue
@@ -332,6 +357,8 @@ class Agent:
             for side in list(self.held):
                 for runner in self.runners[side]:
                     outcome = await runner.monitor_once()
+                    if outcome.failed:
+                        self.metrics.resource_failure("monitor")
                     if outcome.migrate:
                         self.execute(
                             self.engine.request_standby(
@@ -373,6 +400,16 @@ class Agent:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        exporter = None
+        if self.opts.metrics_port is not None:
+            try:
+                exporter = serve(self.metrics, self.opts.metrics_port, self.opts.metrics_address)
+            except OSError as e:
+                log.error(
+                    "cannot serve metrics on %s:%s: %s", self.opts.metrics_address, self.opts.metrics_port, e
+                )
+                return 1
+            log.info("metrics on http://%s:%d/metrics", self.opts.metrics_address, exporter.server_address[1])
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         self.opts.control_socket.parent.mkdir(parents=True, exist_ok=True)
@@ -423,6 +460,8 @@ class Agent:
         for task in (clock, maint, *self.tasks):
             task.cancel()
         server.close()
+        if exporter is not None:
+            await asyncio.to_thread(exporter.shutdown)
         for m in self.media:
             await m.close()
         with contextlib.suppress(FileNotFoundError):
@@ -442,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--address-lifetime", type=int, default=3, help="VIP valid_lft seconds (0: permanent)")
     p.add_argument("--monitor-interval", type=float, default=5.0)
     p.add_argument("--log-format", choices=("json", "text"), default="json")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any)")
+    p.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port")
     k = p.add_argument_group("Kubernetes mode (the ownership Lease arbitrates)")
     k.add_argument("--kube", action="store_true", help="arbitrate through the HACluster's Lease")
     k.add_argument("--kubeconfig", help="default: in-cluster credentials")
@@ -478,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         release_on_exit=not a.no_release_on_exit,
         address_lifetime=a.address_lifetime,
         monitor_interval=a.monitor_interval,
+        metrics_port=a.metrics_port,
+        metrics_address=a.metrics_address,
         init_dir=Path(a.init_dir),
         lock_dir=Path(a.lock_dir),
         kube=KubeOptions(

@@ -1,4 +1,5 @@
-"""hactl: check a Heartbeat config directory, and talk to a running agent (status, standby, takeover)."""
+"""hactl: check a Heartbeat config directory, talk to a running agent (status, standby, takeover),
+and move a pair's config into Kubernetes and back (import, export)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..config.directory import load_directory
 from ..config.durations import format_duration_ms
 from ..config.hacf_model import BcastMedium, McastMedium, SerialMedium, UcastMedium
 from ..config.issues import ConfigError
+from .migrate import add_migrate_commands, run_migrate
 
 DEFAULT_SOCKET = "/run/hacluster/agent.sock"
 
@@ -105,9 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         s = sub.add_parser(name, help=text)
         s.add_argument("--socket", default=DEFAULT_SOCKET)
         s.add_argument("--json", action="store_true", help="print the raw JSON")
+    add_migrate_commands(sub)
     a = p.parse_args(argv)
     if a.cmd == "check-config":
         return check_config(a.directory)
+    if a.cmd in ("import", "export"):
+        return run_migrate(a)
     if not Path(a.socket).exists():
         print(f"hactl: no agent control socket at {a.socket} (is hacluster-agent running?)", file=sys.stderr)
         return 2
