@@ -141,6 +141,7 @@ class Agent:
         self.rejected: dict[str, int] = {}
         self.media_state: dict[str, dict[str, Any]] = {}
         self.held: set[Side] = set()
+        self.last_gap: float | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.metrics = AgentMetrics(self.node, self.peer, self.generation)
 
@@ -182,6 +183,8 @@ class Agent:
                 self._spawn(self._arbitrate(act))
             elif isinstance(act, PeerChanged):
                 self.metrics.peer_changed(act.alive, act.silent_for)
+                if not act.alive:
+                    self.last_gap = act.silent_for
                 log.warning(
                     "node %s: is %s (%s)",
                     act.peer,
@@ -443,7 +446,7 @@ class Agent:
                 k.namespace,
                 f"{k.cluster}-{self.node}",
                 self.node,
-                lambda: report_of(self.status(), self.engine.epoch, self.peer),
+                lambda: report_of(self.status(), self.engine.epoch, self.peer, self.last_gap),
             )
             self._spawn(reporter.run())
             self._spawn(self._directives())

@@ -79,12 +79,11 @@ class KubeLeaseStore:
 
     async def swap(self, seen: LeaseView, holder: str, transitions: int) -> LeaseView:
         changed = self._last is None or (self._last.spec.holder_identity or "") != holder
-        body = client.V1Lease(
-            metadata=client.V1ObjectMeta(
-                name=self.name, namespace=self.namespace, resource_version=seen.version
-            ),
-            spec=self._spec(holder, transitions, changed and bool(holder)),
-        )
+        # Keep the metadata we read (the operator's annotations, the ownerReference): only the
+        # spec changes, and only if nobody wrote since `seen`.
+        meta = self._last.metadata if self._last is not None else client.V1ObjectMeta(name=self.name)
+        meta.namespace, meta.resource_version = self.namespace, seen.version
+        body = client.V1Lease(metadata=meta, spec=self._spec(holder, transitions, changed and bool(holder)))
         try:
             lease = await self._call(self.api.replace_namespaced_lease, self.name, self.namespace, body)
         except ApiException as e:

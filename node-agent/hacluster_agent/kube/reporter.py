@@ -18,10 +18,29 @@ log = logging.getLogger("hacluster.agent.report")
 REPORT_ANNOTATION = "hacluster.dev/report"
 
 
-def report_of(status: dict[str, Any], epoch: int | None, peer_name: str) -> dict[str, Any]:
-    """The operator's view of one agent, from `Agent.status()` (pure; no keys, no secrets)."""
-    peer = status["peer"]
+def transition_of(status: dict[str, Any], gap_s: float | None) -> dict[str, Any] | None:
+    """The engine's last change of holdings, in the operator's terms: node names, gap, RFC3339."""
     t = status.get("last_transition")
+    if not t:
+        return None
+    me, peer = status["node"], status["peer"]["node"]
+    acquired = t["to"] != "none"
+    return {
+        "from": peer if acquired else me,
+        "to": me if acquired else peer,
+        "reason": t["reason"],
+        "gapMs": round((gap_s or 0.0) * 1000) if acquired else 0,
+        "time": dt.datetime.fromtimestamp(t["at"], dt.UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def report_of(
+    status: dict[str, Any], epoch: int | None, peer_name: str, gap_s: float | None = None
+) -> dict[str, Any]:
+    """The operator's view of one agent, from `Agent.status()` (pure; no keys, no secrets).
+    `gap_s`: how long the peer had been silent when we last took over."""
+    peer = status["peer"]
+    t = transition_of(status, gap_s)
     return {
         "state": status["state"],
         "holds": status["holds"],

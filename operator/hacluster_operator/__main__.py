@@ -1,0 +1,218 @@
+"""`hacluster-operator` (or `python -m hacluster_operator`): win the leader election, then run kopf.
+
+    hacluster-operator [--namespace NS ...] [--kubeconfig FILE] [--no-leader-election]
+
+Environment: HACLUSTER_AGENT_IMAGE (required: the agents' image), HACLUSTER_AGENT_SERVICE_ACCOUNT
+(default hacluster-agent), HACLUSTER_AGENT_IMAGE_PULL_POLICY, HACLUSTER_OPERATOR_NAMESPACE (where
+the leader Lease lives; else POD_NAMESPACE, else the pod's service account namespace, else
+default), POD_NAME (the leader identity: stable across container restarts, so a restarted leader
+takes its Lease back at once; else host name plus a random suffix).
+
+Exit codes: 0 stopped by a signal; 1 leadership lost or kopf failed (restart and campaign again);
+2 bad settings; 3 the HACluster CRD is not served (install crds/ first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import kopf
+
+from .handlers import (
+    ApiError,
+    Context,
+    Kube,
+    Settings,
+    api_client_from_environment,
+    build_registry,
+    configure_kopf,
+)
+from .leader import ElectionConfig, LeaderElector
+from .models import GROUP, PLURAL, VERSION
+
+log = logging.getLogger("hacluster.operator")
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hacluster-operator", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="serve HACluster objects in this namespace (repeatable); default: every namespace",
+    )
+    p.add_argument("--kubeconfig", help="default: in-cluster credentials, else $KUBECONFIG or ~/.kube/config")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between two looks at the Leases")
+    p.add_argument(
+        "--config-every", type=float, default=10.0, help="re-render the config Secret this often (s)"
+    )
+    p.add_argument(
+        "--release-timeout", type=float, default=30.0, help="on deletion, wait this long for a release"
+    )
+    p.add_argument("--leader-election", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--leader-namespace", help="where the hacluster-operator Lease lives")
+    p.add_argument("--identity", help="this replica's name in the leader Lease (default: $POD_NAME)")
+    p.add_argument("--lease-duration", type=float, default=15.0)
+    p.add_argument("--renew-deadline", type=float, default=10.0)
+    p.add_argument("--retry-period", type=float, default=2.0)
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p.parse_args(argv)
+
+
+def leader_namespace(args: argparse.Namespace) -> str:
+    if args.leader_namespace:
+        return str(args.leader_namespace)
+    for var in ("HACLUSTER_OPERATOR_NAMESPACE", "POD_NAMESPACE"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return SA_NAMESPACE_FILE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def identity(args: argparse.Namespace) -> str:
+    return str(
+        args.identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    )
+
+
+async def crd_served(kube: Kube) -> bool:
+    try:
+        found = await kube.get(f"/apis/{GROUP}/{VERSION}")
+    except ApiError as e:
+        log.error("cannot read the API discovery for %s/%s: %s", GROUP, VERSION, e)
+        return False
+    return found is not None and any(r.get("name") == PLURAL for r in found.get("resources", []))
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    api = api_client_from_environment(args.kubeconfig)
+    kube = Kube(api)
+    me = identity(args)
+    try:
+        if not await crd_served(kube):
+            log.error(
+                "the %s.%s CRD is not served: apply crds/hacluster.dev_haclusters.yaml first", PLURAL, GROUP
+            )
+            return 3
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        elector: LeaderElector | None = None
+        if args.leader_election:
+            elector = LeaderElector(
+                kube,
+                ElectionConfig(
+                    namespace=leader_namespace(args),
+                    identity=me,
+                    lease_duration=args.lease_duration,
+                    renew_deadline=args.renew_deadline,
+                    retry_period=args.retry_period,
+                ),
+            )
+            if not await elector.acquire(stop):
+                return 0
+
+        kopf_stop = asyncio.Event()
+        kopf_ready = asyncio.Event()
+        lost = False
+
+        async def keep_leading() -> None:
+            nonlocal lost
+
+            async def take_signals_back() -> None:
+                # kopf installs its own SIGINT/SIGTERM handlers when it starts; once it is ready,
+                # ours come back, so that every stop goes through kopf_stop and an exit of kopf
+                # without it is known to be a crash.
+                await kopf_ready.wait()
+                await asyncio.sleep(0)
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+
+            signals = asyncio.create_task(take_signals_back())
+            try:
+                if elector is None:
+                    await stop.wait()
+                else:
+                    lost = not await elector.hold(stop)
+            finally:
+                signals.cancel()
+                kopf_stop.set()
+
+        # Created before kopf starts: kopf.operator() leaves tasks that predate it alone.
+        keeper = asyncio.create_task(keep_leading(), name="leader election")
+        ctx = Context(kube=kube, settings=settings, identity=me)
+        kopf_settings = kopf.OperatorSettings()
+        configure_kopf(kopf_settings, me)
+        log.info("acting as %r on %s", me, ", ".join(args.namespace) if args.namespace else "every namespace")
+        crashed = False
+        try:
+            await kopf.operator(
+                registry=build_registry(ctx),
+                settings=kopf_settings,
+                standalone=True,
+                clusterwide=not args.namespace,
+                namespaces=args.namespace,
+                stop_flag=kopf_stop,
+                ready_flag=kopf_ready,
+            )
+            crashed = not kopf_stop.is_set()
+        finally:
+            stop.set()
+            await keeper
+            if elector is not None and not lost:
+                await elector.release()  # a standby takes over at once
+        if lost:
+            log.error("exiting: leadership lost; another replica may lead now")
+        elif crashed:
+            log.error("exiting: kopf stopped on its own (see the errors above)")
+        return 1 if lost or crashed else 0
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf logs in on its own, through the same file
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = Settings.from_env(
+            os.environ,
+            interval=args.interval,
+            config_every=args.config_every,
+            release_timeout=args.release_timeout,
+        )
+        ElectionConfig(
+            "x",
+            "x",
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+        )
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    return asyncio.run(run(args, settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,643 @@
+"""The kopf handlers: fetch, call decide() and the builders, write. Nothing else decides here.
+
+Layout (after kopf's own: clients, then the engines, then the handlers that wire them):
+
+- `Kube`: a small async client over the official client's ApiClient (raw JSON, explicit paths,
+  a timeout on every call, compare-and-swap by resourceVersion). Errors never carry a body that
+  could hold key material.
+- `ensure_*`: make the config Secret, the agents' DaemonSet and the ownership Lease what the
+  builders (resources.py) say.
+- `tick`: one observation → decide() → annotations (CAS) → workload labels → status → Events.
+- `build_registry`: the kopf handlers. create/update/resume ensure the objects; one daemon per
+  HACluster ticks every `interval` seconds (and re-renders the config every `config_every`, so
+  changes of the auth Secret or script ConfigMaps are picked up without watching all Secrets);
+  delete takes over the ticking: it asks the agents to release, waits (bounded) for an empty
+  holder, deletes the DaemonSet and the Secret, and lets kopf remove the finalizer.
+
+Never logged, posted or stored in status: the auth Secret's value, the rendered files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+
+from . import leader
+from .decide import REPORT, Decision, LeaseState, ReportLease, decide, parse_report
+from .models import GROUP, PLURAL, VERSION, HAClusterSpec, HAClusterStatus
+from .render import RenderError, script_sources
+from .resources import (
+    DEFAULT_AGENT_SERVICE_ACCOUNT,
+    config_data,
+    config_secret,
+    config_secret_name,
+    daemonset,
+    daemonset_name,
+    has_owner_reference,
+    label_patch,
+    owner_reference,
+    ownership_lease,
+    report_lease_name,
+    secret_text,
+    workload_labels,
+)
+
+log = logging.getLogger("hacluster.operator")
+
+FINALIZER = "hacluster.dev/finalizer"
+SPEC_HASH = "hacluster.dev/spec-hash"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+# --------------------------------------------------------------------------------------------
+# the client
+
+
+class ApiError(Exception):
+    """An API call failed. The message is the server's, unless the object is a Secret (then only
+    the status and reason, as a Secret's error could echo what was sent)."""
+
+    def __init__(self, status: int, reason: str, message: str = "") -> None:
+        super().__init__(f"HTTP {status} {reason}" + (f": {message}" if message else ""))
+        self.status, self.reason = status, reason
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError, leader.Conflict):
+    pass
+
+
+class Kube:
+    """Async calls to the API server: the official client's connection and credentials, raw JSON,
+    run in threads with a timeout each."""
+
+    def __init__(self, api: k8s.ApiClient, *, timeout: float = 10.0) -> None:
+        self.api, self.timeout = api, timeout
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str | None = None,
+        sensitive: bool = False,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = self.api.param_serialize(
+            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+
+        def call() -> tuple[int, bytes]:
+            response = self.api.call_api(*params, _request_timeout=self.timeout)
+            response.read()  # type: ignore[no-untyped-call]
+            return int(response.status), bytes(response.data or b"")
+
+        status, data = await asyncio.wait_for(asyncio.to_thread(call), self.timeout + 1.0)
+        if 200 <= status < 300:
+            return json.loads(data) if data else {}
+        try:
+            detail = json.loads(data)
+        except ValueError:
+            detail = {}
+        reason = str(detail.get("reason") or "Error")
+        message = "" if sensitive else str(detail.get("message") or "")
+        kind = NotFound if status == 404 else Conflict if status == 409 else ApiError
+        raise kind(status, reason, message)
+
+    async def get(self, path: str, *, sensitive: bool = False) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", path, sensitive=sensitive)
+        except NotFound:
+            return None
+
+    async def delete(self, path: str) -> bool:
+        try:
+            await self.request("DELETE", path, {"propagationPolicy": "Background"})
+            return True
+        except NotFound:
+            return False
+
+    # Leases (also what leader.LeaderElector calls)
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get(_lease_path(namespace, name))
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", _lease_path(namespace), dict(body))
+
+    async def patch_lease(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """A merge-patch; with metadata.resourceVersion it is a compare-and-swap (Conflict)."""
+        return await self.request(
+            "PATCH", _lease_path(namespace, name), dict(patch), content_type=MERGE_PATCH
+        )
+
+
+def _lease_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+    return f"{base}/{name}" if name else base
+
+
+def _secret_path(namespace: str, name: str | None = None) -> str:
+    base = f"/api/v1/namespaces/{namespace}/secrets"
+    return f"{base}/{name}" if name else base
+
+
+def _daemonset_path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/apps/v1/namespaces/{namespace}/daemonsets"
+    return f"{base}/{name}" if name else base
+
+
+def _status_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+
+
+def api_client_from_environment(kubeconfig: str | None = None) -> k8s.ApiClient:
+    """In-cluster credentials, else a kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+    from kubernetes import config
+
+    configuration = k8s.Configuration()
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = 32  # calls run in threads, several per HACluster tick
+    return k8s.ApiClient(configuration)
+
+
+# --------------------------------------------------------------------------------------------
+# settings and per-HACluster memory
+
+
+@dataclass(frozen=True)
+class Settings:
+    agent_image: str
+    agent_service_account: str = DEFAULT_AGENT_SERVICE_ACCOUNT
+    agent_image_pull_policy: str | None = None
+    interval: float = 1.0
+    """Seconds between two looks at one HACluster's Leases."""
+    config_every: float = 10.0
+    """Re-render the config Secret at least this often (auth Secret and ConfigMaps are not watched)."""
+    release_timeout: float = 30.0
+    """On deletion, how long to wait for the agents to release before deleting them anyway."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        image = env.get("HACLUSTER_AGENT_IMAGE", "")
+        if not image:
+            raise ValueError("HACLUSTER_AGENT_IMAGE is not set: the agents' container image")
+        return cls(
+            agent_image=image,
+            agent_service_account=env.get("HACLUSTER_AGENT_SERVICE_ACCOUNT") or DEFAULT_AGENT_SERVICE_ACCOUNT,
+            agent_image_pull_policy=env.get("HACLUSTER_AGENT_IMAGE_PULL_POLICY") or None,
+            **overrides,
+        )
+
+
+@dataclass
+class Memory:
+    """What the operator keeps per HACluster between ticks (all of it can be lost: a restart
+    starts from the HACluster's status)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    status: HAClusterStatus | None = None
+    config_error: str | None = None
+    config_at: float | None = None
+    generation: int | None = None
+    missing_nodes: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Context:
+    kube: Kube
+    settings: Settings
+    identity: str = "hacluster-operator"
+    memories: dict[str, Memory] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
+
+    def memory(self, hacluster: Mapping[str, Any]) -> Memory:
+        return self.memories.setdefault(hacluster["metadata"]["uid"], Memory())
+
+
+# --------------------------------------------------------------------------------------------
+# ensure: the config Secret, the DaemonSet, the ownership Lease
+
+
+def _where(hacluster: Mapping[str, Any]) -> tuple[str, str]:
+    meta = hacluster["metadata"]
+    return str(meta["namespace"]), str(meta["name"])
+
+
+async def render_config(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> dict[str, str]:
+    """The config Secret's data from the auth Secret and the script ConfigMaps. Raises RenderError
+    with a message that is safe to show (no key)."""
+    namespace, _ = _where(hacluster)
+    ref = spec.auth.secret_ref
+    auth = await ctx.kube.get(_secret_path(namespace, ref.name), sensitive=True)
+    if auth is None:
+        raise RenderError(f"the auth Secret {ref.name!r} does not exist")
+    text = secret_text(auth, ref.key)
+    if text is None:
+        raise RenderError(f"the auth Secret {ref.name!r} has no key {ref.key!r}")
+    bodies: dict[str, str] = {}
+    for script, source in script_sources(spec).items():
+        cm = await ctx.kube.get(f"/api/v1/namespaces/{namespace}/configmaps/{source.name}")
+        if cm is None:
+            raise RenderError(f"the ConfigMap {source.name!r} for script {script!r} does not exist")
+        body = (cm.get("data") or {}).get(source.key)
+        if body is None:
+            raise RenderError(f"the ConfigMap {source.name!r} has no key {source.key!r} (script {script!r})")
+        bodies[script] = body
+    try:
+        return config_data(spec, text, bodies)
+    except RenderError:
+        raise
+    except Exception as e:  # anything else may quote its input: say what, not the details
+        raise RenderError(f"rendering failed ({type(e).__name__}; details withheld)") from None
+
+
+async def ensure_secret(ctx: Context, hacluster: Mapping[str, Any], data: Mapping[str, str]) -> bool:
+    """Create or replace the config Secret. True when it was written."""
+    namespace, name = _where(hacluster)
+    wanted = config_secret(hacluster, data)
+    path = _secret_path(namespace, config_secret_name(name))
+    current = await ctx.kube.get(path, sensitive=True)
+    if current is None:
+        await ctx.kube.request("POST", _secret_path(namespace), wanted, sensitive=True)
+        return True
+    if (current.get("data") or {}) == wanted["data"] and has_owner_reference(current, hacluster):
+        return False
+    wanted["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+    await ctx.kube.request("PUT", path, wanted, sensitive=True)
+    return True
+
+
+def _spec_hash(manifest: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+async def ensure_daemonset(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> bool:
+    """Create or replace the agents' DaemonSet when what the builder says changed (by hash, as
+    the server adds defaults to what it stores). True when it was written."""
+    namespace, name = _where(hacluster)
+    s = ctx.settings
+    wanted = daemonset(
+        hacluster,
+        spec,
+        image=s.agent_image,
+        service_account=s.agent_service_account,
+        image_pull_policy=s.agent_image_pull_policy,
+    )
+    digest = _spec_hash(wanted)
+    wanted["metadata"]["annotations"] = {SPEC_HASH: digest}
+    path = _daemonset_path(namespace, daemonset_name(name))
+    current = await ctx.kube.get(path)
+    if current is None:
+        await ctx.kube.request("POST", _daemonset_path(namespace), wanted)
+        return True
+    if (current["metadata"].get("annotations") or {}).get(SPEC_HASH) == digest:
+        return False
+    wanted["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+    await ctx.kube.request("PUT", path, wanted)
+    return True
+
+
+async def ensure_lease(ctx: Context, hacluster: Mapping[str, Any]) -> dict[str, Any]:
+    """The ownership Lease: created released at epoch 0 if missing; given our ownerReference if an
+    agent created it first (compare-and-swap, the rest of it untouched)."""
+    namespace, name = _where(hacluster)
+    lease = await ctx.kube.get_lease(namespace, name)
+    if lease is None:
+        try:
+            created = await ctx.kube.create_lease(namespace, ownership_lease(hacluster))
+            log.info("[%s/%s] created the ownership Lease (released, epoch 0)", namespace, name)
+            return created
+        except Conflict:
+            lease = await ctx.kube.get_lease(namespace, name)
+            if lease is None:
+                raise
+    if not has_owner_reference(lease, hacluster):
+        refs = list(lease["metadata"].get("ownerReferences") or [])
+        refs = [r for r in refs if not r.get("controller")] + [owner_reference(hacluster)]
+        patch = {
+            "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"], "ownerReferences": refs}
+        }
+        lease = await ctx.kube.patch_lease(namespace, name, patch)
+    return lease
+
+
+async def ensure_all(ctx: Context, hacluster: Mapping[str, Any]) -> None:
+    """The Secret (unless the config cannot be rendered: then the last good one stays), the
+    DaemonSet and the Lease. A config error is remembered for the status (Degraded) and posted
+    once as an Event; it does not stop the rest."""
+    namespace, name = _where(hacluster)
+    spec = HAClusterSpec.model_validate(hacluster["spec"])
+    memory = ctx.memory(hacluster)
+    async with memory.lock:
+        try:
+            data = await render_config(ctx, hacluster, spec)
+            error = None
+        except RenderError as e:
+            data, error = None, str(e)
+        if error != memory.config_error:
+            if error:
+                log.warning("[%s/%s] config not rendered: %s", namespace, name, error)
+            elif memory.config_error:
+                log.info("[%s/%s] config renders again", namespace, name)
+        memory.config_error = error
+        if data is not None and await ensure_secret(ctx, hacluster, data):
+            log.info(
+                "[%s/%s] wrote the config Secret %s (%d files)",
+                namespace,
+                name,
+                config_secret_name(name),
+                len(data),
+            )
+        if await ensure_daemonset(ctx, hacluster, spec):
+            log.info("[%s/%s] wrote the DaemonSet %s", namespace, name, daemonset_name(name))
+        await ensure_lease(ctx, hacluster)
+        memory.config_at = ctx.clock()
+        memory.generation = hacluster["metadata"].get("generation")
+
+
+# --------------------------------------------------------------------------------------------
+# one tick: observe, decide, write
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        t = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def lease_state(lease: Mapping[str, Any]) -> LeaseState:
+    spec = lease.get("spec") or {}
+    return LeaseState(
+        holder=str(spec.get("holderIdentity") or ""),
+        epoch=int(spec.get("leaseTransitions") or 0),
+        annotations=dict(lease.get("metadata", {}).get("annotations") or {}),
+        acquired=_time(spec.get("acquireTime")),
+    )
+
+
+def report_of(node: str, lease: Mapping[str, Any] | None) -> ReportLease | None:
+    if lease is None:
+        return None
+    spec = lease.get("spec") or {}
+    duration = spec.get("leaseDurationSeconds")
+    text = (lease.get("metadata", {}).get("annotations") or {}).get(REPORT)
+    return parse_report(node, _time(spec.get("renewTime")), float(duration) if duration else None, text)
+
+
+def _previous(hacluster: Mapping[str, Any]) -> HAClusterStatus | None:
+    raw = hacluster.get("status")
+    if not raw:
+        return None
+    try:
+        return HAClusterStatus.model_validate({k: v for k, v in raw.items() if k in _STATUS_FIELDS})
+    except ValueError:
+        return None
+
+
+_STATUS_FIELDS = {"owner", "epoch", "state", "observedGeneration", "nodes", "lastTransition", "conditions"}
+
+
+async def tick(ctx: Context, hacluster: Mapping[str, Any], *, deleting: bool = False) -> Decision | None:
+    """Look once, decide once, write what the decision says. None when the Lease changed under us
+    (the compare-and-swap lost): the next tick decides again on fresh data."""
+    namespace, name = _where(hacluster)
+    meta = hacluster["metadata"]
+    spec = HAClusterSpec.model_validate(hacluster["spec"])
+    memory = ctx.memory(hacluster)
+    if not deleting and (
+        memory.config_at is None
+        or memory.generation != meta.get("generation")
+        or ctx.clock() - memory.config_at >= ctx.settings.config_every
+    ):
+        try:
+            await ensure_all(ctx, hacluster)
+        except Exception as e:  # the agents' objects can wait; the status and the Lease cannot
+            memory.config_at = ctx.clock()  # not on every tick: every config_every
+            log.warning("[%s/%s] could not write the agents' objects: %s", namespace, name, _brief(e))
+
+    raw_lease = await ctx.kube.get_lease(namespace, name)
+    if raw_lease is None and not deleting:
+        raw_lease = await ensure_lease(ctx, hacluster)
+    raw_reports = await asyncio.gather(
+        *(ctx.kube.get_lease(namespace, report_lease_name(name, n)) for n in spec.nodes)
+    )
+    reports = {n: report_of(n, r) for n, r in zip(spec.nodes, raw_reports, strict=True)}
+    previous = memory.status if memory.status is not None else _previous(hacluster)
+    decision = decide(
+        spec,
+        int(meta.get("generation") or 0),
+        lease_state(raw_lease) if raw_lease is not None else None,
+        reports,
+        datetime.now(UTC),
+        previous=previous,
+        config_error=memory.config_error,
+        deleting=deleting,
+    )
+
+    if decision.annotations and raw_lease is not None:
+        patch = {
+            "metadata": {
+                "resourceVersion": raw_lease["metadata"]["resourceVersion"],
+                "annotations": decision.annotations,
+            }
+        }
+        try:
+            await ctx.kube.patch_lease(namespace, name, patch)
+        except Conflict:
+            log.debug("[%s/%s] the Lease changed while deciding; deciding again", namespace, name)
+            return None
+        shown = ", ".join(f"{k}={v!r}" if v is not None else f"-{k}" for k, v in decision.annotations.items())
+        log.info("[%s/%s] Lease annotations: %s (%s)", namespace, name, shown, decision.why)
+
+    await move_workload_labels(ctx, hacluster, spec, decision.holder, memory)
+
+    if decision.write_status:
+        await ctx.kube.request(
+            "PATCH",
+            _status_path(namespace, name),
+            [{"op": "add", "path": "/status", "value": decision.status.to_k8s()}],
+            content_type=JSON_PATCH,
+        )
+        if previous is None or previous.state != decision.status.state:
+            log.info(
+                "[%s/%s] %s: owner %s, epoch %s",
+                namespace,
+                name,
+                decision.status.state,
+                decision.status.owner or "-",
+                decision.status.epoch,
+            )
+        memory.status = decision.status  # what the server holds: the next decision's `previous`
+
+    body = _event_body(hacluster)
+    for event in decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        log.info("[%s/%s] event %s %s: %s", namespace, name, event.type, event.reason, event.message)
+    return decision
+
+
+def _event_body(hacluster: Mapping[str, Any]) -> kopf.Body:
+    """What kopf.event() needs to name the HACluster in an Event."""
+    meta = hacluster["metadata"]
+    raw = {
+        "apiVersion": hacluster.get("apiVersion", f"{GROUP}/{VERSION}"),
+        "kind": hacluster.get("kind", "HACluster"),
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+    }
+    return kopf.Body(raw)  # type: ignore[arg-type]
+
+
+async def move_workload_labels(
+    ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec, holder: str | None, memory: Memory
+) -> None:
+    """Put the workload labels on the holder only. A missing Node is logged once, not an error."""
+    namespace, name = _where(hacluster)
+    for node, wanted in workload_labels(spec, name, holder).items():
+        current = await ctx.kube.get(f"/api/v1/nodes/{node}")
+        if current is None:
+            if node not in memory.missing_nodes:
+                log.warning("[%s/%s] Node %s does not exist: its workload labels wait", namespace, name, node)
+                memory.missing_nodes.add(node)
+            continue
+        memory.missing_nodes.discard(node)
+        patch = label_patch(current["metadata"].get("labels"), wanted)
+        if patch:
+            await ctx.kube.request(
+                "PATCH", f"/api/v1/nodes/{node}", {"metadata": {"labels": patch}}, content_type=MERGE_PATCH
+            )
+            log.info("[%s/%s] Node %s labels: %s", namespace, name, node, patch)
+
+
+async def delete_agents(ctx: Context, hacluster: Mapping[str, Any]) -> None:
+    namespace, name = _where(hacluster)
+    if await ctx.kube.delete(_daemonset_path(namespace, daemonset_name(name))):
+        log.info("[%s/%s] deleted the DaemonSet %s", namespace, name, daemonset_name(name))
+    if await ctx.kube.delete(_secret_path(namespace, config_secret_name(name))):
+        log.info("[%s/%s] deleted the config Secret %s", namespace, name, config_secret_name(name))
+
+
+# --------------------------------------------------------------------------------------------
+# the kopf handlers
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return copy.deepcopy(dict(body))
+
+
+def configure_kopf(settings: kopf.OperatorSettings, identity: str) -> None:
+    """kopf keeps its state in annotations under hacluster.dev (the status schema is structural:
+    it would prune kopf's own status fields), adds our finalizer, posts Events as
+    hacluster-operator, and neither scans CRDs and Namespaces nor peers (RBAC stays small;
+    leader.py elects the one acting replica)."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.reporting_component = "hacluster-operator"
+    settings.posting.reporting_instance = identity[:128]
+    settings.posting.event_name_prefix = "hacluster-"
+    settings.scanning.disabled = True
+    settings.peering.standalone = True
+    settings.networking.request_timeout = 60.0
+    settings.networking.connect_timeout = 10.0
+    settings.watching.server_timeout = 300  # seconds, an integer for the API server
+
+
+def build_registry(ctx: Context) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    async def ensure(body: kopf.Body, **_: Any) -> None:
+        hacluster = _plain(body)
+        if hacluster["metadata"].get("deletionTimestamp"):
+            return
+        await ensure_all(ctx, hacluster)
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
+    async def pair(body: kopf.Body, stopped: Any, **_: Any) -> None:
+        namespace, name = _where(body)
+        failures = 0
+        while not stopped:
+            hacluster = _plain(body)
+            if hacluster["metadata"].get("deletionTimestamp"):
+                await stopped.wait(ctx.settings.interval)  # the delete handler ticks now
+                continue
+            try:
+                await tick(ctx, hacluster)
+                failures = 0
+            except Exception as e:  # a tick must never end the daemon; the next one tries again
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning("[%s/%s] tick failed (%d in a row): %s", namespace, name, failures, _brief(e))
+            await stopped.wait(ctx.settings.interval)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def release(body: kopf.Body, runtime: Any, **_: Any) -> None:
+        """Ask the agents to release (the release annotation), wait until nobody holds the Lease
+        (at most release_timeout, counted from the first attempt: kopf keeps that across
+        restarts), then delete the DaemonSet and the Secret and let kopf drop the finalizer."""
+        hacluster = _plain(body)
+        namespace, name = _where(hacluster)
+        deadline = ctx.clock() + max(0.0, ctx.settings.release_timeout - runtime.total_seconds())
+        holder: str | None = "the holder"
+        while True:
+            try:
+                decision = await tick(ctx, hacluster, deleting=True)
+            except Exception as e:
+                log.warning("[%s/%s] release tick failed: %s", namespace, name, _brief(e))
+                decision = None
+            if decision is not None:
+                if decision.released:
+                    break
+                holder = decision.holder
+            if ctx.clock() >= deadline:
+                message = (
+                    f"{holder} did not release within {ctx.settings.release_timeout:g}s; "
+                    "deleting the agents anyway"
+                )
+                kopf.event(_event_body(hacluster), type="Warning", reason="ReleaseTimedOut", message=message)
+                log.warning("[%s/%s] %s", namespace, name, message)
+                break
+            await asyncio.sleep(ctx.settings.interval)
+        await delete_agents(ctx, hacluster)
+        ctx.memories.pop(hacluster["metadata"]["uid"], None)
+        log.info("[%s/%s] released; letting the HACluster go", namespace, name)
+
+    return registry
+
+
+def _brief(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__

@@ -1,0 +1,302 @@
+"""Pure builders for what the operator creates per HACluster: the config Secret, the agents'
+DaemonSet, the ownership Lease, and the workload node labels. Plain JSON manifests (dicts), the
+same the API server stores, so tests compare them as they are and the client sends them as is.
+
+Everything is owned by its HACluster (an ownerReference, controller: true), so a garbage collector
+deletes it with the HACluster; the operator also deletes the Secret and the DaemonSet itself when
+it lets the HACluster go (see handlers.py).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from .models import API_VERSION, KIND, HAClusterSpec
+from .render import RenderError, render_all
+
+CONFIG_DIR = "/etc/hacluster"
+STATE_DIR = "/var/lib/hacluster"
+AGENT_CONTAINER = "agent"
+MANAGED_BY = "hacluster-operator"
+CLUSTER_LABEL = "hacluster.dev/cluster"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+DEFAULT_AGENT_SERVICE_ACCOUNT = "hacluster-agent"
+SECRET_MODE = 0o400
+"""The config Secret's files: read-only for the agent (root) alone; Heartbeat refuses an authkeys
+that group or others can read."""
+
+Manifest = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# names
+
+
+def ownership_lease_name(cluster: str) -> str:
+    """The Lease whose holder owns the resources: named like the HACluster."""
+    return cluster
+
+
+def report_lease_name(cluster: str, node: str) -> str:
+    """The Lease each agent renews with its report."""
+    return f"{cluster}-{node}"
+
+
+def config_secret_name(cluster: str) -> str:
+    return f"{cluster}-config"
+
+
+def daemonset_name(cluster: str) -> str:
+    return f"{cluster}-agent"
+
+
+def config_key(node: str, file: str) -> str:
+    """The Secret key for one of a node's files: `<node>.ha.cf`, `<node>.resource.d.<script>`.
+    The agent reads them with `--config-prefix <node>.`."""
+    return f"{node}.{file.replace('/', '.')}"
+
+
+# --------------------------------------------------------------------------------------------
+# metadata
+
+
+def owner_reference(hacluster: Mapping[str, Any]) -> Manifest:
+    """A controller ownerReference to the HACluster (its metadata carries name and uid).
+
+    No blockOwnerDeletion: it would need `update` on haclusters/finalizers where the
+    OwnerReferencesPermissionEnforcement admission plugin runs, and the operator's own
+    finalizer already orders the deletion."""
+    meta = hacluster["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+    }
+
+
+def labels(cluster: str, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "hacluster",
+        "app.kubernetes.io/instance": cluster,
+        COMPONENT_LABEL: component,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        CLUSTER_LABEL: cluster,
+    }
+
+
+def _metadata(name: str, namespace: str, cluster: str, component: str, owner: Mapping[str, Any]) -> Manifest:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels(cluster, component),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def has_owner_reference(obj: Mapping[str, Any], hacluster: Mapping[str, Any]) -> bool:
+    uid = hacluster["metadata"]["uid"]
+    return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])
+
+
+# --------------------------------------------------------------------------------------------
+# the config Secret
+
+
+def config_data(
+    spec: HAClusterSpec, authkeys_secret: str, script_bodies: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Both nodes' files, by Secret key. Raises RenderError (never quoting a key) when the spec
+    and its Secret/ConfigMaps do not make a config the agent would accept."""
+    data: dict[str, str] = {}
+    for node, cfg in render_all(spec, authkeys_secret, script_bodies).items():
+        for file, text in cfg.files().items():
+            key = config_key(node, file)
+            if "+" in key:  # script names may hold '+', Secret keys may not
+                raise RenderError(f"script {file!r} cannot be a Secret key: rename it without '+'")
+            data[key] = text
+    return data
+
+
+def config_secret(hacluster: Mapping[str, Any], data: Mapping[str, str]) -> Manifest:
+    """The Secret `<name>-config` holding `data` (text by key), base64 as the API server stores it."""
+    meta = hacluster["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(
+            config_secret_name(meta["name"]), meta["namespace"], meta["name"], "config", hacluster
+        ),
+        "type": "Opaque",
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())},
+    }
+
+
+def secret_text(secret: Mapping[str, Any], key: str) -> str | None:
+    """One key of a Secret as the API server returns it (base64 `data`), as text."""
+    value = (secret.get("data") or {}).get(key)
+    if value is None:
+        return None
+    return base64.b64decode(value).decode()
+
+
+# --------------------------------------------------------------------------------------------
+# the agents' DaemonSet
+
+
+def agent_command(namespace: str, cluster: str) -> list[str]:
+    return [
+        "hacluster-agent",
+        "--config-dir",
+        CONFIG_DIR,
+        "--config-prefix",
+        "$(NODE_NAME).",
+        "--node",
+        "$(NODE_NAME)",
+        "--kube",
+        "--namespace",
+        namespace,
+        "--cluster",
+        cluster,
+    ]
+
+
+def min_ready_seconds(spec: HAClusterSpec) -> int:
+    """A restarted agent counts as available only after its initdead, plus a margin: a rolling
+    update then never restarts the second node before the first has joined again."""
+    return -(-spec.heartbeat.timing().initdead_ms // 1000) + 5
+
+
+def daemonset(
+    hacluster: Mapping[str, Any],
+    spec: HAClusterSpec,
+    *,
+    image: str,
+    service_account: str = DEFAULT_AGENT_SERVICE_ACCOUNT,
+    image_pull_policy: str | None = None,
+) -> Manifest:
+    """The DaemonSet `<name>-agent`: one agent on each of the two nodes, on the host network.
+
+    The pod template depends on the spec's nodes and serial devices only (not on the config
+    text), so a config change reaches the agents through the mounted Secret, without a restart
+    (and without the failover a restart would cause).
+    """
+    meta = hacluster["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    selector = {CLUSTER_LABEL: name, COMPONENT_LABEL: "agent"}
+    mounts: list[Manifest] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "state", "mountPath": STATE_DIR},
+    ]
+    volumes: list[Manifest] = [
+        {"name": "config", "secret": {"secretName": config_secret_name(name), "defaultMode": SECRET_MODE}},
+        # The node's UUID and generation outlive the pod, as they outlive a Heartbeat restart.
+        {
+            "name": "state",
+            "hostPath": {"path": f"{STATE_DIR}/{namespace}/{name}", "type": "DirectoryOrCreate"},
+        },
+    ]
+    for i, serial in enumerate(spec.heartbeat.media.serial):
+        volumes.append({"name": f"serial-{i}", "hostPath": {"path": serial.device, "type": "CharDevice"}})
+        mounts.append({"name": f"serial-{i}", "mountPath": serial.device})
+    container: Manifest = {
+        "name": AGENT_CONTAINER,
+        "image": image,
+        "command": agent_command(namespace, name),
+        "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+        "securityContext": {
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
+            "allowPrivilegeEscalation": False,
+        },
+        "volumeMounts": mounts,
+    }
+    if image_pull_policy:
+        container["imagePullPolicy"] = image_pull_policy
+    pod_labels = labels(name, "agent")
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _metadata(daemonset_name(name), namespace, name, "agent", hacluster),
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "minReadySeconds": min_ready_seconds(spec),
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "serviceAccountName": service_account,
+                    "hostNetwork": True,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "affinity": {
+                        "nodeAffinity": {
+                            "requiredDuringSchedulingIgnoredDuringExecution": {
+                                # One term per node (terms are ORed): a metadata.name field
+                                # selector takes exactly one value.
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchFields": [
+                                            {"key": "metadata.name", "operator": "In", "values": [node]}
+                                        ]
+                                    }
+                                    for node in spec.nodes
+                                ]
+                            }
+                        }
+                    },
+                    # The pair decides for itself when a node is gone: never evicted for taints.
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the ownership Lease
+
+
+def ownership_lease(hacluster: Mapping[str, Any]) -> Manifest:
+    """The Lease `<name>`, released (no holder) at epoch 0: the agents take it."""
+    meta = hacluster["metadata"]
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": _metadata(
+            ownership_lease_name(meta["name"]), meta["namespace"], meta["name"], "ownership", hacluster
+        ),
+        "spec": {"leaseTransitions": 0},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# workload labels
+
+
+def workload_labels(
+    spec: HAClusterSpec, cluster: str, holder: str | None
+) -> dict[str, dict[str, str | None]]:
+    """Each node's workload labels: `<nodeLabel>=<value>` on the holder, removed (None) from the
+    other node; from both while nobody holds the Lease. Empty without workload resources."""
+    wanted = {
+        r.workload.node_label: r.workload.value or cluster for r in spec.resources if r.workload is not None
+    }
+    if not wanted:
+        return {}
+    return {node: {k: (v if node == holder else None) for k, v in wanted.items()} for node in spec.nodes}
+
+
+def label_patch(current: Mapping[str, str] | None, wanted: Mapping[str, str | None]) -> dict[str, str | None]:
+    """The merge-patch for a node's labels that makes `current` hold `wanted` (empty: nothing to do)."""
+    have = current or {}
+    patch: dict[str, str | None] = {}
+    for key, value in wanted.items():
+        if value is None and key in have:
+            patch[key] = None
+        elif value is not None and have.get(key) != value:
+            patch[key] = value
+    return patch

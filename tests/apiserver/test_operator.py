@@ -1,0 +1,740 @@
+"""The operator against a real kube-apiserver, run as a subprocess (`python -m hacluster_operator`)
+with a ServiceAccount token bound to operator/hacluster_operator/rbac.yaml, exactly as shipped.
+
+The tests play the node agents: they renew report Leases `<cluster>-<node>` with the report JSON,
+and take or release the ownership Lease by compare-and-swap, keeping its annotations (as real
+agents must). Every assertion polls with a deadline; nothing waits a fixed time.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from hacluster_agent.config.authkeys import parse_authkeys
+from hacluster_agent.config.hacf import parse_hacf
+from hacluster_agent.config.haresources import parse_haresources
+from hacluster_operator.decide import FREEZE, HANDOVER_TO, RELEASE, REPORT
+from hacluster_operator.handlers import FINALIZER
+from hacluster_operator.models import GROUP, PLURAL, VERSION
+from tests.apiserver.conftest import ControlPlaneFixture
+from tests.unit.test_operator_models import CRD_FILE
+
+pytestmark = pytest.mark.apiserver
+
+REPO = Path(__file__).resolve().parents[2]
+RBAC_FILE = REPO / "operator" / "hacluster_operator" / "rbac.yaml"
+NS = "hac-op"
+OPERATOR_NS = "hacluster-system"
+OPERATOR_SA = "hacluster-operator"
+A, B = "node-a", "node-b"
+IMAGE = "registry.example/hacluster-agent:test"
+KEY = "Sup3r-Secret-Key-do-not-log"
+REPORT_SECONDS = 2  # report Leases go stale this long after their last renewal
+T = TypeVar("T")
+
+
+def eventually(fn: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.1, what: str = "") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except (AssertionError, KeyError, TypeError) as e:
+            if time.monotonic() > deadline:
+                logs = "".join(f"\n---- {op.identity} log (tail) ----\n{op.tail()}" for op in RUNNING)
+                raise AssertionError(f"not within {timeout:g}s: {what or fn.__name__}: {e}{logs}") from e
+            time.sleep(interval)
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Rest:
+    """Raw JSON calls as admin (the same way the operator calls)."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self.api = api
+        self.lock = threading.Lock()
+
+    def __call__(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = self.api.param_serialize(
+            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        with self.lock:
+            r = self.api.call_api(*params, _request_timeout=10)
+            r.read()
+        if r.status == 404 and method == "GET":
+            return None
+        if r.status == 409:
+            raise Conflict(path)
+        assert 200 <= r.status < 300, f"{method} {path}: {r.status} {r.data[:500]!r}"
+        return json.loads(r.data) if r.data else None
+
+    def merge(self, path: str, patch: Any) -> Any:
+        return self(method="PATCH", path=path, body=patch, content_type="application/merge-patch+json")
+
+
+class Conflict(Exception):
+    pass
+
+
+def lease_path(name: str | None = None, ns: str = NS) -> str:
+    base = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+    return f"{base}/{name}" if name else base
+
+
+def hac_path(name: str | None = None) -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}"
+    return f"{base}/{name}" if name else base
+
+
+# --------------------------------------------------------------------------------------------
+# the operator subprocess
+
+
+RUNNING: list[Operator] = []
+
+
+class Operator:
+    def __init__(self, kubeconfig: Path, log: Path, identity: str) -> None:
+        self.kubeconfig, self.log, self.identity = kubeconfig, log, identity
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.log.parent),
+            "KUBECONFIG": str(self.kubeconfig),
+            "HACLUSTER_AGENT_IMAGE": IMAGE,
+            "HACLUSTER_OPERATOR_NAMESPACE": OPERATOR_NS,
+            "PYTHONUNBUFFERED": "1",
+        }
+        args = [
+            sys.executable, "-m", "hacluster_operator",
+            "--namespace", NS,
+            "--identity", self.identity,
+            "--interval", "0.2",
+            "--config-every", "1",
+            "--release-timeout", "20",
+            "--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.5",
+        ]  # fmt: skip
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.log.parent
+            )
+        if self not in RUNNING:
+            RUNNING.append(self)
+        return self
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL, by PID: no goodbye, no Lease release."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self in RUNNING:
+            RUNNING.remove(self)
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+
+# --------------------------------------------------------------------------------------------
+# playing the agents
+
+
+class Agents:
+    """Both agents of one HACluster: report Leases renewed from a thread; the ownership Lease taken
+    and released by compare-and-swap (a merge-patch carrying resourceVersion), annotations kept."""
+
+    def __init__(self, rest: Rest, cluster: str) -> None:
+        self.rest, self.cluster = rest, cluster
+        self.reports: dict[str, dict[str, Any]] = {n: self.report(n) for n in (A, B)}
+        self.renewing = {A: True, B: True}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def report(node: str, **kw: Any) -> dict[str, Any]:
+        peer = B if node == A else A
+        out: dict[str, Any] = {
+            "state": "active",
+            "holds": "none",
+            "epoch": 0,
+            "peer": {"node": peer, "state": "active", "links": {"eth1": {"up": True}}},
+            "lastTransition": None,
+        }
+        out.update(kw)
+        return out
+
+    def start(self) -> Agents:
+        self._write_all()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.3):
+            with contextlib.suppress(Exception):  # the next round tries again
+                self._write_all()
+
+    def _write_all(self) -> None:
+        for node in (A, B):
+            if self.renewing[node]:
+                self._write(node)
+
+    def _write(self, node: str) -> None:
+        name = f"{self.cluster}-{node}"
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "annotations": {REPORT: json.dumps(self.reports[node])},
+            },
+            "spec": {"holderIdentity": node, "leaseDurationSeconds": REPORT_SECONDS, "renewTime": now()},
+        }
+        # A merge-patch: a Lease cannot be replaced without a resourceVersion (HTTP 422).
+        if self.rest("GET", lease_path(name)) is None:
+            self.rest("POST", lease_path(), body)
+        else:
+            self.rest.merge(lease_path(name), {"metadata": body["metadata"], "spec": body["spec"]})
+
+    def set(self, node: str, **kw: Any) -> None:
+        self.reports[node] = self.report(node, **kw)
+        if self.renewing[node]:
+            self._write(node)
+
+    def ownership(self) -> dict[str, Any]:
+        lease = self.rest("GET", lease_path(self.cluster))
+        assert lease is not None, "no ownership Lease yet"
+        return dict(lease)
+
+    def cas(self, holder: str | None, *, bump: bool) -> int:
+        """Take (bump: epoch + 1) or release the ownership Lease, as an agent does."""
+        while True:
+            lease = self.ownership()
+            spec = lease.get("spec") or {}
+            epoch = int(spec.get("leaseTransitions") or 0) + (1 if bump else 0)
+            new_spec: dict[str, Any] = {
+                "holderIdentity": holder,
+                "leaseTransitions": epoch,
+                "leaseDurationSeconds": 1,
+            }
+            if holder and bump:
+                new_spec["acquireTime"] = now()
+                new_spec["renewTime"] = now()
+            patch = {"metadata": {"resourceVersion": lease["metadata"]["resourceVersion"]}, "spec": new_spec}
+            try:
+                self.rest.merge(lease_path(self.cluster), patch)
+                return epoch
+            except Conflict:
+                continue  # the operator annotated it meanwhile: read again
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def rest(controlplane: ControlPlaneFixture) -> Iterator[Rest]:
+    with controlplane.api_client() as api:
+        yield Rest(api)
+
+
+@pytest.fixture(scope="module")
+def setup(controlplane: ControlPlaneFixture, rest: Rest) -> Path:
+    """The CRD, the namespaces, the RBAC file as shipped, two Node objects; the operator's
+    ServiceAccount token kubeconfig."""
+    applied = controlplane.run_kubectl("apply", "-f", str(CRD_FILE)).stdout
+    assert "customresourcedefinition" in applied
+
+    def established() -> None:
+        crd = rest("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{PLURAL}.{GROUP}")
+        assert any(c["type"] == "Established" and c["status"] == "True" for c in crd["status"]["conditions"])
+        assert rest("GET", hac_path()) is not None
+
+    for ns in (NS, OPERATOR_NS):
+        if rest("GET", f"/api/v1/namespaces/{ns}") is None:
+            rest("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
+    for node in (A, B):
+        if rest("GET", f"/api/v1/nodes/{node}") is None:
+            rest("POST", "/api/v1/nodes", {"metadata": {"name": node}})
+    controlplane.run_kubectl("apply", "-f", str(RBAC_FILE))
+    eventually(established)
+    return controlplane.plane.service_account_kubeconfig(OPERATOR_NS, OPERATOR_SA, create=False)
+
+
+@pytest.fixture(scope="module")
+def operator(setup: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    op = Operator(setup, tmp_path_factory.mktemp("operator") / "operator.log", "op-a").start()
+    yield op
+    op.stop()
+    text = op.text()
+    assert KEY not in text, "the auth key was logged"
+    assert "Traceback" not in text, text[-3000:]
+
+
+def make_cluster(rest: Rest, name: str, **failover: Any) -> dict[str, Any]:
+    """The auth Secret, a script ConfigMap and an HACluster with every kind of medium and resource."""
+    secret = f"{name}-auth"
+    rest(
+        "POST",
+        f"/api/v1/namespaces/{NS}/secrets",
+        {"metadata": {"name": secret}, "stringData": {"authkeys": KEY}},
+    )
+    rest(
+        "POST",
+        f"/api/v1/namespaces/{NS}/configmaps",
+        {"metadata": {"name": f"{name}-scripts"}, "data": {"httpd": "#!/bin/sh\nexit 0\n"}},
+    )
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "HACluster",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "nodes": [A, B],
+            "heartbeat": {
+                "keepalive": "200ms",
+                "deadtime": "1s",
+                "media": {
+                    "udp": [{"interface": "eth1", "mode": "broadcast"}],
+                    "serial": [{"device": "/dev/ttyS0"}],
+                },
+            },
+            "auth": {"method": "sha1", "secretRef": {"name": secret}},
+            "resources": [
+                {"ip": {"address": "192.0.2.10/24", "interface": "eth0"}},
+                {"script": {"name": "httpd", "configMapRef": {"name": f"{name}-scripts"}}},
+                {"workload": {"nodeLabel": f"hacluster.dev/{name}"}},
+            ],
+            "failover": failover,
+        },
+    }
+    return dict(rest("POST", hac_path(), body))
+
+
+def status(rest: Rest, name: str) -> dict[str, Any]:
+    return dict((rest("GET", hac_path(name)) or {}).get("status") or {})
+
+
+def condition(st: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in st.get("conditions", []) if c["type"] == kind)
+
+
+def events(rest: Rest, name: str, reason: str | None = None) -> list[dict[str, Any]]:
+    found = rest("GET", f"/api/v1/namespaces/{NS}/events?fieldSelector=involvedObject.name%3D{name}")
+    items = [e for e in found["items"] if e["involvedObject"].get("kind") == "HACluster"]
+    return [e for e in items if reason is None or e["reason"] == reason]
+
+
+def one_event(rest: Rest, name: str, reason: str, containing: str = "") -> dict[str, Any]:
+    """The one Event with this reason (and text). kopf posts Events in the background, a moment
+    after the write they tell of: read them through eventually()."""
+    found = [e for e in events(rest, name, reason) if containing in e["message"]]
+    assert found, f"no {reason} event {containing!r} yet"
+    assert len(found) == 1, found
+    return found[0]
+
+
+def annotations(agents: Agents) -> dict[str, str]:
+    return dict(agents.ownership()["metadata"].get("annotations") or {})
+
+
+def node_labels(rest: Rest, node: str) -> dict[str, str]:
+    return dict(rest("GET", f"/api/v1/nodes/{node}")["metadata"].get("labels") or {})
+
+
+def ready_with(
+    rest: Rest, name: str, owner: str, epoch: int, state: str = "Ready"
+) -> Callable[[], dict[str, Any]]:
+    def check() -> dict[str, Any]:
+        st = status(rest, name)
+        assert (st.get("owner"), st.get("epoch"), st.get("state")) == (owner, epoch, state), st
+        return st
+
+    return check
+
+
+# --------------------------------------------------------------------------------------------
+# tests
+
+
+def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operator: Operator) -> None:
+    hac = make_cluster(rest, "web")
+    uid = hac["metadata"]["uid"]
+
+    secret = eventually(
+        lambda: rest("GET", f"/api/v1/namespaces/{NS}/secrets/web-config") or {}["x"], what="config Secret"
+    )
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert set(data) == {
+        f"{n}.{f}" for n in (A, B) for f in ("ha.cf", "haresources", "authkeys", "resource.d.httpd")
+    }
+    for node in (A, B):
+        hacf, f1 = parse_hacf(data[f"{node}.ha.cf"])
+        assert hacf is not None and not f1.errors and hacf.nodes == [A, B]
+        assert [type(m).__name__ for m in hacf.media] == ["BcastMedium", "SerialMedium"]
+        haresources, f2 = parse_haresources(data[f"{node}.haresources"], nodes=hacf.nodes)
+        assert haresources is not None and not f2.errors
+        assert [r.name for r in haresources.groups[0].resources] == ["IPaddr2::192.0.2.10/24/eth0", "httpd"]
+        keys, f3 = parse_authkeys(data[f"{node}.authkeys"])
+        assert keys is not None and not f3.errors and keys.signing_key.method == "sha1"
+        assert data[f"{node}.resource.d.httpd"] == "#!/bin/sh\nexit 0\n"
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == uid
+
+    ds = eventually(
+        lambda: rest("GET", f"/apis/apps/v1/namespaces/{NS}/daemonsets/web-agent") or {}["x"],
+        what="DaemonSet",
+    )
+    pod = ds["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert pod["serviceAccountName"] == "hacluster-agent"
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert terms == [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [A]}]},
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [B]}]},
+    ]
+    assert container["securityContext"]["capabilities"] == {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}
+    assert container["image"] == IMAGE
+    assert container["command"] == [
+        "hacluster-agent", "--config-dir", "/etc/hacluster", "--config-prefix", "$(NODE_NAME).",
+        "--node", "$(NODE_NAME)", "--kube", "--namespace", NS, "--cluster", "web",
+    ]  # fmt: skip
+    assert container["env"][0] == {
+        "name": "NODE_NAME",
+        "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}},
+    }
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["secret"] == {"secretName": "web-config", "defaultMode": 0o400}
+    assert volumes["serial-0"]["hostPath"] == {"path": "/dev/ttyS0", "type": "CharDevice"}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["config"] == "/etc/hacluster" and mounts["serial-0"] == "/dev/ttyS0"
+    assert ds["metadata"]["ownerReferences"][0]["uid"] == uid
+
+    lease = eventually(lambda: rest("GET", lease_path("web")) or {}["x"], what="ownership Lease")
+    assert lease["spec"].get("holderIdentity") is None and lease["spec"].get("leaseTransitions") == 0
+    assert lease["metadata"]["ownerReferences"][0] == {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "HACluster", "name": "web", "uid": uid, "controller": True,
+    }  # fmt: skip
+    assert FINALIZER in rest("GET", hac_path("web"))["metadata"]["finalizers"]
+
+    # No agent reports yet: Unknown, and said so.
+    eventually(lambda: status(rest, "web")["state"] == "Unknown" or {}["x"], what="Unknown")
+    # A new key reaches the config Secret without a restart of anything.
+    rest.merge(f"/api/v1/namespaces/{NS}/secrets/web-auth", {"stringData": {"authkeys": KEY + "-2"}})
+
+    def rotated() -> None:
+        s = rest("GET", f"/api/v1/namespaces/{NS}/secrets/web-config")
+        assert (KEY + "-2").encode() in base64.b64decode(s["data"][f"{A}.authkeys"])
+
+    eventually(rotated, what="key rotation")
+    # A Secret that is gone is a ConfigError (Degraded), the last good config stays.
+    rest("DELETE", f"/api/v1/namespaces/{NS}/secrets/web-auth")
+
+    def config_error() -> None:
+        c = condition(status(rest, "web"), "Degraded")
+        assert (c["status"], c["reason"]) == ("True", "ConfigError"), c
+        assert "the auth Secret 'web-auth' does not exist" in c["message"]
+
+    eventually(config_error, what="ConfigError")
+    assert (
+        eventually(lambda: one_event(rest, "web", "ConfigError"), what="ConfigError event")["type"]
+        == "Warning"
+    )
+    assert rest("GET", f"/api/v1/namespaces/{NS}/secrets/web-config") is not None
+    assert all(KEY not in json.dumps(e) for e in events(rest, "web"))
+
+
+def test_status_failover_switchover_maintenance_and_staleness(
+    controlplane: ControlPlaneFixture, rest: Rest, operator: Operator
+) -> None:
+    make_cluster(rest, "pair", autoFailback=False)
+    eventually(lambda: rest("GET", lease_path("pair")) or {}["x"], what="ownership Lease")
+    agents = Agents(rest, "pair").start()
+    try:
+        # node-a takes the Lease at epoch 1 and runs the resources.
+        agents.set(A, holds="local", epoch=1)
+        agents.set(B, epoch=1)
+        assert agents.cas(A, bump=True) == 1
+        eventually(ready_with(rest, "pair", A, 1), what="Ready on node-a")
+        st = status(rest, "pair")
+        assert [(n["name"], n["state"], n["media"]) for n in st["nodes"]] == [
+            (A, "active", {"eth1": "up"}),
+            (B, "active", {"eth1": "up"}),
+        ]
+        assert condition(st, "Ready")["reason"] == "Serving"
+        table = controlplane.run_kubectl("get", "hac", "pair", "-n", NS).stdout.splitlines()
+        assert table[0].split() == ["NAME", "OWNER", "STATE", "EPOCH", "AGE"], table
+        assert table[1].split()[:4] == ["pair", A, "Ready", "1"], table
+        eventually(
+            lambda: node_labels(rest, A).get("hacluster.dev/pair") == "pair" or {}["x"], what="label on a"
+        )
+        assert "hacluster.dev/pair" not in node_labels(rest, B)
+        acquired = eventually(lambda: one_event(rest, "pair", "Acquired"), what="Acquired")
+        assert acquired["message"] == "node-a took the resources, epoch 1"
+
+        # node-a dies; node-b takes over: epoch 2, 512ms without an owner.
+        agents.renewing[A] = False
+        last = {"from": A, "to": B, "reason": "peer dead", "gapMs": 512, "time": now()}
+        agents.set(
+            B,
+            holds="foreign",
+            epoch=2,
+            peer={"node": A, "state": "dead", "links": {"eth1": {"up": False}}},
+            lastTransition=last,
+        )
+        assert agents.cas(B, bump=True) == 2
+        failed = eventually(lambda: one_event(rest, "pair", "FailedOver"), what="FailedOver")
+        assert failed["type"] == "Warning"
+        assert (
+            failed["message"]
+            == "FailedOver from node-a to node-b: node-a silent for 512ms, epoch 2 (peer dead)"
+        )
+        eventually(ready_with(rest, "pair", B, 2, "Degraded"), what="Degraded on node-b")
+
+        def node_a_down() -> dict[str, Any]:
+            st = status(rest, "pair")
+            assert condition(st, "Degraded")["reason"] == "NodeDown", st
+            return st
+
+        st = eventually(node_a_down, timeout=REPORT_SECONDS + 10, what="node-a down")
+        assert st["lastTransition"]["gapMs"] == 512 and st["lastTransition"]["from"] == A
+        eventually(
+            lambda: node_labels(rest, B).get("hacluster.dev/pair") == "pair" or {}["x"], what="label on b"
+        )
+        assert "hacluster.dev/pair" not in node_labels(rest, A)
+
+        # node-a is back: Ready again, on node-b (no autoFailback).
+        agents.set(A, epoch=2)
+        agents.renewing[A] = True
+        agents.set(B, holds="foreign", epoch=2, lastTransition=last)
+        eventually(ready_with(rest, "pair", B, 2), what="Ready on node-b")
+
+        # Declared switchover back to node-a: handover-to, then the agents' handover, then done.
+        rest.merge(hac_path("pair"), {"spec": {"failover": {"switchoverTo": A}}})
+        eventually(lambda: annotations(agents)[HANDOVER_TO] == A or {}["x"], what="handover-to")
+        requested = eventually(lambda: one_event(rest, "pair", "SwitchoverRequested"), what="requested")
+        assert requested["message"] == "Switchover to node-a requested: asking node-b to hand over (epoch 2)"
+        agents.set(B, holds="none", epoch=2)
+        agents.cas(None, bump=False)  # node-b released
+        assert annotations(agents)[HANDOVER_TO] == A  # kept while the Lease is free
+        handover = {"from": B, "to": A, "reason": "handover", "gapMs": 80, "time": now()}
+        agents.set(A, holds="local", epoch=3, lastTransition=handover)
+        agents.set(B, epoch=3)
+        assert agents.cas(A, bump=True) == 3
+        eventually(lambda: HANDOVER_TO not in annotations(agents) or {}["x"], what="handover-to cleared")
+        done = eventually(lambda: one_event(rest, "pair", "SwitchoverDone"), what="SwitchoverDone")
+        assert done["message"] == "Switchover to node-a done: epoch 3, 80ms without an owner"
+        eventually(ready_with(rest, "pair", A, 3), what="Ready on node-a again")
+        assert not [e for e in events(rest, "pair", "FailedOver") if "epoch 3" in e["message"]]
+
+        # Maintenance: the freeze annotation, and back.
+        rest.merge(hac_path("pair"), {"spec": {"failover": {"maintenance": True}}})
+        eventually(lambda: annotations(agents)[FREEZE] == "true" or {}["x"], what="freeze")
+        rest.merge(hac_path("pair"), {"spec": {"failover": {"maintenance": False}}})
+        eventually(lambda: FREEZE not in annotations(agents) or {}["x"], what="thaw")
+
+        # Both agents up, but deaf to each other: HeartbeatLinkDown, and the Lease arbitrates.
+        deaf = {"state": "dead", "links": {"eth1": {"up": False}}}
+        agents.set(A, holds="local", epoch=3, peer={"node": B, **deaf})
+        agents.set(B, epoch=3, peer={"node": A, **deaf})
+        link = eventually(
+            lambda: one_event(rest, "pair", "HeartbeatLinkDown", "cannot hear each other"),
+            what="HeartbeatLinkDown",
+        )
+        assert link["type"] == "Warning"
+        st = eventually(ready_with(rest, "pair", A, 3, "Arbitrating"), what="Arbitrating")
+        assert condition(st, "HeartbeatLinkDown")["reason"] == "AllLinksDown"
+        restored_before = len(events(rest, "pair", "HeartbeatLinkRestored"))
+        agents.set(A, holds="local", epoch=3)
+        agents.set(B, epoch=3)
+
+        def restored() -> None:
+            assert len(events(rest, "pair", "HeartbeatLinkRestored")) == restored_before + 1
+            assert condition(status(rest, "pair"), "HeartbeatLinkDown")["status"] == "False"
+
+        eventually(restored, what="restored")
+
+        # node-b's agent stops reporting: its report goes stale, the pair is Degraded.
+        agents.renewing[B] = False
+        st = eventually(ready_with(rest, "pair", A, 3, "Degraded"), timeout=REPORT_SECONDS + 10, what="stale")
+        c = condition(st, "Degraded")
+        assert (c["reason"], c["status"]) == ("NodeDown", "True") and c["message"].startswith(
+            "node-b: silent since"
+        )
+        assert next(n for n in st["nodes"] if n["name"] == B)["state"] == "active"  # node-a still hears it
+    finally:
+        agents.stop()
+
+
+def test_killed_mid_switchover_the_operator_resumes_and_a_standby_takes_over(
+    rest: Rest, operator: Operator, setup: Path, tmp_path: Path
+) -> None:
+    standby = Operator(setup, tmp_path / "standby.log", "op-b").start()
+    make_cluster(rest, "resume", autoFailback=False)
+    eventually(lambda: rest("GET", lease_path("resume")) or {}["x"], what="ownership Lease")
+    agents = Agents(rest, "resume").start()
+    try:
+        agents.set(A, holds="local", epoch=1)
+        agents.set(B, epoch=1)
+        agents.cas(A, bump=True)
+        eventually(ready_with(rest, "resume", A, 1), what="Ready")
+        leader = rest("GET", lease_path("hacluster-operator", OPERATOR_NS))
+        assert leader["spec"]["holderIdentity"] == "op-a"
+        eventually(lambda: "standing by: 'op-a' leads" in standby.text() or {}["x"], what="standby")
+
+        rest.merge(hac_path("resume"), {"spec": {"failover": {"switchoverTo": B}}})
+        eventually(lambda: annotations(agents)[HANDOVER_TO] == B or {}["x"], what="handover-to")
+        operator.kill()  # mid-switchover, no goodbye
+
+        agents.set(A, epoch=1)
+        agents.cas(None, bump=False)
+        agents.set(
+            B,
+            holds="foreign",
+            epoch=2,
+            lastTransition={"from": A, "to": B, "reason": "handover", "gapMs": 95},
+        )
+        agents.cas(B, bump=True)
+        operator.start()  # the same identity takes its leader Lease back at once
+        eventually(lambda: HANDOVER_TO not in annotations(agents) or {}["x"], what="resumed and completed")
+        done = eventually(lambda: one_event(rest, "resume", "SwitchoverDone"), what="SwitchoverDone")
+        assert done["message"] == "Switchover to node-b done: epoch 2, 95ms without an owner"
+        eventually(ready_with(rest, "resume", B, 2), what="Ready on node-b")
+        assert not events(rest, "resume", "FailedOver")
+        assert "took the leader Lease" not in standby.text()
+
+        # The leader dies for good: the standby waits out the Lease, then acts.
+        operator.kill()
+        eventually(
+            lambda: (
+                rest("GET", lease_path("hacluster-operator", OPERATOR_NS))["spec"]["holderIdentity"] == "op-b"
+                or {}["x"]
+            ),
+            timeout=15,
+            what="standby leads",
+        )
+        rest.merge(hac_path("resume"), {"spec": {"failover": {"maintenance": True}}})
+        eventually(lambda: annotations(agents)[FREEZE] == "true" or {}["x"], what="the new leader acts")
+        assert standby.stop() == 0  # SIGTERM: a clean exit that releases the leader Lease
+        assert KEY not in standby.text() and "Traceback" not in standby.text()
+        assert not rest("GET", lease_path("hacluster-operator", OPERATOR_NS))["spec"].get("holderIdentity")
+    finally:
+        agents.stop()
+        standby.stop()
+        if operator.proc is None or operator.proc.poll() is not None:
+            operator.start()
+        print("---- standby log (tail) ----\n" + "\n".join(standby.text().splitlines()[-40:]))
+
+
+def test_delete_asks_for_a_release_then_lets_the_hacluster_go(rest: Rest, operator: Operator) -> None:
+    make_cluster(rest, "gone")
+    eventually(lambda: rest("GET", lease_path("gone")) or {}["x"], what="ownership Lease")
+    agents = Agents(rest, "gone").start()
+    try:
+        agents.set(A, holds="local", epoch=1)
+        agents.set(B, epoch=1)
+        agents.cas(A, bump=True)
+        eventually(ready_with(rest, "gone", A, 1), timeout=25, what="Ready")
+        eventually(lambda: node_labels(rest, A).get("hacluster.dev/gone") == "gone" or {}["x"], what="label")
+
+        rest("DELETE", hac_path("gone"))
+        eventually(lambda: annotations(agents)[RELEASE] == "true" or {}["x"], what="release annotation")
+        releasing = eventually(lambda: one_event(rest, "gone", "Releasing"), what="Releasing")
+        assert releasing["message"] == "HACluster deleted: asking node-a to release everything"
+        hac = rest("GET", hac_path("gone"))
+        assert (
+            hac is not None
+            and hac["metadata"].get("deletionTimestamp")
+            and FINALIZER in hac["metadata"]["finalizers"]
+        )
+        assert rest("GET", f"/apis/apps/v1/namespaces/{NS}/daemonsets/gone-agent") is not None
+
+        agents.set(A, holds="none", epoch=1)
+        agents.cas(None, bump=False)  # node-a released everything
+        eventually(lambda: rest("GET", hac_path("gone")) is None or {}["x"], what="finalizer removed")
+        assert rest("GET", f"/apis/apps/v1/namespaces/{NS}/daemonsets/gone-agent") is None
+        assert rest("GET", f"/api/v1/namespaces/{NS}/secrets/gone-config") is None
+        assert "hacluster.dev/gone" not in node_labels(rest, A)
+        # No garbage collector runs here; in a cluster the ownerReference deletes the Lease too.
+        assert rest("GET", lease_path("gone"))["metadata"]["ownerReferences"][0]["name"] == "gone"
+    finally:
+        agents.stop()
+
+
+@pytest.mark.parametrize(
+    "verb, resource, allowed",
+    [
+        ("get", "secrets", True),
+        ("list", "secrets", False),
+        ("watch", "secrets", False),
+        ("create", "secrets", True),
+        ("get", "configmaps", True),
+        ("list", "configmaps", False),
+        ("patch", "leases.coordination.k8s.io", True),
+        ("delete", "leases.coordination.k8s.io", False),
+        ("list", "leases.coordination.k8s.io", False),
+        ("patch", "haclusters.hacluster.dev", True),
+        ("create", "haclusters.hacluster.dev", False),
+        ("delete", "haclusters.hacluster.dev", False),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io", False),
+        ("list", "namespaces", False),
+        ("delete", "nodes", False),
+        ("patch", "nodes", True),
+        ("create", "pods", False),
+    ],
+)
+def test_the_operator_account_has_only_what_it_needs(
+    controlplane: ControlPlaneFixture, setup: Path, verb: str, resource: str, allowed: bool
+) -> None:
+    out = controlplane.run_kubectl("auth", "can-i", verb, resource, "-n", NS, kubeconfig=setup, check=False)
+    assert out.stdout.strip() == ("yes" if allowed else "no"), out.stdout + out.stderr
+
+
+def test_the_rbac_file_parses_and_names_its_subjects() -> None:
+    docs = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
+    kinds = [d["kind"] for d in docs]
+    assert kinds.count("ServiceAccount") == 1 and "ClusterRole" in kinds
+    for d in docs:
+        for s in d.get("subjects", []):
+            assert (s["name"], s["namespace"]) == (OPERATOR_SA, OPERATOR_NS)
