@@ -24,12 +24,18 @@ def transition_of(status: dict[str, Any], gap_s: float | None) -> dict[str, Any]
     if not t:
         return None
     me, peer = status["node"], status["peer"]["node"]
+    reason = str(t["reason"])
     acquired = t["to"] != "none"
+    # Only a takeover from a dead peer or a handover involves the other node; a home node taking
+    # its free group at start-up came from nobody.
+    failover = reason.startswith(f"peer {peer} dead")
+    handover = any(w in reason for w in ("standby", "auto_failback", "switchover", "partition"))
+    other = peer if (failover or handover) else ""
     return {
-        "from": peer if acquired else me,
-        "to": me if acquired else peer,
-        "reason": t["reason"],
-        "gapMs": round((gap_s or 0.0) * 1000) if acquired else 0,
+        "from": other if acquired else me,
+        "to": me if acquired else other,
+        "reason": reason,
+        "gapMs": round((gap_s or 0.0) * 1000) if acquired and failover else 0,
         "time": dt.datetime.fromtimestamp(t["at"], dt.UTC).isoformat().replace("+00:00", "Z"),
     }
 
