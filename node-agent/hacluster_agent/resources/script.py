@@ -145,8 +145,8 @@ async def run_script(
     finally:
         if not proto.exited.done():  # cancelled while running: leave nothing behind
             _killpg(pgid)
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(proto.exited)
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proto.exited), 5.0)  # bounded: never hang here
         transport.close()
 
 
