@@ -219,6 +219,22 @@ def test_operator_and_agents_switchover_then_failover(stack: Stack) -> None:
     eventually(printed, what="kubectl get hac shows owner and state")
     assert not st.events("FailedOver"), "a first acquisition is not a failover"
 
+    # Only the heartbeat link is cut: the Lease proves the owner alive, nothing moves.
+    st.lab.deafen("n1")
+    st.lab.deafen("n2")
+
+    def link_down() -> None:
+        status = st.hac()["status"]
+        conds = {c["type"]: c for c in status["conditions"]}
+        assert conds["HeartbeatLinkDown"]["status"] == "True", conds
+        assert status["owner"] == "n1" and status["epoch"] == 1
+
+    eventually(link_down, what="HeartbeatLinkDown with the owner unchanged")
+    assert st.lab.holds_vip("n1") and not st.lab.holds_vip("n2") and st.lease() == ("n1", 1)
+    st.lab.deafen("n1", on=False)
+    st.lab.deafen("n2", on=False)
+    eventually(ready, what="Ready again once the link heals")
+
     # A declared switchover: one field in the spec, carried out gracefully through the Lease.
     st.custom.patch_namespaced_custom_object(
         GROUP, VERSION, NS, PLURAL, NAME, {"spec": {"failover": {"switchoverTo": "n2"}}}
