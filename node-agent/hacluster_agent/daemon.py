@@ -335,8 +335,10 @@ class Agent:
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), delay)
-            self.wake.clear()
             self.execute(self.engine.tick(time.monotonic()))
+            # execute() sets `wake` so other events re-arm the timer; our own tick must not, or
+            # the loop would spin without ever sleeping.
+            self.wake.clear()
 
     async def _maintain(self) -> None:
         """Renew VIP lifetimes often; check held groups every monitor_interval."""

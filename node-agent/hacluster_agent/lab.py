@@ -52,7 +52,10 @@ while time.monotonic() < end:
     t = time.time()
     try:
         s = socket.create_connection(("{vip}", {port}), timeout=every * 5)
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n"); data = s.recv(4096); s.close()
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n"); data = c = s.recv(4096)
+        while c and len(data) < 65536:  # headers and body may come in separate segments
+            c = s.recv(4096); data += c
+        s.close()
         who = data.split(b"\r\n\r\n", 1)[-1].strip().decode() or "?"
     except OSError:
         who = "-"

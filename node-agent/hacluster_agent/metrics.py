@@ -37,7 +37,7 @@ from .engine.actions import Side
 from .wire.errors import Reject
 
 CODEC_REASONS = (Reject.BAD_AUTH, Reject.NO_AUTH, Reject.MALFORMED, Reject.TOO_LARGE, Reject.UNSUPPORTED)
-ENGINE_REASONS = (Reject.REPLAY, Reject.NOT_A_MEMBER, Reject.BAD_FIELDS)
+ENGINE_REASONS = (Reject.REPLAY, Reject.NOT_A_MEMBER, Reject.BAD_FIELDS, Reject.PEER_NOT_UP)
 OPERATIONS = ("start", "stop")
 RESOURCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 

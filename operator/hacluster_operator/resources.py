@@ -147,6 +147,9 @@ def secret_text(secret: Mapping[str, Any], key: str) -> str | None:
 # the agents' DaemonSet
 
 
+AGENT_METRICS_PORT = 9694  # the chart's metrics.agentPort default; hostNetwork: a node port
+
+
 def agent_command(namespace: str, cluster: str) -> list[str]:
     return [
         "hacluster-agent",
@@ -161,6 +164,8 @@ def agent_command(namespace: str, cluster: str) -> list[str]:
         namespace,
         "--cluster",
         cluster,
+        "--metrics-port",
+        str(AGENT_METRICS_PORT),
     ]
 
 
@@ -207,6 +212,7 @@ def daemonset(
         "image": image,
         "command": agent_command(namespace, name),
         "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+        "ports": [{"name": "metrics", "containerPort": AGENT_METRICS_PORT, "protocol": "TCP"}],
         "securityContext": {
             "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]},
             "allowPrivilegeEscalation": False,

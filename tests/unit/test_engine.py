@@ -6,7 +6,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hacluster_agent.engine.actions import Acquire, Action, Announce, LinkChanged, PeerChanged, Release, Send
+from hacluster_agent.engine.actions import (
+    Acquire,
+    Action,
+    Announce,
+    LinkChanged,
+    PeerChanged,
+    Release,
+    Send,
+    Side,
+)
 from hacluster_agent.engine.membership import Engine, EngineConfig
 from hacluster_agent.wire.message import Message
 
@@ -314,3 +323,114 @@ def test_peer_advertised_deadtime_is_honoured() -> None:
     assert e.peer.alive is True
     e.tick(2.0)
     assert e.peer.alive is False
+
+
+# -- the real Heartbeat 3.0.6 as the peer: message sequences captured in tests/interop ------------
+
+
+class RealPeer:
+    """Messages exactly as a real Heartbeat 3.0.6 daemon (auto_failback on) put them on the wire."""
+
+    def __init__(self, name: str = "a", gen: int = 0x6B07FA00) -> None:
+        self.name, self.gen, self.seq = name, gen, 0
+
+    def msg(self, *fields: tuple[str, str]) -> Message:
+        self.seq += 1
+        std = [("src", self.name), ("seq", f"{self.seq:x}"), ("hg", f"{self.gen:x}"),
+               ("ts", "6b07fa08"), ("ld", "0.01 0.05 0.07 4/94 23071"), ("ttl", "3")]  # fmt: skip
+        return Message.of(*fields, *std)
+
+    def status(self, st: str = "active") -> Message:
+        return self.msg(("t", "status"), ("st", st), ("dt", "1f4"), ("protocol", "1"))
+
+    def resource(self, hold: str, stable: str | None, info: str | None = None) -> Message:
+        fields = [("t", "resource"), ("rsc_hold", hold), ("rtype", "full")]
+        fields += [("isstable", stable)] if stable is not None else []
+        return self.msg(*fields, *([("info", info)] if info else []))
+
+    def ask(self, info: str, hold: str = "all") -> Message:
+        return self.msg(("t", "ask_resources"), ("rsc_hold", hold), ("info", info))
+
+
+def _sent(actions: list[Action]) -> list[tuple[str | None, str | None, str | None]]:
+    return [
+        (a.message.type, a.message.get("info"), a.message.get("rsc_hold"))
+        for a in actions
+        if isinstance(a, Send)
+    ]
+
+
+def _resources(actions: list[Action]) -> list[Acquire | Release]:
+    return [a for a in actions if isinstance(a, (Acquire, Release))]
+
+
+def test_real_peer_standby_we_take_only_on_its_done_then_answer_done() -> None:
+    """hb_standby on the real daemon: me, (our other), resource none isstable=0 info=standby while it
+    still releases, then done. Taking at the isstable=0 message put the VIP on both nodes; not
+    answering done left the real daemon in its standby state (later standby requests ignored)."""
+    e = Engine(cfg("b", "a"))  # ours: b, no home groups; the real a holds its own group
+    e.start(0.0, 1e9)
+    real = RealPeer()
+    e.receive(real.status(), "eth0", 0.01)
+    e.receive(real.resource("local", "1"), "eth0", 0.02)
+    assert _sent(e.receive(real.ask("me"), "eth0", 0.1)) == [("ask_resources", "other", "all")]
+    assert not _resources(e.receive(real.resource("none", "0", "standby"), "eth0", 0.12))
+    assert not _resources(e.receive(real.status(), "eth0", 0.2) + e.tick(0.3))
+    out = e.receive(real.ask("done"), "eth0", 0.4)
+    (take,) = _resources(out)
+    assert isinstance(take, Acquire) and take.sides == {Side.FOREIGN}
+    done = e.resources_done(take.op, True, "ok", 0.45)
+    assert _sent(done) == [("resource", None, "foreign"), ("ask_resources", "done", "all")]
+
+
+def test_real_home_node_returns_failback_is_the_standby_handshake() -> None:
+    """auto_failback on, the real home node restarts while we hold its group: the real daemon only
+    takes its group back through ask_resources me/other/done (a bare release left it unowned)."""
+    e = Engine(cfg("b", "a"))
+    e.start(0.0, 1e9)
+    real = RealPeer()
+    e.receive(real.status(), "eth0", 0.01)
+    e.receive(real.resource("local", "1"), "eth0", 0.02)
+    (take,) = _resources(e.tick(2.0))  # the real daemon crashed: silent past deadtime, we take over
+    e.resources_done(take.op, True, "ok", 2.12)
+    assert e.hold == {Side.FOREIGN}
+    back = RealPeer(gen=real.gen + 1)  # restarted: generation + 1, seq from 1
+    for st in ("init", "up", "up", "active"):
+        e.receive(back.status(st), "eth0", 3.0)
+    e.receive(back.msg(("t", "starting")), "eth0", 3.01)
+    assert not _resources(e.receive(back.resource("none", "0"), "eth0", 3.02)), "it is still starting"
+    out = e.receive(back.resource("none", "1"), "eth0", 3.03)
+    assert not _resources(out)
+    assert _sent(out) == [("ask_resources", "me", "foreign")]
+    (give,) = _resources(e.receive(back.ask("other", "foreign"), "eth0", 3.1))
+    assert isinstance(give, Release) and give.sides == {Side.FOREIGN}
+    assert _sent(e.resources_done(give.op, True, "ok", 3.15)) == [
+        ("resource", None, "none"),
+        ("ask_resources", "done", "foreign"),
+    ]
+
+
+def test_real_peer_shutting_down_unstable_resource_report_is_not_a_release() -> None:
+    """heartbeat stop on the real daemon: resource none isstable=0 info=shutdown first (it is still
+    releasing), shutdone when done. Only shutdone makes the group free."""
+    e = Engine(cfg("a", "b"))  # ours: the home node, in standby; the real b holds our group
+    e.start(0.0, 1e9)
+    real = RealPeer("b")
+    e.receive(real.status(), "eth0", 0.01)
+    e.receive(real.resource("foreign", "1"), "eth0", 0.02)
+    assert not _resources(e.receive(real.resource("none", "0", "shutdown"), "eth0", 1.0))
+    (take,) = _resources(e.receive(real.msg(("t", "shutdone"), ("st", "dead")), "eth0", 1.3))
+    assert isinstance(take, Acquire) and take.sides == {Side.LOCAL}
+
+
+def test_hb_takeover_both_ways() -> None:
+    """Heartbeat's hb_takeover is t=hb_takeover rsc_hold=all; the holder answers with hb_standby."""
+    e = Engine(cfg("a", "b"))
+    e.start(0.0, 1e9)
+    real = RealPeer("b")
+    e.receive(real.status(), "eth0", 0.01)
+    (take,) = _resources(e.receive(real.resource("none", "1"), "eth0", 0.02))
+    e.resources_done(take.op, True, "ok", 0.06)
+    out = e.receive(real.msg(("t", "hb_takeover"), ("rsc_hold", "all")), "eth0", 1.0)
+    assert _sent(out) == [("ask_resources", "me", "all")]
+    assert _sent(e.request_takeover(2.0)) == [("hb_takeover", None, "all")]

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from hacluster_agent.engine.actions import Action, Arbitrate
 from hacluster_agent.engine.membership import Engine
-
 from tests.unit.test_engine import DEADTIME, Pair, cfg
 
 W, F = 0.25, 0.083  # arbitration window, owner's renewal deadline W/3 (docs/safety.md)

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from .issues import Findings
-from .lines import logical_lines
+from .lines import is_number, logical_lines
 
 AuthMethod = Literal["crc", "md5", "sha1"]
 MAX_AUTH_INDEX = 15
@@ -95,7 +95,7 @@ def parse_authkeys(text: str, filename: str = "authkeys") -> tuple[AuthKeys | No
 
 
 def _is_index(word: str) -> bool:
-    return word.isdigit() and 0 <= int(word) <= MAX_AUTH_INDEX
+    return is_number(word) and 0 <= int(word) <= MAX_AUTH_INDEX
 
 
 def check_authkeys_mode(path: str | os.PathLike[str], f: Findings) -> None:

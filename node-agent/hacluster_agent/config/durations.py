@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+MAX_MS = 2**31 - 1  # about 24.8 days: what a C int of milliseconds (Heartbeat's timers) holds
 _TIME = re.compile(r"^(?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<unit>ms|us|s)?$")
 
 
@@ -19,6 +20,8 @@ def parse_duration_ms(text: str) -> int:
     unit = m.group("unit") or "s"
     scale = {"s": 1000.0, "ms": 1.0, "us": 0.001}[unit]
     ms = value * scale
+    if not ms <= MAX_MS:  # also infinity: float() of a 400-digit number, which int() refuses
+        raise ValueError(f"{text!r} is too long (at most {MAX_MS} ms, about 24 days)")
     whole = int(ms)
     return whole if whole == ms else whole + 1
 

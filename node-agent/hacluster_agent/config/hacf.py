@@ -21,7 +21,7 @@ from .hacf_model import (
     UcastMedium,
 )
 from .issues import Findings
-from .lines import Line, logical_lines
+from .lines import Line, is_number, logical_lines
 
 # Valid Heartbeat 3.0.6 directives that hacluster accepts, keeps, and does not act on.
 NOT_ACTED_ON = frozenset(
@@ -124,13 +124,13 @@ class _Parser:
             self.values["udpport"] = port
 
     def _port(self, n: int, name: str, word: str | None) -> int | None:
-        if word is None or not word.isdigit() or not 0 < int(word) < 65536:
+        if word is None or not is_number(word) or not 0 < int(word) < 65536:
             self.f.error(n, f"{name}: expected a port number 1-65535, got {word!r}")
             return None
         return int(word)
 
     def d_baud(self, n: int, args: list[str]) -> None:
-        if len(args) != 1 or not args[0].isdigit() or int(args[0]) not in SERIAL_BAUDS:
+        if len(args) != 1 or not is_number(args[0]) or int(args[0]) not in SERIAL_BAUDS:
             allowed = ", ".join(str(b) for b in SERIAL_BAUDS)
             self.f.error(n, f"baud: expected one of {allowed}, got {' '.join(args)!r}")
             return
@@ -200,7 +200,7 @@ class _Parser:
             self.f.error(n, f"{name}: {args[1]} is not a multicast group")
             group = None
         port = self._port(n, name, args[2])
-        ttl_ok = args[3].isdigit() and 0 <= int(args[3]) <= 255
+        ttl_ok = is_number(args[3]) and 0 <= int(args[3]) <= 255
         if not ttl_ok:
             self.f.error(n, f"{name}: ttl/hops must be 0-255, got {args[3]!r}")
         if args[4] not in ("0", "1"):
@@ -311,7 +311,7 @@ class _Parser:
 
     def d_debug(self, n: int, args: list[str]) -> None:
         word = self._one_word(n, "debug", args)
-        if word is not None and not (word.isdigit() and int(word) <= 255):
+        if word is not None and not (is_number(word) and int(word) <= 255):
             self.f.error(n, f"debug: expected a level 0-255, got {word!r}")
             return
         self.values["debug"] = int(word) if word is not None else 0

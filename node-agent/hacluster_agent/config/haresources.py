@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, ip_address, ip_interface
 
 from .haresources_model import IP_AGENTS, HaResources, IPResource, Resource, ResourceGroup, ScriptResource
 from .issues import Findings
-from .lines import logical_lines
+from .lines import is_number, logical_lines
 
 _SCRIPT_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 _IFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
@@ -38,7 +38,7 @@ def parse_ip_spec(agent: str, spec: str) -> IPResource:
     if prefix_given:
         bits = parts[1]
         limit = 32 if ip.version == 4 else 128
-        if not bits.isdigit() or not 0 < int(bits) <= limit:
+        if not is_number(bits) or not 0 < int(bits) <= limit:
             raise ValueError(f"prefix length {bits!r} is not 1-{limit}")
         iface_addr = ip_interface(f"{ip}/{bits}")
     else:

@@ -37,12 +37,10 @@ class IPResource(_Frozen):
     def spec(self) -> str:
         """The argument Heartbeat passes to the IPaddr script: ip[/bits[/iface[/bcast]]]."""
         parts = [str(self.address.ip)]
-        if self.prefix_given:
-            parts.append(str(self.address.network.prefixlen))
-            if self.interface:
-                parts.append(self.interface)
-            if self.broadcast:
-                parts.append(str(self.broadcast))
+        tail = [str(x) for x in (self.interface, self.broadcast) if x]
+        if self.prefix_given or tail:  # `ip//eth1`: no prefix (taken from eth1), but the interface stays
+            parts.append(str(self.address.network.prefixlen) if self.prefix_given else "")
+            parts += tail
         return "/".join(parts)
 
 

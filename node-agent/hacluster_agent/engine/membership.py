@@ -36,6 +36,12 @@ REXMIT_FIRST = 0.05
 REXMIT_EVERY = 0.25
 REXMIT_TRIES = 8
 HOPFUDGE_TTL = "3"
+RESEND_EVERY = 0.24  # Heartbeat resends (or naks) a given seq at most once per ~240 ms
+# Heartbeat's message types (section 8 of the protocol notes): counted by name; anything else is
+# counted as rx_unknown, so a peer cannot grow the counters (and the status snapshot) without bound.
+KNOWN_TYPES = frozenset({"status", "starting", "resource", "ask_resources", "ip-request", "ip-request-resp",
+                         "shutdone", "stonith", "reqnodes", "repnodes", "hb_takeover", "NS_rexmit",
+                         "NS_nak_rexmit", "NS_ackmsg", "NS_st"})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class Engine:
         self.wall0 = 0.0
         self.next_keepalive = 0.0
         self.rexmit: dict[int, tuple[float, int]] = {}
+        self.resent: dict[int, float] = {}  # seq -> when we last answered an NS_rexmit for it
         self.counters: dict[str, int] = {}
         self.hold_since = 0.0
         self.last_transition: dict[str, Any] | None = None
@@ -195,6 +202,10 @@ class Engine:
         seq = _hex(seq_text) if seq_text is not None else None
         if not t.startswith("NS_") and seq is None:
             return [self._reject(Reject.BAD_FIELDS, f"{t} without a valid seq")]
+        if self.peer.alive is None and t != "status" and not t.startswith("NS_"):
+            # Before its first status no generation is known: a replayed shutdone (or resource) of
+            # an earlier generation would pass as new. A live peer's next status comes within keepalive.
+            return [self._reject(Reject.PEER_NOT_UP, f"{t} from {src} before its first status")]
         verdict, missing = self.peer.ordering.check(gen, seq)
         if verdict is Verdict.REPLAY:
             return [self._reject(Reject.REPLAY, f"{t} from {src} with old generation {gen}")]
@@ -206,6 +217,10 @@ class Engine:
             self.rexmit[s] = (now + REXMIT_FIRST, 0)
         if seq is not None:
             self.rexmit.pop(seq, None)
+        still_missing = self.peer.ordering.missing
+        if len(self.rexmit) > len(still_missing):  # the ordering gave up on some (MAX_MISSING, MAX_GAP)
+            for s in [s for s in self.rexmit if s not in still_missing]:
+                del self.rexmit[s]
         if verdict is Verdict.RESTARTED:
             self.rexmit.clear()
             out.append(Note("info", f"{src} restarted (generation {gen})"))
@@ -219,7 +234,7 @@ class Engine:
         handler = getattr(self, "_on_" + t.replace("-", "_"), None)
         if handler is not None:
             out += handler(msg, now, seq)
-        self._count(f"rx_{t}")
+        self._count(f"rx_{t}" if handler is not None or t in KNOWN_TYPES else "rx_unknown")
         return out
 
     def resources_done(self, op: int, ok: bool, reason: str, now: float) -> list[Action]:
@@ -348,6 +363,8 @@ class Engine:
     def _on_ask_resources(self, msg: Message, now: float, seq: int | None) -> list[Action]:
         info = msg.get("info")
         word = msg.get("rsc_hold") or "all"
+        if sides_of(word) is None:  # it would be echoed back in our other/done and kept as giving_up
+            return [self._reject(Reject.BAD_FIELDS, f"ask_resources with rsc_hold={word!r}")]
         if info == "me":  # the peer goes standby: it releases first, then says done
             if word != "foreign":  # foreign only: an auto_failback handing our groups back
                 self.peer.standby = True
@@ -392,6 +409,12 @@ class Engine:
             return [self._reject(Reject.BAD_FIELDS, "NS_rexmit with bad firstseq/lastseq")]
         out: list[Action] = []
         for s in range(first, min(last, first + 49) + 1):
+            # NS_rexmit has no seq, so a replayed request looks new: answer a seq once per RESEND_EVERY
+            answered = self.resent.get(s)
+            if answered is not None and now - answered < RESEND_EVERY:
+                self._count("rexmit_throttled")
+                continue
+            self.resent[s] = now
             old = self.history.get(s)
             if old is not None:
                 out.append(Send(old))
@@ -399,6 +422,10 @@ class Engine:
                 nak = Message.of(("t", "NS_nak_rexmit"), ("firstseq", f"{s:x}"),
                                  ("dest", self.cfg.peer), ("info", "not in history"))  # fmt: skip
                 out.append(self._send(now, nak))
+        if len(self.resent) > 2 * HISTORY:
+            self.resent = {s: t for s, t in self.resent.items() if now - t < RESEND_EVERY}
+            if len(self.resent) > 2 * HISTORY:
+                self.resent.clear()
         self._count("rexmit_served")
         return out
 
@@ -694,16 +721,18 @@ def _ask(info: str, hold: str) -> Message:
     return Message.of(("t", "ask_resources"), ("rsc_hold", hold), ("info", info))
 
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
 def _hex(text: str | None) -> int | None:
-    if not text or len(text) > 16:
+    """Plain hex digits only: int(x, 16) alone also takes '-1f', '+5', ' 5', '0x5' and '1_f'."""
+    if not text or len(text) > 16 or not _HEX_DIGITS.issuperset(text):
         return None
-    try:
-        return int(text, 16)
-    except ValueError:
-        return None
+    return int(text, 16)
 
 
 def _dec(text: str | None) -> int | None:
-    if text is None or not text.isdigit() or len(text) > 12:
+    """ASCII digits only: str.isdigit() is also true for '²', which int() refuses."""
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 12:
         return None
     return int(text)

@@ -48,8 +48,8 @@ class Ordering:
                 return verdict, []
             new = list(range(last + 1, seq))
             self.missing.update(new)
-            while len(self.missing) > MAX_MISSING:
-                self.missing.discard(min(self.missing))
+            if len(self.missing) > MAX_MISSING:  # forget the oldest (one sort, not a min() per seq)
+                self.missing.difference_update(sorted(self.missing)[: len(self.missing) - MAX_MISSING])
             return verdict, new
         if seq in self.missing:
             self.missing.discard(seq)

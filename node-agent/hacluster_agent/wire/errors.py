@@ -18,6 +18,7 @@ class Reject(StrEnum):
     FROM_SELF = "from_self"
     NOT_FOR_US = "not_for_us"
     BAD_FIELDS = "bad_fields"
+    PEER_NOT_UP = "peer_not_up"  # not a status, from a peer not yet heard alive: may be a replay
 
 
 @dataclass(frozen=True, slots=True)

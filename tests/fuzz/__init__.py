@@ -1,0 +1,1 @@
+"""Fuzzing: hypothesis properties in the normal suite, atheris harnesses for long runs."""
