@@ -52,7 +52,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "node-agent")]
 
 from hacluster_agent.config.durations import parse_duration_ms  # noqa: E402
-from hacluster_agent.lab import NODE_ADDR, VIP, Lab  # noqa: E402
+from hacluster_agent.lab import APISERVER_ADDR, NODE_ADDR, VIP, Lab  # noqa: E402
+from tests.support.controlplane import ControlPlane, find_or_build_apiserver  # noqa: E402
+from tests.support.kubeagents import agent_rbac  # noqa: E402
 from tests.support.netns import register_cleanup, unregister_cleanup  # noqa: E402
 from tests.support.realheartbeat import RealHeartbeat, heartbeat_available  # noqa: E402
 
@@ -191,6 +193,32 @@ class Ours:
             script = self.lab.root / node / "ha.d" / "resource.d" / "demo-web"
             sh("ip", "netns", "exec", self.lab.ns(node), str(script), "stop")
             sh("ip", "-n", self.lab.ns(node), "addr", "del", f"{VIP}/24", "dev", "eth0")
+
+
+class OursKube(Ours):
+    """Our agents in Kubernetes mode: the ownership Lease of a real kube-apiserver (served to
+    the lab on 203.0.113.1) arbitrates every takeover (docs/safety.md)."""
+
+    name = "hacluster-kubernetes"
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__(lab)
+        self.cp: ControlPlane | None = None
+
+    def start(self) -> None:
+        self.lab.attach_host()
+        self.cp = ControlPlane(find_or_build_apiserver(), bind_address=APISERVER_ADDR)
+        self.cp.start()
+        kc = agent_rbac(self.cp, self.lab.root, "ha", "bench")
+        self.lab.agent_args = ["--kube", "--kubeconfig", str(kc), "--namespace", "ha", "--cluster", "bench"]
+        super().start()
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            if self.cp is not None:
+                self.cp.stop()
 
 
 class Theirs:
@@ -544,6 +572,10 @@ def result_line(r: Report, a: argparse.Namespace) -> str:
         gaps = [g for (i, _), v in r.failover.items() if i == impl for g in v]
         return statistics.median(gaps) if gaps else None
 
+    if a.kubernetes:
+        kube = pooled(OursKube.name)
+        return (f"RESULT mode=kubernetes keepalive={a.keepalive} deadtime={a.deadtime} "
+                f"hacluster_median_ms={fmt(kube)}")  # fmt: skip
     ours, theirs = pooled(Ours.name), pooled(Theirs.name)
     ratio = f"{ours / theirs:.2f}" if ours is not None and theirs else "n/a"
     return (f"RESULT keepalive={a.keepalive} deadtime={a.deadtime} hacluster_median_ms={fmt(ours)} "
@@ -568,7 +600,7 @@ def measure(impl: Impl, lab: Lab, a: argparse.Namespace, report: Report) -> None
         settle(impl, lab, owner, 90)
         say(f"{impl.name}: sampling CPU and memory of the idle pair for {a.cpu_seconds:g} s")
         report.usage[impl.name] = usage(impl, a.cpu_seconds)
-    heal = a.heal_runs if a.heal_runs is not None else min(3, a.runs)
+    heal = a.heal_runs if a.heal_runs is not None else (0 if a.kubernetes else min(3, a.runs))
     if heal > 0:
         report.heal[impl.name], owner = heal_runs(impl, lab, heal, owner)
 
@@ -585,7 +617,12 @@ def main(argv: list[str] | None = None) -> int:
         "--heal-runs", type=int, default=None, help="partition-heal runs (default min(3, runs); 0: skip)"
     )
     p.add_argument("--only", choices=("hacluster", "heartbeat"), help="measure one implementation only")
+    p.add_argument(
+        "--kubernetes", action="store_true", help="our agents with Lease arbitration on a real kube-apiserver"
+    )
     a = p.parse_args(argv)
+    if a.kubernetes:
+        a.only = "hacluster"
     keep, dead = parse_duration_ms(a.keepalive), parse_duration_ms(a.deadtime)
     warntime = a.warntime or f"{(keep + dead) // 2}ms"
     if os.geteuid() != 0:
@@ -606,7 +643,9 @@ def main(argv: list[str] | None = None) -> int:
         lab.build()
         say(f"lab {lab.prefix}: n1 {NODE_ADDR['n1']}, n2 {NODE_ADDR['n2']}, VIP {VIP}")
         impls: list[Callable[[Lab], Impl]] = []
-        if a.only != "heartbeat":
+        if a.kubernetes:
+            impls.append(OursKube)
+        elif a.only != "heartbeat":
             impls.append(Ours)
         if a.only != "hacluster":
             impls.append(Theirs)

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
@@ -18,48 +16,11 @@ from kubernetes import client as k8s
 from hacluster_agent.lab import APISERVER_ADDR, Lab
 from tests.apiserver.conftest import ApiServerBinaries
 from tests.support.controlplane import ControlPlane
+from tests.support.kubeagents import agent_rbac
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.netns]
 
 NS, CLUSTER = "ha", "demo"
-
-
-def agent_rbac(cp: ControlPlane, dest: Path) -> Path:
-    """The agents' ServiceAccount: leases of this cluster only (create cannot be name-scoped)."""
-    kubeconfig = cp.service_account_kubeconfig(NS, "hacluster-agent")
-    names = [CLUSTER, f"{CLUSTER}-n1", f"{CLUSTER}-n2"]
-    with cp.api_client() as api:
-        rbac = k8s.RbacAuthorizationV1Api(api)
-        rbac.create_namespaced_role(
-            NS,
-            k8s.V1Role(
-                metadata=k8s.V1ObjectMeta(name="hacluster-agent"),
-                rules=[
-                    k8s.V1PolicyRule(
-                        api_groups=["coordination.k8s.io"], resources=["leases"], verbs=["create"]
-                    ),
-                    k8s.V1PolicyRule(
-                        api_groups=["coordination.k8s.io"],
-                        resources=["leases"],
-                        resource_names=names,
-                        verbs=["get", "update", "patch"],
-                    ),
-                ],
-            ),
-        )
-        rbac.create_namespaced_role_binding(
-            NS,
-            k8s.V1RoleBinding(
-                metadata=k8s.V1ObjectMeta(name="hacluster-agent"),
-                role_ref=k8s.V1RoleRef(
-                    api_group="rbac.authorization.k8s.io", kind="Role", name="hacluster-agent"
-                ),
-                subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name="hacluster-agent", namespace=NS)],
-            ),
-        )
-    out = dest / "agent.kubeconfig"
-    shutil.copy(kubeconfig, out)
-    return out
 
 
 @pytest.fixture
@@ -73,7 +34,7 @@ def kube_lab(apiserver_binary: ApiServerBinaries) -> Iterator[tuple[Lab, Control
         lab.attach_host()
         cp = ControlPlane(apiserver_binary.apiserver, bind_address=APISERVER_ADDR)
         cp.start()
-        kc = agent_rbac(cp, lab.root)
+        kc = agent_rbac(cp, lab.root, NS, CLUSTER)
         lab.agent_args = ["--kube", "--kubeconfig", str(kc), "--namespace", NS, "--cluster", CLUSTER]
         yield lab, cp
     finally:

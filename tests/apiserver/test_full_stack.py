@@ -23,8 +23,8 @@ from kubernetes import client as k8s
 from hacluster_agent.lab import APISERVER_ADDR, Lab
 from hacluster_operator.models import GROUP, PLURAL, VERSION
 from tests.apiserver.conftest import ApiServerBinaries
-from tests.apiserver.test_agent_arbitration import agent_rbac
 from tests.support.controlplane import ControlPlane
+from tests.support.kubeagents import agent_rbac
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.netns]
 
@@ -118,7 +118,7 @@ def stack(apiserver_binary: ApiServerBinaries) -> Iterator[Stack]:
         st.sh("apply", "-f", str(REPO / "operator" / "hacluster_operator" / "rbac.yaml"))
         st.sh("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=30s")
         st.start_operator(cp.service_account_kubeconfig(OPERATOR_NS, "hacluster-operator", create=False))
-        agent_rbac(cp, lab.root)  # writes lab.root/agent.kubeconfig
+        agent_rbac(cp, lab.root, NS, NAME)  # writes lab.root/agent.kubeconfig
         yield st
     finally:
         for name in ("operator.log",):
