@@ -37,6 +37,7 @@ from .handlers import (
     configure_kopf,
 )
 from .leader import ElectionConfig, LeaderElector
+from .metrics import METRICS
 from .models import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("hacluster.operator")
@@ -66,6 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--lease-duration", type=float, default=15.0)
     p.add_argument("--renew-deadline", type=float, default=10.0)
     p.add_argument("--retry-period", type=float, default=2.0)
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0: off)")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p.parse_args(argv)
 
@@ -101,6 +103,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     api = api_client_from_environment(args.kubeconfig)
     kube = Kube(api)
     me = identity(args)
+    if args.metrics_port:
+        METRICS.serve(args.metrics_port)
     try:
         if not await crd_served(kube):
             log.error(
@@ -126,6 +130,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             )
             if not await elector.acquire(stop):
                 return 0
+        METRICS.leader.set(1)
 
         kopf_stop = asyncio.Event()
         kopf_ready = asyncio.Event()

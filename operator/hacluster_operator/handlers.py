@@ -36,6 +36,7 @@ from kubernetes import client as k8s
 
 from . import leader
 from .decide import REPORT, Decision, LeaseState, ReportLease, decide, parse_report
+from .metrics import METRICS
 from .models import GROUP, PLURAL, VERSION, HAClusterSpec, HAClusterStatus
 from .render import RenderError, script_sources
 from .resources import (
@@ -495,6 +496,7 @@ async def tick(ctx: Context, hacluster: Mapping[str, Any], *, deleting: bool = F
             )
         memory.status = decision.status  # what the server holds: the next decision's `previous`
 
+    METRICS.observe(namespace, name, decision)
     body = _event_body(hacluster)
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)

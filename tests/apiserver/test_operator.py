@@ -33,6 +33,7 @@ from hacluster_operator.decide import FREEZE, HANDOVER_TO, RELEASE, REPORT
 from hacluster_operator.handlers import FINALIZER
 from hacluster_operator.models import GROUP, PLURAL, VERSION
 from tests.apiserver.conftest import ControlPlaneFixture
+from tests.support.controlplane import free_port
 from tests.unit.test_operator_models import CRD_FILE
 
 pytestmark = pytest.mark.apiserver
@@ -118,6 +119,7 @@ class Operator:
     def __init__(self, kubeconfig: Path, log: Path, identity: str) -> None:
         self.kubeconfig, self.log, self.identity = kubeconfig, log, identity
         self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port("127.0.0.1")
 
     def start(self) -> Operator:
         env = {
@@ -136,6 +138,7 @@ class Operator:
             "--config-every", "1",
             "--release-timeout", "20",
             "--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.5",
+            "--metrics-port", str(self.metrics_port),
         ]  # fmt: skip
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -438,7 +441,7 @@ def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operato
     assert container["image"] == IMAGE
     assert container["command"] == [
         "hacluster-agent", "--config-dir", "/etc/hacluster", "--config-prefix", "$(NODE_NAME).",
-        "--node", "$(NODE_NAME)", "--kube", "--namespace", NS, "--cluster", "web",
+        "--node", "$(NODE_NAME)", "--kube", "--namespace", NS, "--cluster", "web", "--metrics-port", "9694",
     ]  # fmt: skip
     assert container["env"][0] == {
         "name": "NODE_NAME",
@@ -738,3 +741,24 @@ def test_the_rbac_file_parses_and_names_its_subjects() -> None:
     for d in docs:
         for s in d.get("subjects", []):
             assert (s["name"], s["namespace"]) == (OPERATOR_SA, OPERATOR_NS)
+
+
+def test_operator_metrics_show_leadership_epochs_and_events(rest: Rest, operator: Operator) -> None:
+    """Scraped over HTTP from the running operator: it leads, and each HACluster's epoch, state
+    and posted Events are there."""
+    import urllib.request
+
+    make_cluster(rest, "metrics-demo")
+
+    def scraped() -> str:
+        text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5)
+            .read()
+            .decode()
+        )
+        assert "hacluster_operator_leader 1.0" in text
+        assert 'hacluster_cluster_epoch{hacluster="metrics-demo",namespace="' in text
+        assert 'hacluster_cluster_state{hacluster="metrics-demo"' in text
+        return text
+
+    eventually(scraped, timeout=20, what="operator metrics")

@@ -1,0 +1,47 @@
+"""The operator's Prometheus metrics: per HACluster its epoch, state and readiness, and the Events
+it posted (FailedOver, SwitchoverDone…); per replica whether it leads. Served on --metrics-port by
+every replica (a standby too, so it can be probed)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from .decide import Decision
+
+STATES = ("Ready", "Degraded", "Arbitrating", "Unknown")
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.leader = Gauge("hacluster_operator_leader", "1 while this replica leads", registry=r)
+        self.epoch = Gauge(
+            "hacluster_cluster_epoch", "Ownership Lease epoch", ["namespace", "hacluster"], registry=r
+        )
+        self.state = Gauge(
+            "hacluster_cluster_state",
+            "1 for the HACluster's current state",
+            ["namespace", "hacluster", "state"],
+            registry=r,
+        )
+        self.events = Counter(
+            "hacluster_cluster_events",
+            "Events posted, by reason",
+            ["namespace", "hacluster", "reason"],
+            registry=r,
+        )
+
+    def observe(self, namespace: str, name: str, decision: Decision) -> None:
+        status = decision.status
+        self.epoch.labels(namespace, name).set(status.epoch or 0)
+        for state in STATES:
+            self.state.labels(namespace, name, state).set(1 if str(status.state) == state else 0)
+        for event in decision.events:
+            self.events.labels(namespace, name, event.reason).inc()
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+
+
+METRICS = OperatorMetrics()
