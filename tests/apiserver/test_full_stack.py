@@ -75,6 +75,14 @@ class Stack:
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.lab.root,
         )  # fmt: skip
 
+    def plugin(self, *args: str) -> str:
+        """`kubectl ha …` (our plugin) as a user runs it, with the admin kubeconfig."""
+        return subprocess.run(
+            [sys.executable, "-m", "hacluster_operator.kubectl_ha", "--kubeconfig", str(self.cp.kubeconfig),
+             "-n", NS, *args],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+
     def hac(self) -> dict[str, Any]:
         return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, NAME))
 
@@ -236,18 +244,14 @@ def test_operator_and_agents_switchover_then_failover(stack: Stack) -> None:
     eventually(ready, what="Ready again once the link heals")
 
     # A declared switchover: one field in the spec, carried out gracefully through the Lease.
-    st.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, NS, PLURAL, NAME, {"spec": {"failover": {"switchoverTo": "n2"}}}
-    )
+    st.plugin("switchover", NAME, "--to", "n2")  # kubectl ha: patches the spec, the GitOps way
     st.lab.wait_for("n2", timeout=20)
     eventually(lambda: assert_eq(st.lease(), ("n2", 2)), what="Lease moved to n2")
     eventually(lambda: assert_true(st.events("SwitchoverDone")), what="SwitchoverDone event")
     assert not st.lab.holds_vip("n1")
 
     # The owner dies: the agents fail over by themselves; the operator reports it.
-    st.custom.patch_namespaced_custom_object(
-        GROUP, VERSION, NS, PLURAL, NAME, {"spec": {"failover": {"switchoverTo": None}}}
-    )
+    st.plugin("switchover", NAME, "--clear")
     st.lab.kill_agent("n2", signal.SIGKILL)
     st.lab.cut("n2")
     st.lab.wait_for("n1", timeout=15)
@@ -261,6 +265,8 @@ def test_operator_and_agents_switchover_then_failover(stack: Stack) -> None:
     msg = eventually(failed_over, what="FailedOver event")
     assert "n2" in msg and "n1" in msg and "epoch 3" in msg
     status = eventually(lambda: owner_is(st, "n1", 3), what="status owner n1 epoch 3")
+    view = st.plugin("status", NAME)
+    assert "n1" in view and "3" in view and "n2" in view, view
     assert KEY not in json.dumps(status)
     assert KEY not in (st.lab.root / "operator.log").read_text(errors="replace")
 
