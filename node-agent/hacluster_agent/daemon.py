@@ -76,7 +76,7 @@ class KubeOptions:
     namespace: str
     cluster: str
     kubeconfig: str | None = None
-    window: float = 0.25
+    window: float = 0.2
     take_over_without_arbiter: bool = False
 
 
@@ -110,7 +110,7 @@ class Agent:
                 standby_timeout=max(5.0, 4 * hacf.deadtime_ms / 1000),
                 arbitrated=opts.kube is not None,
                 take_over_without_arbiter=bool(opts.kube and opts.kube.take_over_without_arbiter),
-                arbitration_window=opts.kube.window if opts.kube else 0.25,
+                arbitration_window=opts.kube.window if opts.kube else 0.2,
             )
         )
         self.api: Any = None
@@ -118,7 +118,7 @@ class Agent:
         if opts.kube is not None:
             k = opts.kube
             self.api = api_client(k.kubeconfig)
-            store = KubeLeaseStore(self.api, k.namespace, k.cluster, timeout=k.window / 3)
+            store = KubeLeaseStore(self.api, k.namespace, k.cluster, timeout=k.window / 2)
             self.arbiter = Arbiter(store, self.node, window=k.window, poll=min(0.05, k.window / 5))
         self.runners: dict[Side, list[GroupRunner]] = {
             side: [
@@ -262,7 +262,7 @@ class Agent:
         self.execute(self.engine.resources_done(act.op, ok, reason, time.monotonic()))
 
     async def _arbitrate(self, act: Arbitrate) -> None:
-        """Ask the Lease; the renewal must succeed within W/3 or the owner fences itself."""
+        """Ask the Lease; the renewal must succeed within W/2 or the owner fences itself."""
         assert self.arbiter is not None
         t0 = time.monotonic()
         if act.kind == "release":
@@ -272,7 +272,7 @@ class Agent:
             return
         if act.kind == "renew":
             try:
-                v = await asyncio.wait_for(self.arbiter.renew(), self.arbiter.window / 3)
+                v = await asyncio.wait_for(self.arbiter.renew(), self.arbiter.window / 2)
             except TimeoutError:
                 v = Verdict(False, "Lease renewal timed out", unavailable=True)
         else:
@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("--namespace", default="default")
     k.add_argument("--cluster", help="the HACluster's name (= its ownership Lease)")
     k.add_argument("--config-prefix", default="", help="read <prefix>ha.cf etc. (the operator's Secret)")
-    k.add_argument("--arbitration-window", type=float, default=0.25, help="W in docs/safety.md, seconds")
+    k.add_argument("--arbitration-window", type=float, default=0.2, help="W in docs/safety.md, seconds")
     k.add_argument(
         "--when-arbiter-unavailable",
         choices=("StayPut", "TakeOver"),

@@ -9,7 +9,7 @@ from hacluster_agent.engine.actions import Action, Arbitrate
 from hacluster_agent.engine.membership import Engine
 from tests.unit.test_engine import DEADTIME, Pair, cfg
 
-W, F = 0.25, 0.083  # arbitration window, owner's renewal deadline W/3 (docs/safety.md)
+W, F = 0.2, 0.1  # arbitration window W, owner's renewal deadline F = W/2 (docs/safety.md)
 
 
 @dataclass

@@ -62,7 +62,7 @@ class EngineConfig:
     standby_timeout: float | None = None
     arbitrated: bool = False  # Kubernetes mode: a Lease decides who may hold the resources
     take_over_without_arbiter: bool = False  # whenArbiterUnavailable: TakeOver (Heartbeat's way)
-    arbitration_window: float = 0.25  # W in docs/safety.md; the owner renews every W/3 meanwhile
+    arbitration_window: float = 0.2  # W in docs/safety.md; the owner renews every W/4 meanwhile
 
     @property
     def present(self) -> frozenset[Side]:
@@ -601,8 +601,8 @@ class Engine:
             if granted:
                 self.lease_held = True
                 self.link_down = self.peer.alive is False
-                if self.link_down:  # keep proving we are alive: a standby watches for W > W/3
-                    self.next_arbitration = now + self.cfg.arbitration_window / 3
+                if self.link_down:  # keep proving we are alive: a standby watches for W > R + F
+                    self.next_arbitration = now + self.cfg.arbitration_window / 4
                 return (
                     [Note("info", f"still the owner (epoch {self.epoch}): {reason}")]
                     if self.link_down
