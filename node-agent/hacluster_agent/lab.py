@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -255,6 +256,22 @@ class Lab:
             check=False,
         ).stdout
         return {w.strip("[]").lower() for line in out.splitlines() for w in line.split() if w.count(":") == 5}
+
+    def arp_probe(self, count: int, interval: float = 0.02) -> subprocess.Popen[str]:
+        """Start ARP requests for the VIP from the client, `count` of them `interval` apart; read
+        the result with max_arp_answers()."""
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.ns("client"), "arping", "-c", str(count), "-W", str(interval),
+             "-I", "eth0", VIP],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+
+    @staticmethod
+    def extra_arp_answers(output: str) -> int:
+        """How many ARP requests were answered more than once (arping's "N extra"): answers from
+        two owners at once. 0 with one owner or none."""
+        m = re.search(r"\((\d+) extra\)", output)
+        return int(m.group(1)) if m else 0
 
     def restore(self, node: str) -> None:
         _run("ip", "-n", self.ns("sw"), "link", "set", f"p-{node}", "up")

@@ -118,7 +118,10 @@ def test_owner_cut_from_peer_and_api_server_fences_before_the_peer_takes(
     lab.deafen("n1")
     lab.deafen("n2")
     lab.block("n1", APISERVER_ADDR)
+    arp = lab.arp_probe(count=120, interval=0.025)  # the client asks who has the VIP, 3 s long
     assert watch_owners(lab, 3.0) <= 1, "two nodes held the VIP at once"
+    answers, _ = arp.communicate(timeout=30)
+    assert "192.0.2.100" in answers and Lab.extra_arp_answers(answers) == 0, answers[-400:]
     assert lab.holds_vip("n2") and not lab.holds_vip("n1")
     assert owner_and_epoch(cp) == ("n2", 2)
     assert "self-fencing" in lab.agent_log("n1")

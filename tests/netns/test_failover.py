@@ -194,6 +194,8 @@ def test_partition_both_take_then_heal_leaves_one_owner_the_home_node(lab: Lab) 
     while not (lab.holds_vip("n1") and lab.holds_vip("n2")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert lab.holds_vip("n1") and lab.holds_vip("n2"), "split brain expected without an arbiter"
+    split, _ = lab.arp_probe(count=5).communicate(timeout=30)
+    assert Lab.extra_arp_answers(split) > 0, "the client should see two owners answer ARP"
     assert len(lab.arp_owners()) == 2
     probe = lab.probe(seconds=3.0)
     time.sleep(0.3)
