@@ -118,7 +118,9 @@ class Agent:
         if opts.kube is not None:
             k = opts.kube
             self.api = api_client(k.kubeconfig)
-            store = KubeLeaseStore(self.api, k.namespace, k.cluster, timeout=k.window / 2)
+            # A call may take longer than W/2 (a cold TLS connection): the renewal deadline that safety
+            # needs is enforced around renew() itself, in _arbitrate.
+            store = KubeLeaseStore(self.api, k.namespace, k.cluster, timeout=2.0)
             self.arbiter = Arbiter(store, self.node, window=k.window, poll=min(0.05, k.window / 5))
         self.runners: dict[Side, list[GroupRunner]] = {
             side: [
@@ -438,6 +440,9 @@ class Agent:
             self.cfg.hacf.deadtime_ms,
             extra=fields(generation=self.generation),
         )
+        if self.arbiter is not None:
+            with contextlib.suppress(Exception):  # open the API connection before it is urgent
+                await asyncio.wait_for(self.arbiter.store.get(), 5)
         self.execute(self.engine.start(time.monotonic(), time.time()))
         clock = loop.create_task(self._clock())
         maint = loop.create_task(self._maintain())

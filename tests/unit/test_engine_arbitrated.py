@@ -208,3 +208,15 @@ def test_frozen_pair_makes_no_automatic_move() -> None:
     p.run(0.1)
     p.run(1.5)
     assert p.owners() == {"b": {"foreign"}}
+
+
+def test_home_node_retries_the_lease_after_the_api_server_was_unreachable_at_start() -> None:
+    """Found in CI: a cold first connection timed out, and the home node never asked again."""
+    p = ArbitratedPair()
+    p.lease.api_ok["a"] = False
+    p.start()
+    p.run(0.5)
+    assert p.owners() == {}
+    p.lease.api_ok["a"] = True
+    p.run(2.0)
+    assert p.owners() == {"a": {"local"}} and p.lease.holder == "a"

@@ -148,12 +148,10 @@ class Engine:
         out += self._check_rexmit(now)
         if self.next_arbitration is not None and now >= self.next_arbitration:
             self.next_arbitration = None
-            if self.peer.alive is False:
-                out += (
-                    self._renew("peer still silent")
-                    if self.hold
-                    else self._reconcile(now, "asking the Lease again")
-                )
+            if self.peer.alive is False and self.hold:
+                out += self._renew("peer still silent")
+            else:  # the Lease said no (or could not answer): ask again, whatever the peer's state
+                out += self._reconcile(now, "asking the Lease again")
         if (
             self.standby_asked_at is not None
             and self.cfg.standby_timeout is not None
