@@ -7,8 +7,7 @@ The CRD here is a throwaway test CRD, not hacluster's own.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -16,6 +15,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from tests.apiserver.conftest import ControlPlaneFixture
+from tests.support.eventually import eventually
 
 pytestmark = pytest.mark.apiserver
 
@@ -64,18 +64,6 @@ WIDGET_CRD: dict[str, Any] = {
         ],
     },
 }
-
-
-def eventually(fn: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.1) -> T:
-    """Call fn until it stops raising (AssertionError or ApiException)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn()
-        except (AssertionError, k8s.ApiException):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(interval)
 
 
 def widget(name: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +23,7 @@ from hacluster_agent.lab import APISERVER_ADDR, Lab
 from hacluster_operator.models import GROUP, PLURAL, VERSION
 from tests.apiserver.conftest import ApiServerBinaries
 from tests.support.controlplane import ControlPlane
+from tests.support.eventually import eventually
 from tests.support.kubeagents import agent_rbac
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.netns]
@@ -32,17 +32,6 @@ REPO = Path(__file__).resolve().parents[2]
 NS, NAME, OPERATOR_NS = "ha", "demo", "hacluster-system"
 KEY = "full-stack-test-key"
 T = TypeVar("T")
-
-
-def eventually(fn: Callable[[], T], timeout: float = 20.0, what: str = "") -> T:
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        try:
-            return fn()
-        except (AssertionError, KeyError, IndexError, TypeError, k8s.ApiException) as e:
-            last = e
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or fn.__name__}: {last!r}")
 
 
 class Stack:

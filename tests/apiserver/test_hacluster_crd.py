@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -26,23 +25,13 @@ from hacluster_operator.models import (
     HAClusterStatus,
 )
 from tests.apiserver.conftest import ControlPlaneFixture
+from tests.support.eventually import eventually
 from tests.unit.test_operator_models import ARTICLE, BAD, CRD_FILE, MINIMAL, VALID, Bad, manifest
 
 pytestmark = pytest.mark.apiserver
 
 NAMESPACE = "hac-test"
 T = TypeVar("T")
-
-
-def eventually(fn: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.1) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn()
-        except (AssertionError, k8s.ApiException):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(interval)
 
 
 def as_obj(value: object) -> dict[str, Any]:

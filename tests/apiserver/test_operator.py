@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from hacluster_operator.handlers import FINALIZER
 from hacluster_operator.models import GROUP, PLURAL, VERSION
 from tests.apiserver.conftest import ControlPlaneFixture
 from tests.support.controlplane import free_port
+from tests.support.eventually import eventually as _eventually
 from tests.unit.test_operator_models import CRD_FILE
 
 pytestmark = pytest.mark.apiserver
@@ -50,16 +50,13 @@ REPORT_SECONDS = 2  # report Leases go stale this long after their last renewal
 T = TypeVar("T")
 
 
-def eventually(fn: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.1, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return fn()
-        except (AssertionError, KeyError, TypeError) as e:
-            if time.monotonic() > deadline:
-                logs = "".join(f"\n---- {op.identity} log (tail) ----\n{op.tail()}" for op in RUNNING)
-                raise AssertionError(f"not within {timeout:g}s: {what or fn.__name__}: {e}{logs}") from e
-            time.sleep(interval)
+def eventually(fn: Callable[[], T], *, timeout: float = 15.0, what: str = "") -> T:
+    """The shared helper, with the running operators' log tails when it times out."""
+    return _eventually(fn, timeout=timeout, what=what, context=_operator_logs)
+
+
+def _operator_logs() -> str:
+    return "".join(f"\n---- {op.identity} log (tail) ----\n{op.tail()}" for op in RUNNING)
 
 
 def now() -> str:

@@ -94,7 +94,8 @@ class Reporter:
     def _write(self) -> None:
         body = self._body()
         try:  # only this agent writes its report Lease: a merge patch, no compare-and-swap needed
-            patch = client.ApiClient().sanitize_for_serialization(body)  # type: ignore[no-untyped-call]
+            # the agent's own ApiClient: a new one each second would leak a connection pool
+            patch = self.api.api_client.sanitize_for_serialization(body)
             self.api.patch_namespaced_lease(self.name, self.namespace, patch, _request_timeout=2)
         except ApiException as e:
             if e.status != 404:
