@@ -23,6 +23,16 @@ from hacluster_operator.render import build_authkeys
 
 ARTICLE = Path(__file__).resolve().parent.parent / "data" / "article"
 
+
+@pytest.fixture
+def article(tmp_path: Path) -> Path:
+    """The article's /etc/ha.d as a user has it: git keeps no 0600, Heartbeat and we require it."""
+    d = tmp_path / "article"
+    shutil.copytree(ARTICLE, d)
+    os.chmod(d / "authkeys", 0o600)
+    return d
+
+
 RICH_HACF = """\
 # a pair with every kind of medium, and things an HACluster cannot say
 logfile /var/log/ha-log
@@ -75,8 +85,8 @@ def texts(items: list[Any]) -> str:
 # -- the seed article ------------------------------------------------------------------------
 
 
-def test_article_becomes_a_valid_hacluster_with_nodes_mapped_and_a_sha1_secret() -> None:
-    imp = import_directory(ARTICLE, node_map={"servidor1": "node-a", "servidor2": "node-b"}, name="web")
+def test_article_becomes_a_valid_hacluster_with_nodes_mapped_and_a_sha1_secret(article: Path) -> None:
+    imp = import_directory(article, node_map={"servidor1": "node-a", "servidor2": "node-b"}, name="web")
     model = HACluster.model_validate(imp.hacluster)
     spec = model.spec
     assert spec.nodes == ["node-a", "node-b"]
@@ -107,9 +117,11 @@ def test_article_becomes_a_valid_hacluster_with_nodes_mapped_and_a_sha1_secret()
     assert "'udp port N' is read as 'udpport N'" in report
 
 
-def test_article_cli_prints_yaml_and_lists_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+def test_article_cli_prints_yaml_and_lists_on_stderr(
+    article: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc = hactl(
-        ["import", str(ARTICLE), "--node-map", "servidor1=node-a,servidor2=node-b", "--namespace", "ha"]
+        ["import", str(article), "--node-map", "servidor1=node-a,servidor2=node-b", "--namespace", "ha"]
     )
     out = capsys.readouterr()
     assert rc == 0
@@ -118,8 +130,8 @@ def test_article_cli_prints_yaml_and_lists_on_stderr(capsys: pytest.CaptureFixtu
     assert docs[0]["metadata"] == {"name": "hacluster", "namespace": "ha"}
     assert docs[1]["metadata"] == {"name": "hacluster-authkeys", "namespace": "ha"}
     assert out.out.startswith("# hactl import")
-    assert "#   " + str(ARTICLE / "haresources") + ":2: IPaddr::190.123.123.10" in out.out  # also a comment
-    assert "hactl import:   " + str(ARTICLE / "haresources") + ":2:" in out.err
+    assert "#   " + str(article / "haresources") + ":2: IPaddr::190.123.123.10" in out.out  # also a comment
+    assert "hactl import:   " + str(article / "haresources") + ":2:" in out.err
 
 
 # -- a richer pair -------------------------------------------------------------------------
@@ -346,9 +358,9 @@ def test_export_renames_nodes_back_to_host_names(rich: Path, tmp_path: Path) -> 
     assert meaning(back, "alpha", {}) == meaning(load_directory(rich), "alpha", {})
 
 
-def test_article_round_trip_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    article = tmp_path / "article"
-    shutil.copytree(ARTICLE, article)
+def test_article_round_trip_through_the_cli(
+    article: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     manifest, secret = tmp_path / "hacluster.yaml", tmp_path / "secret.yaml"
     names = "servidor1=node-a,servidor2=node-b"
     assert hactl(["import", str(article), "--node-map", names, "-o", str(tmp_path / "all.yaml")]) == 0
@@ -371,8 +383,8 @@ def test_article_round_trip_through_the_cli(tmp_path: Path, capsys: pytest.Captu
     assert back.haresources.groups[0].resources[0].address.network.prefixlen == 24  # type: ignore[union-attr]
 
 
-def test_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    imp = import_directory(ARTICLE, node_map={"servidor1": "node-a", "servidor2": "node-b"})
+def test_export_errors(article: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    imp = import_directory(article, node_map={"servidor1": "node-a", "servidor2": "node-b"})
     only = tmp_path / "only.yaml"
     only.write_text(yaml.safe_dump(imp.hacluster))
     assert hactl(["export", "-f", str(only), "--node", "node-a", "-o", str(tmp_path / "x")]) == 1
