@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 import math
 import os
 import signal
@@ -139,29 +138,15 @@ class Ours:
             self.lab.start_agent(node)
             self.started[node] = time.monotonic()
 
-    def status(self, node: str) -> dict[str, object]:
-        try:
-            st: dict[str, object] = json.loads(self.lab.hactl(node, "status", "--json").stdout)
-        except ValueError:
-            return {}
-        return st
-
     def settled(self, owner: str) -> bool:
         if not self.lab.holds_vip(owner) or self.lab.holds_vip(other(owner)):
             return False
-        for node in NODES:
-            st = self.status(node)
-            peer = st.get("peer")
-            if not isinstance(peer, dict) or peer.get("state") not in ("up", "active") or st.get("in_flux"):
-                return False
-            if (st.get("holds") != "none") != (node == owner):
-                return False
-        return self.lab.fetch(0.5) == owner
+        return self.lab.agents_agree(owner) and self.lab.fetch(0.5) == owner
 
     def describe(self) -> str:
         views = []
         for node in NODES:
-            st = self.status(node)
+            st = self.lab.agent_status(node)
             peer = st.get("peer")
             state = peer.get("state") if isinstance(peer, dict) else None
             views.append(f"{node}: holds {st.get('holds')}, in_flux {st.get('in_flux')}, sees peer {state}")

@@ -45,8 +45,11 @@ from .kube.reporter import Reporter, report_of
 from .logs import fields, setup
 from .media.base import Medium, open_media
 from .metrics import AgentMetrics, serve
+from .reload import ConfigSource, Reloader
 from .resources.base import ResourceError
-from .resources.group import GroupRunner, drivers_for
+from .resources.fenceguard import FenceGuard, current_log_format
+from .resources.group import GroupRunner, GroupStopError, drivers_for
+from .resources.script import ScriptOptions
 from .state import next_generation, node_uuid
 from .wire.codec import Decoded, decode, encode
 from .wire.errors import Rejected
@@ -62,11 +65,15 @@ class AgentOptions:
     release_on_exit: bool = True
     address_lifetime: int = 3
     monitor_interval: float = 5.0
+    status_timeout: float = 20.0  # seconds a script's `status` may take before it counts as failed
     init_dir: Path = Path("/etc/init.d")
     lock_dir: Path = Path("/var/lock")
     kube: KubeOptions | None = None
     metrics_port: int | None = None  # Prometheus metrics over HTTP when set (0: any free port)
     metrics_address: str = "0.0.0.0"
+    config_source: ConfigSource | None = None  # when set: reload on SIGHUP and on file changes
+    fence_after: int | None = None  # ms without a beat before the fence guard removes the VIPs (None:
+    # deadtime/2, 0: no guard); see resources/fenceguard.py
 
 
 @dataclass
@@ -128,6 +135,7 @@ class Agent:
                     drivers_for(
                         g,
                         cfg.directory,
+                        scripts=ScriptOptions(status_timeout=opts.status_timeout),
                         init_dir=opts.init_dir,
                         address_lifetime=opts.address_lifetime,
                     ),
@@ -139,6 +147,7 @@ class Agent:
         }
         self.media: list[Medium] = []
         self.wake = asyncio.Event()
+        self.monitor_now = asyncio.Event()  # a held address was lost: check the groups at once
         self.stopping = asyncio.Event()
         self.rejected: dict[str, int] = {}
         self.media_state: dict[str, dict[str, Any]] = {}
@@ -146,6 +155,7 @@ class Agent:
         self.last_gap: float | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.metrics = AgentMetrics(self.node, self.peer, self.generation)
+        self.reloader = Reloader(opts.config_source, self, self.metrics) if opts.config_source else None
 
     # -- media events (MediumEvents) ------------------------------------------------------------
     def packet_received(self, medium: str, data: bytes) -> None:
@@ -267,10 +277,9 @@ class Agent:
         """Ask the Lease; the renewal must succeed within W/2 or the owner fences itself."""
         assert self.arbiter is not None
         t0 = time.monotonic()
-        if act.kind == "release":
-            v = await self.arbiter.release()
-            if not v.granted:
-                log.warning("Lease: %s", v.reason)
+        if act.kind in ("release", "handback"):
+            v = await (self.arbiter.release() if act.kind == "release" else self.arbiter.hand_back(self.peer))
+            log.log(logging.INFO if v.granted else logging.WARNING, "Lease %s: %s", act.kind, v.reason)
             return
         if act.kind == "renew":
             try:
@@ -278,7 +287,7 @@ class Agent:
             except TimeoutError:
                 v = Verdict(False, "Lease renewal timed out", unavailable=True)
         else:
-            v = await self.arbiter.take()
+            v = await self.arbiter.take(lambda: self.engine.peer.alive is not True)
         log.log(
             logging.INFO if v.granted else logging.WARNING,
             "Lease %s: %s (%s, %.0f ms)",
@@ -343,24 +352,42 @@ class Agent:
             self.wake.clear()
 
     async def _maintain(self) -> None:
-        """Renew VIP lifetimes often; check held groups every monitor_interval."""
+        """Renew VIP lifetimes often. Its own task: a monitor waiting on a hung `status` must never
+        starve the renewals (the kernel would drop the VIP when its lifetime runs out)."""
         refresh_every = max(0.2, self.opts.address_lifetime / 3) if self.opts.address_lifetime else 1.0
-        last_monitor = time.monotonic()
         while not self.stopping.is_set():
             await asyncio.sleep(refresh_every)
-            for side in list(self.held):
-                for runner in self.runners[side]:
-                    try:
-                        await runner.refresh()
-                    except ResourceError as e:
-                        # The kernel dropped the VIP (the loop stalled past its lifetime): the
-                        # monitor below restarts it in place while the engine says we hold it.
-                        log.error("lost a held address: %s", e)
-                        self.metrics.resource_failure("refresh")
-                        last_monitor = 0.0
-            if time.monotonic() - last_monitor < self.opts.monitor_interval or self.engine.flux:
+            await self._refresh_held()
+
+    async def _refresh_held(self) -> None:
+        for side in list(self.held):
+            for runner in self.runners[side]:
+                try:
+                    await runner.refresh()
+                except ResourceError as e:
+                    # The VIP is gone (the fence guard or the kernel removed it: we were frozen or
+                    # stalled). The monitor restarts it in place while the engine says we hold it;
+                    # in Kubernetes mode only once the Lease confirms we still own it.
+                    log.error("lost a held address: %s", e)
+                    self.metrics.resource_failure("refresh")
+                    self.monitor_now.set()
+                    self.execute(self.engine.hold_lost(time.monotonic(), str(e)))
+
+    async def _monitor(self) -> None:
+        """Check held groups every monitor_interval (at once after a lost address)."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.monitor_now.wait(), self.opts.monitor_interval)
+            if not self.held:
+                self.monitor_now.clear()
                 continue
-            last_monitor = time.monotonic()
+            await self._refresh_held()  # a VIP lost while we were frozen is noticed before any restart
+            if self.engine.flux or (
+                self.engine.cfg.arbitrated and (self.engine.renewing or not self.engine.lease_held)
+            ):
+                await asyncio.sleep(0.05)  # never restart a VIP in place on an unconfirmed claim
+                continue
+            self.monitor_now.clear()
             for side in list(self.held):
                 for runner in self.runners[side]:
                     outcome = await runner.monitor_once()
@@ -403,6 +430,7 @@ class Agent:
         }
         snap["media"] = self.media_state
         snap["rejected"] = dict(self.rejected)
+        snap["config"] = self.reloader.status() if self.reloader is not None else None
         return snap
 
     async def run(self) -> int:
@@ -419,6 +447,19 @@ class Agent:
             log.info("metrics on http://%s:%d/metrics", self.opts.metrics_address, exporter.server_address[1])
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
+        if self.reloader is not None:  # Heartbeat's reload: authkeys live, the rest needs a restart
+            loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
+        guard = FenceGuard.for_agent(
+            [g for groups in self.groups.values() for g in groups],
+            self.opts.fence_after,
+            self.cfg.hacf.deadtime_ms,
+            self.cfg.hacf.keepalive_ms,
+            log_format=current_log_format(),
+            on_up=self.metrics.fence_guard,
+            on_restart=self.metrics.fence_guard_restarted,
+        )
+        if guard is not None:
+            guard.start()
         self.opts.control_socket.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.opts.control_socket.unlink()
@@ -428,8 +469,24 @@ class Agent:
             for runner in runners:
                 states = await runner.probe()
                 running = [n for n, s in states.items() if s.value == "running"]
-                if running:
+                if not running:
+                    continue
+                # A node starts holding nothing: what a dead agent left running (its service, after a
+                # SIGKILL) would be half a group beside the owner's. Stop it before joining. With
+                # --no-release-on-exit the operator asked to keep resources across restarts: only warn.
+                if not self.opts.release_on_exit:
                     log.warning("already running before start-up (%s): %s", side.value, ", ".join(running))
+                    continue
+                log.warning(
+                    "already running before start-up (%s): %s; stopping them before joining",
+                    side.value,
+                    ", ".join(running),
+                )
+                try:
+                    await runner.stop()
+                except GroupStopError as e:
+                    log.error("cannot stop what was left running: %s", e)
+                    return 1
         self.media = await open_media(self.cfg.hacf.media, self, lock_dir=self.opts.lock_dir)
         log.info(
             "starting: node %s, peer %s, generation %d, keepalive %dms, deadtime %dms",
@@ -446,6 +503,9 @@ class Agent:
         self.execute(self.engine.start(time.monotonic(), time.time()))
         clock = loop.create_task(self._clock())
         maint = loop.create_task(self._maintain())
+        monitor = loop.create_task(self._monitor())
+        if self.reloader is not None:
+            self._spawn(self.reloader.run(self.stopping))
         if self.opts.kube is not None:
             k = self.opts.kube
             reporter = Reporter(
@@ -467,7 +527,9 @@ class Agent:
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.05)  # let shutdone leave
             self.stopping.set()
-        for task in (clock, maint, *self.tasks):
+        if guard is not None:  # after the release: the guard finds nothing left and exits
+            await guard.close(keep=not self.opts.release_on_exit)
+        for task in (clock, maint, monitor, *self.tasks):
             task.cancel()
         server.close()
         if exporter is not None:
@@ -489,10 +551,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lock-dir", default="/var/lock")
     p.add_argument("--no-release-on-exit", action="store_true", help="keep resources on SIGTERM")
     p.add_argument("--address-lifetime", type=int, default=3, help="VIP valid_lft seconds (0: permanent)")
-    p.add_argument("--monitor-interval", type=float, default=5.0)
+    p.add_argument(
+        "--monitor-interval", type=float, default=5.0, help="seconds between checks of held groups"
+    )
+    p.add_argument(
+        "--status-timeout", type=float, default=20.0, help="seconds a script's status may take (then: failed)"
+    )
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: any)")
     p.add_argument("--metrics-address", default="0.0.0.0", help="address for --metrics-port")
+    p.add_argument(
+        "--fence-after",
+        type=int,
+        help="ms without a beat from this agent before its fence guard removes the VIPs "
+        "(default deadtime/2; 0: no guard)",
+    )
     k = p.add_argument_group("Kubernetes mode (the ownership Lease arbitrates)")
     k.add_argument("--kube", action="store_true", help="arbitrate through the HACluster's Lease")
     k.add_argument("--kubeconfig", help="default: in-cluster credentials")
@@ -529,10 +602,13 @@ def main(argv: list[str] | None = None) -> int:
         release_on_exit=not a.no_release_on_exit,
         address_lifetime=a.address_lifetime,
         monitor_interval=a.monitor_interval,
+        status_timeout=a.status_timeout,
         metrics_port=a.metrics_port,
         metrics_address=a.metrics_address,
+        fence_after=a.fence_after,
         init_dir=Path(a.init_dir),
         lock_dir=Path(a.lock_dir),
+        config_source=ConfigSource(Path(a.config_dir), a.config_prefix),
         kube=KubeOptions(
             namespace=a.namespace,
             cluster=a.cluster,

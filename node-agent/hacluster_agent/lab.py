@@ -8,6 +8,7 @@ Everything it creates is removed by close(), even after a failure.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -32,8 +33,10 @@ CLIENT_ADDR = "192.0.2.50"
 WEB_SCRIPT = """#!/bin/sh
 # demo-web: a heartbeat-style resource script serving this node's name on port {port}
 PIDFILE={state}/web.pid
+# fault hooks for bench/chaos.py: these files in the state dir make start fail or status hang
 case "$1" in
   start)
+    [ -f {state}/fault-start-fail ] && {{ echo "start refused: {state}/fault-start-fail"; exit 1; }}
     [ -f $PIDFILE ] && kill -0 "$(cat $PIDFILE)" 2>/dev/null && exit 0
     mkdir -p {state}/www && echo "{node}" > {state}/www/index.html
     cd {state}/www && setsid {python} -m http.server {port} --bind 0.0.0.0 >/dev/null 2>&1 &
@@ -41,6 +44,7 @@ case "$1" in
   stop)
     [ -f $PIDFILE ] && kill "$(cat $PIDFILE)" 2>/dev/null; rm -f $PIDFILE; exit 0 ;;
   status)
+    [ -f {state}/fault-status-hang ] && sleep 3600
     if [ -f $PIDFILE ] && kill -0 "$(cat $PIDFILE)" 2>/dev/null; then echo running; else echo stopped; exit 3; fi ;;
 esac
 exit 0
@@ -98,32 +102,50 @@ class Lab:
         _run("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
         _run("ip", "-n", sw, "link", "set", "br0", "up")
         for name, addr in [*NODE_ADDR.items(), ("client", CLIENT_ADDR)]:
-            ns = self.ns(name)
-            self._netns(ns)
-            _run(
-                "ip",
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                f"p-{name}",
-                "netns",
-                sw,
-            )
-            _run("ip", "-n", sw, "link", "set", f"p-{name}", "master", "br0", "up")
-            _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "brd", "+", "dev", "eth0")
-            _run("ip", "-n", ns, "link", "set", "eth0", "up")
-            _run("ip", "-n", ns, "link", "set", "lo", "up")
+            self._netns(self.ns(name))
+            self._plug(name, addr)
         if "serial" in self.media:
             self._serial()
         for node in NODE_ADDR:
             self._config(node)
         return self
+
+    def _plug(self, name: str, addr: str) -> None:
+        """Give namespace `name` its eth0 on the lab's switch, addressed and up."""
+        ns, sw = self.ns(name), self.ns("sw")
+        _run(
+            "ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"p-{name}", "netns", sw
+        )
+        _run("ip", "-n", sw, "link", "set", f"p-{name}", "master", "br0", "up")
+        _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "brd", "+", "dev", "eth0")
+        if self.host_links and name in KUBE_NODE_ADDR:
+            _run("ip", "-n", ns, "addr", "add", f"{KUBE_NODE_ADDR[name]}/24", "dev", "eth0")
+        _run("ip", "-n", ns, "link", "set", "eth0", "up")
+        _run("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def lose(self, node: str, keep: frozenset[int] = frozenset()) -> None:
+        """The node is gone: every process in its namespace killed (but `keep`), the namespace
+        deleted with its NIC and the VIP on it. Its disk (config, state dir) survives for revive()."""
+        ns = self.ns(node)
+        self.kill_all(node, keep)
+        _run("ip", "netns", "del", ns, check=False)
+        self.created.remove(ns)
+
+    def kill_all(self, node: str, keep: frozenset[int] = frozenset()) -> None:
+        """SIGKILL every process in the node's namespace except `keep`, as a power cut would."""
+        for pid in _run("ip", "netns", "pids", self.ns(node), check=False).stdout.split():
+            if int(pid) not in keep:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+        proc = self.procs.get(node)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+    def revive(self, node: str) -> None:
+        """The lost node is back: a fresh namespace with the same addresses (agent not started)."""
+        self._netns(self.ns(node))
+        self._plug(node, NODE_ADDR[node])
 
     def attach_host(self) -> str:
         """Join this host (the root namespace) to the lab's LAN as 203.0.113.1 (the nodes get
@@ -238,6 +260,17 @@ class Lab:
         else:
             _run("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "hacluster_lab", check=False)
 
+    def impair(self, node: str, loss_percent: int = 0) -> None:
+        """Drop `loss_percent` % (at random) of the heartbeats `node` receives; 0 removes it."""
+        ns = self.ns(node)
+        _run("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "hacluster_loss", check=False)
+        if loss_percent:
+            rules = (
+                "table inet hacluster_loss {\n chain input {\n  type filter hook input priority 0;\n"
+                f"  udp dport 694 numgen random mod 100 < {loss_percent} drop\n }}\n}}\n"
+            )
+            subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True)
+
     def arp_owners(self) -> set[str]:
         """MAC addresses answering ARP for the VIP, as seen from the client (arping)."""
         out = _run(
@@ -286,6 +319,25 @@ class Lab:
             str(self.socket(node)),
             check=False,
         )
+
+    def agent_status(self, node: str) -> dict[str, object]:
+        """`hactl status --json` of the node's agent ({} if it does not answer)."""
+        try:
+            status: dict[str, object] = json.loads(self.hactl(node, "status", "--json").stdout)
+        except ValueError:
+            return {}
+        return status
+
+    def agents_agree(self, owner: str) -> bool:
+        """Both agents see each other, nothing in flux, and only `owner` says it holds resources."""
+        for node in NODE_ADDR:
+            st = self.agent_status(node)
+            peer = st.get("peer")
+            if not isinstance(peer, dict) or peer.get("state") not in ("up", "active") or st.get("in_flux"):
+                return False
+            if (st.get("holds") != "none") != (node == owner):
+                return False
+        return True
 
     def holds_vip(self, node: str) -> bool:
         out = _run("ip", "-n", self.ns(node), "-4", "addr", "show", "dev", "eth0").stdout

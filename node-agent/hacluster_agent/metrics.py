@@ -20,11 +20,17 @@ exports the registry over HTTP (`hacluster-agent --metrics-port N`).
 | `hacluster_resource_failures_total` | operation | failed start/stop, lost addresses (refresh), monitor failures |
 | `hacluster_self_fencings_total` | | releases because the Lease could not be renewed |
 | `hacluster_medium_up` | medium | 1 while the medium is usable |
+| `hacluster_config_reloads_total` | result | reloads (SIGHUP, file change): applied, rejected, restart_needed, unchanged |
+| `hacluster_auth_signing_key` | | the authkeys index (`auth N`) heartbeats are signed with |
+| `hacluster_auth_key_accepted` | index | 1 for each authkeys index received packets may be signed with |
+| `hacluster_fence_guard_up` | | 1 while the fence guard process runs (`resources/fenceguard.py`) |
+| `hacluster_fence_guard_restarts_total` | | times the agent restarted a fence guard that had died |
 | `hacluster_agent_info` | node, peer, generation | always 1 |
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Iterator
 from wsgiref.simple_server import WSGIServer
@@ -33,12 +39,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .config.authkeys import MAX_AUTH_INDEX, AuthKeys
 from .engine.actions import Side
 from .wire.errors import Reject
 
 CODEC_REASONS = (Reject.BAD_AUTH, Reject.NO_AUTH, Reject.MALFORMED, Reject.TOO_LARGE, Reject.UNSUPPORTED)
 ENGINE_REASONS = (Reject.REPLAY, Reject.NOT_A_MEMBER, Reject.BAD_FIELDS, Reject.PEER_NOT_UP)
 OPERATIONS = ("start", "stop")
+RELOAD_RESULTS = ("applied", "rejected", "restart_needed", "unchanged")  # reload.Result
 RESOURCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 PEER_DEAD = "peer_dead"
@@ -150,6 +158,27 @@ class AgentMetrics:
             registry=r,
         )
         self.medium_up = Gauge("hacluster_medium_up", "1 while the medium is usable.", ["medium"], registry=r)
+        self.config_reloads = Counter(
+            "hacluster_config_reloads",
+            "Config reloads (SIGHUP or a change of the files), by result.",
+            ["result"],
+            registry=r,
+        )
+        self.auth_signing_key = Gauge(
+            "hacluster_auth_signing_key", "The authkeys index heartbeats are signed with.", registry=r
+        )
+        self.auth_key_accepted = Gauge(
+            "hacluster_auth_key_accepted",
+            "1 for each authkeys index a received packet may be signed with.",
+            ["index"],
+            registry=r,
+        )
+        self.fence_guard_up = Gauge(
+            "hacluster_fence_guard_up", "1 while the fence guard process runs.", registry=r
+        )
+        self.fence_guard_restarts = Counter(
+            "hacluster_fence_guard_restarts", "Times a dead fence guard was restarted.", registry=r
+        )
         info = Gauge("hacluster_agent_info", "The agent's node, peer and generation.", ["node", "peer", "generation"], registry=r)  # fmt: skip
         info.labels(node, peer, str(generation)).set(1)
         # Every label value known in advance is shown from the start (at 0), so rate() works at once.
@@ -162,6 +191,8 @@ class AgentMetrics:
             self.resource_failures.labels(op)
         for reason in (PEER_DEAD, PEER_STOPPED, INITDEAD, STANDBY):
             self.failovers.labels(reason)
+        for result in RELOAD_RESULTS:
+            self.config_reloads.labels(result)
         self.late_heartbeats.labels(peer)
         self.peer_deaths.labels(peer)
         self._sent: dict[str, Counter] = {}
@@ -240,6 +271,25 @@ class AgentMetrics:
 
     def self_fenced(self) -> None:
         self.self_fencings.inc()
+
+    def config_reload(self, result: str) -> None:
+        self.config_reloads.labels(result).inc()
+
+    def set_auth(self, keys: AuthKeys) -> None:
+        """The key indices in force (never a key): after start-up and after each applied reload."""
+        self.auth_signing_key.set(keys.active)
+        for index in range(MAX_AUTH_INDEX + 1):
+            if index in keys.keys:
+                self.auth_key_accepted.labels(str(index)).set(1)
+            else:
+                with contextlib.suppress(KeyError):
+                    self.auth_key_accepted.remove(str(index))
+
+    def fence_guard(self, up: bool) -> None:
+        self.fence_guard_up.set(1 if up else 0)
+
+    def fence_guard_restarted(self) -> None:
+        self.fence_guard_restarts.inc()
 
     def text(self) -> str:
         """The exposition text, as a scrape returns it."""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
 
+from hacluster_agent.lab import Lab
 from tests.support import netns
 
 
@@ -22,3 +26,20 @@ def net2(netns_ok: None) -> Iterator[netns.Network]:
     """Two hosts on one bridged link (192.0.2.11, 192.0.2.12)."""
     with netns.network(2) as net:
         yield net
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """A built Lab (namespaces sw, n1, n2, client); `indirect` parametrisation passes Lab's fields.
+    Its agents' logs are printed (pytest shows them when the test failed)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    with Lab(**getattr(request, "param", {})) as lab:
+        try:
+            yield lab
+        finally:
+            # A stopped (SIGSTOP) agent must run again to be killed cleanly by the Lab's teardown.
+            for proc in lab.procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
+            print("n1 log:\n", lab.agent_log("n1")[-4000:], "\nn2 log:\n", lab.agent_log("n2")[-4000:])

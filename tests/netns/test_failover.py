@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,19 +21,6 @@ from hacluster_agent.wire.codec import encode
 from hacluster_agent.wire.message import Message
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    kw = getattr(request, "param", {})
-    with Lab(**kw) as lab:
-        try:
-            yield lab
-        finally:
-            # shown by pytest only when the test failed
-            print("n1 log:\n", lab.agent_log("n1")[-3000:], "\nn2 log:\n", lab.agent_log("n2")[-3000:])
 
 
 def _start_pair(lab: Lab) -> None:

@@ -3,12 +3,10 @@ before and after the owner dies, and after a forged packet."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,17 +20,6 @@ pytestmark = pytest.mark.netns
 
 PORT = 9100
 SCRAPE = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    with Lab() as lab:
-        try:
-            yield lab
-        finally:
-            print("n1 log:\n", lab.agent_log("n1")[-3000:], "\nn2 log:\n", lab.agent_log("n2")[-3000:])
 
 
 class Scrape:

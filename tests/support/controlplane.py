@@ -400,11 +400,13 @@ class ControlPlane:
         self.workdir = Path(tempfile.mkdtemp(prefix="hacluster-apiserver-"))
         self.port = self._requested_port or free_port(self.bind_address)
         self._write_pki()
-        args = self._args()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log_path.open("ab")
+        self._spawn()
+
+    def _spawn(self) -> None:
         self.process = subprocess.Popen(
-            args,
+            self._args(),
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -435,6 +437,26 @@ class ControlPlane:
                 shutil.rmtree(self.workdir, ignore_errors=True)
                 self.workdir = None
             self.process = None
+
+    def halt(self) -> None:
+        """Stop the process (SIGTERM) but keep its PKI, etcd data and port: :meth:`resume` starts
+        the same control plane again (an API-server outage, for the fault campaign)."""
+        proc = self.process
+        if proc is None:
+            raise ControlPlaneError("control plane not started")
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(self.stop_timeout)
+
+    def resume(self) -> None:
+        """Start the halted process again, same args and port; wait for /readyz."""
+        if self.process is None or self.process.poll() is None or self._log_file is None:
+            raise ControlPlaneError("resume() needs a halted control plane")
+        self._spawn()
 
     def log_tail(self, lines: int = 40) -> str:
         """The log's error lines and its last lines, without gRPC reconnect noise."""

@@ -102,3 +102,29 @@ def test_cas_race_only_one_wins() -> None:
 
     ga, gb = run(both())
     assert ga != gb
+
+
+def test_owner_heard_again_during_the_window_is_not_replaced() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    heard = {"again": False}
+
+    async def hear() -> None:
+        heard["again"] = True
+
+    t.hooks.append((WINDOW / 2, hear))
+    v = run(b.take(lambda: not heard["again"]))
+    assert not v.granted and "heard again" in v.reason
+    assert store.view and store.view.holder == "a" and store.view.transitions == 1
+
+
+def test_hand_back_gives_the_lease_to_the_peer_with_a_new_epoch() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    run(b.take())
+    v = run(b.hand_back("a"))
+    assert v.granted and v.epoch == 3 and store.view and store.view.holder == "a"
+    assert run(a.renew()).granted  # the peer keeps proving itself as before
+    assert run(b.hand_back("a")).reason == "not ours"

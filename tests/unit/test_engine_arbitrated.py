@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hacluster_agent.engine.actions import Action, Arbitrate
-from hacluster_agent.engine.membership import Engine
+from hacluster_agent.engine.membership import UNHEARD, Engine
+from hacluster_agent.wire.message import Message
 from tests.unit.test_engine import DEADTIME, Pair, cfg
 
 W, F = 0.2, 0.1  # arbitration window W, owner's renewal deadline F = W/2 (docs/safety.md)
@@ -50,6 +51,10 @@ class ArbitratedPair(Pair):
         if act.kind == "release":
             if lease.holder == name:
                 lease.holder = ""
+            return
+        if act.kind == "handback":
+            if lease.holder == name:
+                lease.holder, lease.transitions = ("b" if name == "a" else "a"), lease.transitions + 1
             return
         if act.kind == "renew":
             if lease.holder == name:
@@ -220,3 +225,88 @@ def test_home_node_retries_the_lease_after_the_api_server_was_unreachable_at_sta
     p.lease.api_ok["a"] = True
     p.run(2.0)
     assert p.owners() == {"a": {"local"}} and p.lease.holder == "a"
+
+
+def test_one_way_cut_owner_unheard_is_not_a_failover() -> None:
+    """Found by bench/chaos.py: the standby cannot hear the owner, the owner still hears the
+    standby (and so never lost its peer). The standby's statuses say so; the owner proves itself
+    in the Lease, and nothing moves."""
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    p.cut_link(one_way=("a", "b"))
+    p.run(3.0)
+    assert p.owners() == {"a": {"local"}}
+    assert p.lease.holder == "a" and p.lease.transitions == 1
+    assert engine(p, "b").link_down and not engine(p, "a").link_down
+    p.never_two_owners()
+    p.cut.clear()
+    p.run(1.0)
+    assert p.owners() == {"a": {"local"}} and not engine(p, "b").link_down
+
+
+def test_one_way_cut_owner_deaf_is_not_a_failover() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    p.cut_link(one_way=("b", "a"))
+    p.run(3.0)
+    assert p.owners() == {"a": {"local"}}
+    assert p.lease.holder == "a" and p.lease.transitions == 1
+    p.never_two_owners()
+
+
+def test_both_holding_is_settled_by_the_lease_not_by_the_home_node_rule() -> None:
+    """The home node comes back from a freeze still believing it holds its group while the peer
+    holds it with the Lease: the Lease decides, the home node fences itself."""
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    p.nodes["a"].up = False  # frozen: no ticks, hears and says nothing, keeps its state
+    p.run(DEADTIME + W + 0.5)
+    assert "b" in p.owners() and p.lease.holder == "b" and p.lease.transitions == 2
+    p.nodes["a"].up = True  # resumed, still holding (its fence guard aside)
+    p.run(2.0)
+    assert p.owners() == {"b": {"foreign"}}
+    assert p.lease.holder == "b" and p.lease.transitions == 2
+
+
+def test_a_vip_lost_while_frozen_is_restarted_only_after_the_lease_confirms() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    a = engine(p, "a")
+    asked = a.hold_lost(p.now, "the address is gone from eth0")
+    assert [x.kind for x in asked if isinstance(x, Arbitrate)] == ["renew"] and a.renewing
+    p.apply("a", asked)  # the Lease still names a: confirmed, nothing released
+    assert not a.renewing and a.lease_held and p.owners() == {"a": {"local"}}
+    p.lease.holder, p.lease.transitions = "b", 2  # replaced meanwhile: the next loss fences
+    p.apply("a", a.hold_lost(p.now, "the address is gone from eth0"))
+    assert "a" not in p.owners() and a.counters.get("self_fenced") == 1
+    assert engine(p, "b").hold_lost(p.now, "x") == []  # holds nothing: nothing to ask
+
+
+class LossyPair(ArbitratedPair):
+    """Drops every status that says "I cannot hear you" (the loss-delay trial lost it)."""
+
+    def deliver(self, src: str, msg: Message) -> None:
+        if msg.get(UNHEARD) is None:
+            super().deliver(src, msg)
+
+
+def test_peer_heard_again_during_the_window_is_not_taken_over() -> None:
+    """Found by bench/chaos.py (loss and delay): the standby lost the owner for a deadtime, the owner
+    never lost the standby and never learnt it (the "cannot hear you" status was lost too), then the
+    standby heard the owner again while its take was still watching the Lease. The take is granted
+    by then, but the owner is alive and holding: the standby hands the Lease back, starts nothing."""
+    p = LossyPair()
+    p.start()
+    p.run(0.5)
+    p.cut_link(one_way=("a", "b"))
+    p.run(DEADTIME + 0.05)
+    p.cut.clear()
+    p.run(2.0)
+    p.never_two_owners()
+    assert p.owners() == {"a": {"local"}}
+    assert p.lease.holder == "a" and p.lease.transitions == 3  # taken by b (2), handed back (3)
+    assert engine(p, "b").counters.get("handed_back") == 1

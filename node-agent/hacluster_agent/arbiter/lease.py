@@ -62,10 +62,11 @@ class Arbiter:
         self.clock, self.sleep = clock, sleep
         self.epoch: int | None = None
 
-    async def take(self) -> Verdict:
+    async def take(self, wanted: Callable[[], bool] = lambda: True) -> Verdict:
         """Become the holder. A free Lease (or ours) is taken at once; one held by the peer only
         after a full window without a renewal, so a live owner can prove itself (and an owner cut
-        off from the API server has fenced itself by then)."""
+        off from the API server has fenced itself by then). `wanted` is asked before the swap: the
+        peer heard again meanwhile means it is alive, and we do not take over."""
         try:
             seen = await self.store.get()
             if seen is None:
@@ -82,11 +83,13 @@ class Arbiter:
                 await self.sleep(min(self.poll, max(0.0, deadline - self.clock())))
                 now = await self.store.get()
                 if now is None or now.holder in ("", self.me):
-                    return await self.take()
+                    return await self.take(wanted)
                 if now.version != seen.version:
                     return Verdict(
                         False, f"{seen.holder} renewed the Lease: it is alive; the heartbeat link is down"
                     )
+            if not wanted():
+                return Verdict(False, f"{seen.holder} is heard again: it is alive; not taking over")
             return await self._swap(seen, f"{seen.holder} did not renew within {self.window * 1000:.0f}ms")
         except Conflict:
             return Verdict(False, "lost the compare-and-swap: the holder renewed")
@@ -105,6 +108,20 @@ class Arbiter:
             return Verdict(False, "the Lease changed under us: we lost it")
         except Unavailable as e:
             return Verdict(False, f"API server unavailable: {e}", unavailable=True)
+
+    async def hand_back(self, to: str) -> Verdict:
+        """Give a Lease we just took back to `to` (a new epoch): it turned out alive and holding."""
+        try:
+            seen = await self.store.get()
+            if seen is None or seen.holder != self.me:
+                return Verdict(True, "not ours")
+            return self._granted(
+                await self.store.swap(seen, to, seen.transitions + 1), f"handed back to {to}"
+            )
+        except (Conflict, Unavailable) as e:
+            return Verdict(
+                False, f"could not hand the Lease back: {e}", unavailable=isinstance(e, Unavailable)
+            )
 
     async def release(self) -> Verdict:
         """After our resources are stopped: free the Lease so the peer may take it at once."""

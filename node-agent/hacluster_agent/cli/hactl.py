@@ -91,6 +91,11 @@ def render_status(st: dict[str, Any]) -> str:
         lines.append(f"  last transition: {t['from']} -> {t['to']} ({t['reason']})")
     if st.get("rejected"):
         lines.append("  rejected packets: " + ", ".join(f"{k}={v}" for k, v in st["rejected"].items()))
+    c = st.get("config")
+    if c:
+        lines.append(f"  auth: signs with key {c['signing_key']}, accepts keys {c['accepted_keys']}")
+        if c.get("restart_needed"):
+            lines.append(f"  config changed, restart needed: {', '.join(c['restart_needed'])}")
     return "\n".join(lines)
 
 

@@ -68,9 +68,10 @@ class Release:
 @dataclass(frozen=True)
 class Arbitrate:
     """Ask the Lease (Kubernetes mode): `take` before acquiring, `renew` when the owner loses its
-    peer, `release` once our resources are stopped. Report back with Engine.arbitrated."""
+    peer, `release` once our resources are stopped, `handback` when a take was granted but the peer
+    turned out alive and holding (give the Lease back to it). Report take/renew with Engine.arbitrated."""
 
-    kind: str  # take | renew | release
+    kind: str  # take | renew | release | handback
     op: int
     reason: str
 

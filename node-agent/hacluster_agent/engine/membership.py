@@ -92,6 +92,10 @@ class _Peer:
     giving_up: str | None = None  # it sent ask_resources me (this rsc_hold): take nothing until its done
 
 
+UNHEARD = "hacunheard"
+"""Status field (Kubernetes mode): the sender hears nothing from the node it names."""
+
+
 class Engine:
     """One node's view of a Heartbeat pair. Feed it events; execute the actions it returns."""
 
@@ -115,6 +119,9 @@ class Engine:
         self.renewing = False
         self.next_arbitration: float | None = None
         self.link_down = False  # the peer is silent but alive per the Lease
+        self.unheard_until = (
+            0.0  # the peer says it cannot hear us (a one-way cut): prove ourselves until then
+        )
         self.frozen = False  # maintenance: no automatic moves
         self.started = 0.0
         self.wall0 = 0.0
@@ -148,8 +155,10 @@ class Engine:
         out += self._check_rexmit(now)
         if self.next_arbitration is not None and now >= self.next_arbitration:
             self.next_arbitration = None
-            if self.peer.alive is False and self.hold:
-                out += self._renew("peer still silent")
+            if self.hold and (self.peer.alive is False or now < self.unheard_until):
+                out += self._renew(
+                    "peer still silent" if self.peer.alive is False else "peer still deaf to us"
+                )
             else:  # the Lease said no (or could not answer): ask again, whatever the peer's state
                 out += self._reconcile(now, "asking the Lease again")
         if (
@@ -332,6 +341,8 @@ class Engine:
             out.append(PeerChanged(self.cfg.peer, True, f"status {p.st}"))
             out.append(self._send(now, Message.of(("t", "starting"))))
             out.append(self._resource_msg(now))
+        if self.cfg.arbitrated and (msg.get(UNHEARD) or "").lower() == self.cfg.node:
+            out += self._unheard(now)
         trigger = seq is not None and seq % 10 == self.cfg.generation % 10
         if p.flow_control and trigger and seq is not None and not p.ordering.missing:
             ack = Message.of(("t", "NS_ackmsg"), ("dest", self.cfg.peer), ("ackseq", f"{seq:x}"))
@@ -495,6 +506,9 @@ class Engine:
             if link.up:
                 link.up = False
                 out.append(LinkChanged(self.cfg.peer, name, False))
+        if self.cfg.arbitrated:
+            # Tell the peer at once, in case only our direction is cut: it proves itself in the Lease.
+            out.append(self._status(now, self.st))
         if self.cfg.arbitrated and self.hold and not self.shutting_down:
             out += self._renew(f"peer {self.cfg.peer} {reason}")
         return out + self._reconcile(now, reason)
@@ -519,6 +533,11 @@ class Engine:
             return []  # still waiting for the peer's report: never guess while it may hold them
         out: list[Action] = []
         both = self.hold & p.hold
+        if both and self.cfg.arbitrated:
+            # Two holders can only mean one of us missed the Lease moving (a freeze): the Lease, not
+            # the home-node rule, decides. The holder's renewal succeeds, the other one fences itself.
+            p.joined = False
+            return self._renew("both nodes hold the groups: the Lease decides")
         if both:
             # A healed partition: the groups' home node keeps them without interruption.
             keep = frozenset(s for s in both if s is Side.LOCAL)
@@ -577,6 +596,15 @@ class Engine:
         pending = self.arbitration
         if pending is not None and pending.op == op:
             self.arbitration = None
+            if granted and self.peer.alive and self.peer.hold and self.peer.hold & pending.sides:
+                # The peer was heard again while the Lease was being taken, and it holds the groups:
+                # it is alive. Starting them now would make two owners: give the Lease back to it.
+                self._count("handed_back")
+                return [
+                    Note("warning", f"Lease taken (epoch {self.epoch}) but {self.cfg.peer} is alive and "
+                         "holds the groups: handing the Lease back"),
+                    Arbitrate("handback", op, f"{self.cfg.peer} is alive"),
+                ]  # fmt: skip
             if granted:
                 self.lease_held, self.link_down = True, False
                 self.flux = pending
@@ -599,7 +627,8 @@ class Engine:
             if granted:
                 self.lease_held = True
                 self.link_down = self.peer.alive is False
-                if self.link_down:  # keep proving we are alive: a standby watches for W > R + F
+                if self.link_down or now < self.unheard_until:
+                    # keep proving we are alive: a standby watches for W > R + F
                     self.next_arbitration = now + self.cfg.arbitration_window / 4
                 return (
                     [Note("info", f"still the owner (epoch {self.epoch}): {reason}")]
@@ -625,6 +654,25 @@ class Engine:
             return [Note("info", "maintenance: automatic moves frozen")]
         return [Note("info", "maintenance over"), *self._reconcile(now, "maintenance over")]
 
+    def hold_lost(self, now: float, reason: str) -> list[Action]:
+        """A held resource vanished under us (the VIP, after a freeze). In Kubernetes mode, ask the
+        Lease before anything restarts it: we may have been replaced while we were frozen."""
+        if not self.cfg.arbitrated or not self.hold or self.shutting_down:
+            return []
+        return self._renew(f"lost a held resource: {reason}")
+
+    def _unheard(self, now: float) -> list[Action]:
+        """The peer hears nothing from us, but we hear it: a one-way cut. It will ask the Lease; if
+        we hold the groups, renew it now and every W/4 while this lasts, so it sees us alive."""
+        out: list[Action] = []
+        if now >= self.unheard_until:
+            self._count("unheard")
+            out.append(Note("warning", f"{self.cfg.peer} cannot hear us (one-way link failure)"))
+        self.unheard_until = now + self.cfg.deadtime
+        if self.hold and not self.shutting_down and self.next_arbitration is None:
+            out += self._renew(f"{self.cfg.peer} cannot hear us")
+        return out
+
     def _renew(self, reason: str) -> list[Action]:
         if self.renewing:
             return []
@@ -644,7 +692,10 @@ class Engine:
     # -- sending ------------------------------------------------------------------------------
     def _status(self, now: float, st: str) -> Send:
         dt = f"{int(self.cfg.deadtime * 1000):x}"
-        return self._send(now, Message.of(("t", "status"), ("st", st), ("dt", dt), ("protocol", "1")))
+        fields: list[tuple[str, str | bytes]] = [("t", "status"), ("st", st), ("dt", dt), ("protocol", "1")]
+        if self.cfg.arbitrated and self.peer.alive is False:
+            fields.append((UNHEARD, self.cfg.peer))  # Kubernetes mode only: our peers are our agents
+        return self._send(now, Message.of(*fields))
 
     def _resource_msg(self, now: float, info: str | None = None) -> Send:
         fields: list[tuple[str, str | bytes]] = [

@@ -101,12 +101,16 @@ class GroupRunner:
         self._sleep = sleep
         self._clock = clock
         self._failures: dict[str, list[float]] = {r.name: [] for r in self.resources}
+        # Set while the group is being stopped: a monitor pass restarts nothing then (and undoes a
+        # restart that was under way), but never delays the stop (a release may be a self-fence).
+        self._stopping = False
 
     # -- start / stop ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start left to right. If one fails, stop it and those before it right to left, and raise
         GroupStartError saying which failed, why, and whether the release was clean."""
+        self._stopping = False
         self.reset_failures()
         for i, res in enumerate(self.resources):
             try:
@@ -132,6 +136,7 @@ class GroupRunner:
     async def stop(self) -> None:
         """Stop right to left; each failing stop is retried. Raises GroupStopError at the first
         resource that cannot be stopped, leaving the ones before it running (as Heartbeat would)."""
+        self._stopping = True
         await self._stop_members(self.resources)
 
     async def _stop_members(self, members: Sequence[Resource]) -> None:
@@ -236,6 +241,8 @@ class GroupRunner:
         """
         out = MonitorOutcome()
         for res in self.resources:
+            if self._stopping:
+                break
             state, why = await self._state(res)
             if state == ResourceState.RUNNING:
                 continue
@@ -255,10 +262,18 @@ class GroupRunner:
                     error = await self._stop_with_retries(res)
                     if error is not None:
                         raise error
+                if self._stopping:
+                    break
                 await res.start()
             except ResourceError as e:
                 out.migrate = True
                 out.reason = f"{res.name} could not be restarted: {e}"
+                break
+            if self._stopping:  # the group was stopped while this restart ran: undo it
+                log.warning(
+                    "group %s: stopped during the restart of %s; stopping it again", self.name, res.name
+                )
+                await self._stop_with_retries(res)
                 break
             out.restarted.append(res.name)
         out.failures = dict(self.failures)

@@ -1,0 +1,793 @@
+#!/usr/bin/env python3
+"""The fault campaign: one owner of the VIP under every fault we can throw, checked continuously.
+
+The whole product runs as in production, in Kubernetes mode: a real kube-apiserver, the operator
+(a process, with its RBAC) and two agents in network namespaces (tests/support/fullstack.py), with
+the Lab's pair (ucast heartbeats, keepalive 100 ms, deadtime 300 ms, sha1; the VIP 192.0.2.100 and
+the demo-web service; auto_failback off). Each trial waits for a settled pair, picks a fault and a
+moment (0-500 ms later), injects it, clears it, restores what the fault destroyed (a killed agent is
+started again, a lost node comes back), and waits for the pair to settle again.
+
+Invariants, watched for the whole campaign and judged per trial:
+* VIP: at most one node has the VIP on an interface at any instant (``ip -ts monitor address`` in
+  each node's namespace: kernel events, stamped by ``ip`` itself).
+* ARP: the client broadcasts an ARP request for the VIP every 20 ms (``arping``) and captures
+  the answers (``tcpdump``): never two different MACs answering the same request.
+* Epoch: the ownership Lease's ``leaseTransitions`` (read every 100 ms) never goes down.
+* Service: the client fetches the VIP every 20 ms; every outage ends within the target
+  (``--target-ms``, default 3000) after the fault is cleared or absorbed.
+* Whole groups: once settled, the owner runs the VIP and demo-web, the other node runs neither
+  (no half-started group), both agents see each other, and the Lease names the VIP's holder.
+
+Prints a table (fault, trials, violations, owner moved, median and worst recovery = the longest
+client outage in the trial) and ends with one line:
+``RESULT trials=N violations=V worst_recovery_ms=W``. Exit status 0 only with no violation.
+
+Usage (root; the kube-apiserver test binary is built or found as the tests do)::
+
+    python bench/chaos.py --trials 200            # the long run (about 30 minutes)
+    python bench/chaos.py --trials 15 --seed 1    # one trial of each fault (CI's short form)
+    python bench/chaos.py --faults sigstop-owner,link-cut-both --trials 10
+
+Everything it creates is removed on exit, on error, on Ctrl-C and on SIGTERM/SIGHUP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "node-agent"), str(ROOT / "operator")]
+
+from hacluster_agent.lab import VIP, Lab  # noqa: E402
+from tests.support.controlplane import find_or_build_apiserver  # noqa: E402
+from tests.support.fullstack import NODES, FullStack, full_stack, wait  # noqa: E402
+from tests.support.netns import register_cleanup, unregister_cleanup  # noqa: E402
+
+NETNS_PY = ROOT / "tests" / "support" / "netns.py"
+
+
+def other(node: str) -> str:
+    return "n2" if node == "n1" else "n1"
+
+
+def say(*args: object) -> None:
+    print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
+
+
+def sh(*argv: str, check: bool = False, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check, input=input)
+
+
+# -- watchers: continuous evidence ----------------------------------------------------------------
+
+
+class Watcher:
+    """A process whose stdout lines are read by a thread (killed by stop() and by Lab.close)."""
+
+    def __init__(self, lab: Lab, argv: list[str], name: str) -> None:
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True
+        )
+        lab.procs[f"{name}-{self.proc.pid}"] = self.proc  # type: ignore[assignment]
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.line(line.rstrip("\n"))
+
+    def line(self, text: str) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self.thread.join(5)
+
+
+class VipWatch(Watcher):
+    """When the VIP comes and goes on one node: kernel address events, timestamped by `ip -ts`."""
+
+    def __init__(self, lab: Lab, node: str) -> None:
+        self.node = node
+        self.events: list[tuple[float, bool]] = []
+        super().__init__(lab, ["ip", "-ts", "-n", lab.ns(node), "monitor", "address"], f"vip-{node}")
+        time.sleep(0.1)  # subscribed before the initial state is read
+        if lab.holds_vip(node):
+            self.events.append((time.time(), True))
+
+    def line(self, text: str) -> None:
+        if not text.startswith("[") or f" {VIP}/" not in text:
+            return
+        stamp, rest = text[1:].split("]", 1)
+        t = dt.datetime.fromisoformat(stamp).timestamp()
+        self.events.append((t, not rest.lstrip().startswith("Deleted")))
+
+    def gone(self, t: float) -> None:
+        """The node's namespace was destroyed at `t`: it holds nothing from then on."""
+        self.events.append((t, False))
+
+    def intervals(self, until: float) -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        since: float | None = None
+        for t, held in sorted(self.events):
+            if held and since is None:
+                since = t
+            elif not held and since is not None:
+                out.append((since, t))
+                since = None
+        if since is not None:
+            out.append((since, until))
+        return out
+
+
+class ArpWatch(Watcher):
+    """The client's view: ARP requests for the VIP (broadcast every 20 ms) and who answered each."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.rounds: list[tuple[float, set[str]]] = []
+        client = lab.ns("client")
+        super().__init__(
+            lab,
+            ["ip", "netns", "exec", client, "tcpdump", "-i", "eth0", "-l", "-n", "-e", "-tt", "arp"],
+            "tcpdump",
+        )
+        time.sleep(0.3)
+        self.pinger = subprocess.Popen(
+            ["ip", "netns", "exec", client, "arping", "-q", "-c", "100000000", "-W", "0.02",
+             "-I", "eth0", VIP],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        lab.procs[f"arping-{self.pinger.pid}"] = self.pinger
+
+    def line(self, text: str) -> None:
+        parts = text.split()
+        if len(parts) < 2:
+            return
+        if f"Request who-has {VIP} tell 192.0.2.50" in text:
+            self.rounds.append((float(parts[0]), set()))
+        elif f"Reply {VIP} is-at" in text and self.rounds:
+            self.rounds[-1][1].add(parts[1].lower())  # the frame's source MAC
+
+    def doubles(self, start: float, end: float) -> list[tuple[float, set[str]]]:
+        return [(t, macs) for t, macs in list(self.rounds) if start <= t <= end and len(macs) > 1]
+
+    def stop(self) -> None:
+        if self.pinger.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pinger.pid, signal.SIGKILL)
+        self.pinger.wait(10)
+        super().stop()
+
+
+class ProbeWatch(Watcher):
+    """The client fetches http://VIP:8080/ every 20 ms: (time, answering node or None)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.samples: list[tuple[float, str | None]] = []
+        probe = lab.probe(seconds=10**6, every=0.02)
+        assert probe.stdout is not None
+        self.proc = probe
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def line(self, text: str) -> None:
+        t, who = text.split(" ", 1)
+        self.samples.append((float(t), None if who.strip() in ("-", "?") else who.strip()))
+
+    def outages(self, start: float, end: float) -> list[tuple[float, float | None]]:
+        """(first failed fetch, first answer after it or None) for each outage in [start, end]."""
+        out: list[tuple[float, float | None]] = []
+        down: float | None = None
+        for t, who in list(self.samples):
+            if t < start or t > end:
+                continue
+            if who is None and down is None:
+                down = t
+            elif who is not None and down is not None:
+                out.append((down, t))
+                down = None
+        if down is not None:
+            out.append((down, None))
+        return out
+
+
+class LeaseWatch:
+    """The ownership Lease every 100 ms: (time, holder, leaseTransitions); the API may be down."""
+
+    def __init__(self, st: FullStack) -> None:
+        self.st = st
+        self.samples: list[tuple[float, str, int]] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(0.1):
+            with contextlib.suppress(Exception):
+                holder, epoch = self.st.lease(timeout=1.0)
+                self.samples.append((time.time(), holder, epoch))
+
+    def regressions(self, start: float, end: float) -> list[str]:
+        out = []
+        best = max((e for t, _, e in self.samples if t < start), default=0)
+        for t, holder, epoch in list(self.samples):
+            if start <= t <= end:
+                if epoch < best:
+                    out.append(f"epoch went from {best} to {epoch} (holder {holder!r}) at {t:.3f}")
+                best = max(best, epoch)
+        return out
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+
+
+def overlaps(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out = []
+    for s1, e1 in a:
+        for s2, e2 in b:
+            s, e = max(s1, s2), min(e1, e2)
+            if e > s:
+                out.append((s, e))
+    return out
+
+
+# -- the campaign's world ---------------------------------------------------------------------------
+
+
+class Chaos(FullStack):
+    """The full stack plus the campaign's watchers and the fault primitives."""
+
+    vips: dict[str, VipWatch]
+    arp: ArpWatch
+    probe: ProbeWatch
+    lease_watch: LeaseWatch
+    delayers: dict[str, subprocess.Popen[bytes]]
+
+    def watch(self) -> None:
+        self.vips = {node: VipWatch(self.lab, node) for node in NODES}
+        self.arp = ArpWatch(self.lab)
+        self.probe = ProbeWatch(self.lab)
+        self.lease_watch = LeaseWatch(self)
+        self.delayers = {}
+
+    def unwatch(self) -> None:
+        for w in (*self.vips.values(), self.arp, self.probe):
+            with contextlib.suppress(Exception):
+                w.stop()
+        self.lease_watch.stop()
+
+    def watcher_pids(self, node: str) -> frozenset[int]:
+        return frozenset({self.vips[node].proc.pid})
+
+    def web(self, node: str, action: str = "status") -> bool:
+        script = self.lab.root / node / "ha.d" / "resource.d" / "demo-web"
+        return sh("ip", "netns", "exec", self.lab.ns(node), str(script), action).returncode == 0
+
+    def settled(self) -> str | None:
+        """The owner, if the pair is settled: one node with the VIP and the service, the other with
+        neither, both agents up and seeing each other, the client served, the Lease agreeing."""
+        holders = [n for n in NODES if self.lab.holds_vip(n)]
+        if len(holders) != 1:
+            return None
+        owner = holders[0]
+        if not self.web(owner) or self.web(other(owner)):
+            return None
+        if not self.lab.agents_agree(owner):
+            return None
+        try:
+            if self.lease(timeout=1.0)[0] != owner:
+                return None
+        except Exception:
+            return None
+        return owner if self.lab.fetch(0.5) == owner else None
+
+    def describe(self) -> str:
+        views = []
+        for node in NODES:
+            st = self.lab.agent_status(node)
+            peer = st.get("peer")
+            views.append(
+                f"{node}: vip={self.lab.holds_vip(node)} web={self.web(node)} holds={st.get('holds')} "
+                f"in_flux={st.get('in_flux')} peer={peer.get('state') if isinstance(peer, dict) else None}"
+            )
+        with contextlib.suppress(Exception):
+            views.append(f"lease={self.lease(timeout=1.0)}")
+        for node in NODES:
+            with contextlib.suppress(Exception):
+                rl = self.leases.read_namespaced_lease(f"{self.hac()['metadata']['name']}-{node}", "ha")
+                views.append(f"report {node}: {(rl.metadata.annotations or {}).get('hacluster.dev/report')}")
+        return "; ".join(views)
+
+    def probe_answer(self) -> str | None:
+        """Who answered the client's latest fetch (None: nobody, or no fetch in the last second)."""
+        samples = self.probe.samples
+        if not samples or samples[-1][0] < time.time() - 1.0:
+            return None
+        return samples[-1][1]
+
+    def agent_alive(self, node: str) -> bool:
+        proc = self.lab.procs.get(node)
+        return proc is not None and proc.poll() is None
+
+    def restart_agent(self, node: str) -> None:
+        """Start the node's agent again if it is not running (a killed agent, a lost node)."""
+        if not self.agent_alive(node):
+            self.start_agent(node)
+
+    # -- faults on the heartbeat path ---------------------------------------------------------
+    def delay(self, node: str, ms: float, jitter: float) -> None:
+        """Delay the heartbeats `node` sends (NFQUEUE delayer: this kernel has no netem)."""
+        ns = self.lab.ns(node)
+        rule = ["POSTROUTING", "-o", "eth0", "-p", "udp", "--dport", "694", "-j", "NFQUEUE",
+                "--queue-num", "0", "--queue-bypass"]  # fmt: skip
+        sh("ip", "netns", "exec", ns, "iptables-legacy", "-t", "mangle", "-A", *rule, check=True)
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", str(NETNS_PY), "nfqueue-delay", "0",
+             str(ms), str(jitter)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        self.lab.procs[f"delay-{proc.pid}"] = proc
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the NFQUEUE delayer did not start")
+        self.delayers[node] = proc
+
+    def undelay(self, node: str) -> None:
+        ns = self.lab.ns(node)
+        rule = ["POSTROUTING", "-o", "eth0", "-p", "udp", "--dport", "694", "-j", "NFQUEUE",
+                "--queue-num", "0", "--queue-bypass"]  # fmt: skip
+        sh("ip", "netns", "exec", ns, "iptables-legacy", "-t", "mangle", "-D", *rule)
+        proc = self.delayers.pop(node, None)
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(5)
+
+
+# -- faults ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    st: Chaos
+    owner: str
+    rng: random.Random
+    cleared: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def standby(self) -> str:
+        return other(self.owner)
+
+    def clear(self) -> None:
+        self.cleared = time.time()
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    what: str
+    run: Callable[[Ctx], None]
+    expect: str  # "move", "stay" or "any": where the group should end up
+
+
+def _pause(ctx: Ctx, node: str, seconds: float) -> None:
+    proc = ctx.st.lab.procs[node]
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    ctx.clear()
+
+
+def f_sigkill_owner(ctx: Ctx) -> None:
+    ctx.st.lab.kill_agent(ctx.owner, signal.SIGKILL)
+    ctx.clear()
+    _wait_served(ctx, ctx.standby)
+    ctx.st.restart_agent(ctx.owner)
+
+
+def f_sigkill_standby(ctx: Ctx) -> None:
+    ctx.st.lab.kill_agent(ctx.standby, signal.SIGKILL)
+    time.sleep(1.0)
+    ctx.st.restart_agent(ctx.standby)
+    ctx.clear()
+
+
+def f_sigstop_owner(ctx: Ctx) -> None:
+    _pause(ctx, ctx.owner, 2.0)
+
+
+def f_sigstop_standby(ctx: Ctx) -> None:
+    _pause(ctx, ctx.standby, 2.0)
+
+
+def f_node_loss(ctx: Ctx) -> None:
+    st, node = ctx.st, ctx.owner
+    t = time.time()
+    st.vips[node].stop()
+    st.lab.lose(node)
+    st.vips[node].gone(t)
+    ctx.clear()
+    _wait_served(ctx, ctx.standby)
+    time.sleep(0.5)
+    st.lab.revive(node)
+    st.vips[node] = VipWatch(st.lab, node)
+    st.start_agent(node)
+
+
+def f_link_cut_both(ctx: Ctx) -> None:
+    for node in NODES:
+        ctx.st.lab.deafen(node)
+    time.sleep(2.0)
+    for node in NODES:
+        ctx.st.lab.deafen(node, on=False)
+    ctx.clear()
+
+
+def f_link_cut_oneway(ctx: Ctx) -> None:
+    deaf = ctx.rng.choice(NODES)
+    ctx.notes.append(f"{deaf} deaf")
+    ctx.st.lab.deafen(deaf)
+    time.sleep(2.0)
+    ctx.st.lab.deafen(deaf, on=False)
+    ctx.clear()
+
+
+def f_loss_delay(ctx: Ctx) -> None:
+    st = ctx.st
+    try:
+        for node in NODES:
+            st.lab.impair(node, 30)
+            st.delay(node, 40, 30)
+        time.sleep(3.0)
+    finally:
+        for node in NODES:
+            st.lab.impair(node, 0)
+            st.undelay(node)
+    ctx.clear()
+
+
+def f_apiserver_stop(ctx: Ctx) -> None:
+    ctx.st.cp.halt()
+    try:
+        time.sleep(3.0)
+    finally:
+        ctx.st.cp.resume()
+    ctx.clear()
+
+
+def f_apiserver_freeze(ctx: Ctx) -> None:
+    pid = ctx.st.cp.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(3.0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    ctx.clear()
+
+
+def f_apiserver_down_owner_dies(ctx: Ctx) -> None:
+    """The owner dies while nobody can arbitrate: the standby must not take over blind (StayPut);
+    it does once the API server is back."""
+    st = ctx.st
+    st.cp.halt()
+    try:
+        time.sleep(0.3)
+        st.lab.kill_agent(ctx.owner, signal.SIGKILL)
+        time.sleep(2.0)
+        if st.lab.holds_vip(ctx.standby):
+            ctx.notes.append("standby took the VIP without the arbiter")
+    finally:
+        st.cp.resume()
+    ctx.clear()
+    _wait_served(ctx, ctx.standby)
+    st.restart_agent(ctx.owner)
+
+
+def f_operator_killed_mid_switchover(ctx: Ctx) -> None:
+    st, target = ctx.st, ctx.standby
+    st.patch_failover(switchoverTo=target)
+    time.sleep(ctx.rng.uniform(0.0, 0.4))
+    st.kill_operator(signal.SIGKILL)
+    time.sleep(1.0)
+    st.start_operator()
+    try:
+        wait(f"the Lease on {target}", lambda: st.lease(timeout=1.0)[0] == target, 30)
+    finally:
+        st.patch_failover(switchoverTo=None)
+    ctx.clear()
+
+
+def f_both_restart(ctx: Ctx) -> None:
+    """Both nodes power-cycled at once: every process of theirs killed, the VIP gone with the
+    reboot, both agents started together."""
+    st = ctx.st
+    for node in NODES:
+        st.lab.kill_all(node, keep=st.watcher_pids(node))
+    for node in NODES:
+        sh("ip", "-n", st.lab.ns(node), "addr", "del", f"{VIP}/24", "dev", "eth0")
+        (st.lab.root / node / "state" / "web.pid").unlink(missing_ok=True)
+    for node in NODES:
+        st.start_agent(node)
+    ctx.clear()
+
+
+def f_service_crash(ctx: Ctx) -> None:
+    """The service dies under the owner: the monitor restarts it in place."""
+    pidfile = ctx.st.lab.root / ctx.owner / "state" / "web.pid"
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
+    ctx.clear()
+
+
+def f_script_hang(ctx: Ctx) -> None:
+    """The owner's resource script hangs on `status`: the agent times it out, counts a failure,
+    restarts the service in place."""
+    flag = ctx.st.lab.root / ctx.owner / "state" / "fault-status-hang"
+    flag.touch()
+    try:
+        time.sleep(4.0)
+    finally:
+        flag.unlink(missing_ok=True)
+    ctx.clear()
+
+
+def f_script_fail(ctx: Ctx) -> None:
+    """The service dies and its script cannot start it again on the owner: the group moves."""
+    flag = ctx.st.lab.root / ctx.owner / "state" / "fault-start-fail"
+    flag.touch()
+    try:
+        f_service_crash(ctx)
+        _wait_served(ctx, ctx.standby, timeout=30)
+    finally:
+        flag.unlink(missing_ok=True)
+    ctx.clear()
+
+
+def f_control_split_brain(ctx: Ctx) -> None:
+    """Not a fault of ours: the campaign's own check. The VIP is put on the standby by hand for
+    1 s; the watchers must report it (two holders, two ARP answers)."""
+    ns = ctx.st.lab.ns(ctx.standby)
+    sh("ip", "-n", ns, "addr", "add", f"{VIP}/24", "dev", "eth0", check=True)
+    try:
+        time.sleep(1.0)
+    finally:
+        sh("ip", "-n", ns, "addr", "del", f"{VIP}/24", "dev", "eth0")
+    ctx.clear()
+
+
+def _wait_served(ctx: Ctx, node: str, timeout: float = 20.0) -> None:
+    with contextlib.suppress(TimeoutError):
+        wait(f"the service answered by {node}", lambda: ctx.st.probe_answer() == node, timeout)
+
+
+FAULTS = [
+    Fault("sigkill-owner", "SIGKILL of the owner's agent", f_sigkill_owner, "move"),
+    Fault(
+        "sigkill-standby", "SIGKILL of the standby's agent, restarted 1 s later", f_sigkill_standby, "stay"
+    ),
+    Fault("sigstop-owner", "the owner's agent paused (SIGSTOP) for 2 s", f_sigstop_owner, "move"),
+    Fault("sigstop-standby", "the standby's agent paused for 2 s", f_sigstop_standby, "stay"),
+    Fault("node-loss", "the owner's namespace torn down (processes, NIC, VIP)", f_node_loss, "move"),
+    Fault("link-cut-both", "heartbeats dropped both ways for 2 s", f_link_cut_both, "stay"),
+    Fault("link-cut-oneway", "one node deaf to heartbeats for 2 s", f_link_cut_oneway, "stay"),
+    Fault("loss-delay", "30 % heartbeat loss and 40±30 ms delay for 3 s", f_loss_delay, "stay"),
+    Fault("apiserver-stop", "kube-apiserver stopped for 3 s, restarted", f_apiserver_stop, "stay"),
+    Fault("apiserver-freeze", "kube-apiserver paused (SIGSTOP) for 3 s", f_apiserver_freeze, "stay"),
+    Fault(
+        "apiserver-down-owner-dies",
+        "API server down, then the owner's agent killed",
+        f_apiserver_down_owner_dies,
+        "move",
+    ),
+    Fault(
+        "operator-killed-mid-switchover",
+        "switchover declared, operator SIGKILLed, restarted",
+        f_operator_killed_mid_switchover,
+        "move",
+    ),
+    Fault("both-restart", "both nodes power-cycled at once", f_both_restart, "any"),
+    Fault("service-crash", "the service killed on the owner", f_service_crash, "stay"),
+    Fault("script-hang", "the owner's script hangs on status for 4 s", f_script_hang, "stay"),
+    Fault("script-fail", "the service dies and cannot start again on the owner", f_script_fail, "move"),
+]
+
+
+CONTROL = Fault(
+    "control-split-brain",
+    "the VIP added by hand on the standby for 1 s (must be caught)",
+    f_control_split_brain,
+    "stay",
+)
+
+# -- trials ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trial:
+    fault: str
+    owner: str
+    new_owner: str | None
+    violations: list[str]
+    recovery_ms: float
+    notes: list[str]
+
+
+def judge(st: Chaos, start: float, end: float, cleared: float, target_ms: float) -> tuple[list[str], float]:
+    """Every invariant over [start, end]; and the longest client outage (ms)."""
+    v: list[str] = []
+    both = overlaps(st.vips["n1"].intervals(end), st.vips["n2"].intervals(end))
+    for s, e in both:
+        if e >= start and s <= end:
+            v.append(f"both nodes held the VIP for {(e - s) * 1000:.1f} ms at {s:.3f}")
+    for t, macs in st.arp.doubles(start, end):
+        v.append(f"two MACs answered one ARP request at {t:.3f}: {sorted(macs)}")
+    v += st.lease_watch.regressions(start, end)
+    worst = 0.0
+    for down, up in st.probe.outages(start, end):
+        if up is None:
+            v.append(f"the service did not answer again (down since {down:.3f})")
+            worst = max(worst, (end - down) * 1000)
+            continue
+        worst = max(worst, (up - down) * 1000)
+        if up > max(down, cleared) + target_ms / 1000:
+            v.append(f"an outage ended {(up - max(down, cleared)) * 1000:.0f} ms after the fault cleared")
+    return v, worst
+
+
+def run_trial(st: Chaos, fault: Fault, rng: random.Random, owner: str, target_ms: float) -> Trial:
+    start = time.time()
+    time.sleep(rng.uniform(0.0, 0.5))
+    ctx = Ctx(st, owner, rng)
+    violations: list[str] = []
+    try:
+        fault.run(ctx)
+    except Exception as e:  # a fault that could not be carried out is reported, not hidden
+        violations.append(f"fault failed: {type(e).__name__}: {e}")
+        ctx.clear()
+    new_owner: str | None = None
+    try:
+        new_owner = wait("a settled pair", st.settled, 45, 0.1)
+    except TimeoutError:
+        violations.append(f"did not settle within 45 s: {st.describe()}")
+    end = time.time()
+    time.sleep(0.3)  # the watchers' last lines
+    found, recovery = judge(st, start, end, ctx.cleared or end, target_ms)
+    notes = list(ctx.notes)
+    moved = new_owner is not None and new_owner != owner
+    if fault.expect == "move" and new_owner is not None and not moved:
+        notes.append("expected a move, the owner stayed")
+    if fault.expect == "stay" and moved:
+        notes.append("the owner moved")
+    return Trial(fault.name, owner, new_owner, violations + found, recovery, notes)
+
+
+def recover(st: Chaos) -> str:
+    """After a trial that did not settle: restart whatever agent is down and wait again."""
+    for node in NODES:
+        st.restart_agent(node)
+    result: str = wait("a settled pair after recovery", st.settled, 90, 0.2)
+    return result
+
+
+def report(trials: list[Trial]) -> int:
+    print(f"\n{'fault':<31} {'trials':>6} {'violations':>10} {'moved':>5} {'median_ms':>9} {'worst_ms':>8}")
+    for fault in [*FAULTS, CONTROL]:
+        ts = [t for t in trials if t.fault == fault.name]
+        if not ts:
+            continue
+        rec = [t.recovery_ms for t in ts]
+        bad = sum(len(t.violations) for t in ts)
+        moved = sum(1 for t in ts if t.new_owner is not None and t.new_owner != t.owner)
+        print(
+            f"{fault.name:<31} {len(ts):>6} {bad:>10} {moved:>5} {statistics.median(rec):>9.0f} {max(rec):>8.0f}"
+        )
+    violations = sum(len(t.violations) for t in trials)
+    worst = max((t.recovery_ms for t in trials), default=0.0)
+    for t in trials:
+        for v in t.violations:
+            print(f"VIOLATION {t.fault}: {v}")
+    print(f"RESULT trials={len(trials)} violations={violations} worst_recovery_ms={worst:.0f}")
+    return 1 if violations else 0
+
+
+def campaign(a: argparse.Namespace) -> list[Trial]:
+    known = [*FAULTS, CONTROL]
+    faults = FAULTS if not a.faults else [f for f in known if f.name in a.faults.split(",")]
+    if not faults:
+        raise SystemExit(f"no such fault in {a.faults!r}; known: {', '.join(f.name for f in known)}")
+    rng = random.Random(a.seed)
+    order = [faults[i % len(faults)] for i in range(a.trials)]
+    rng.shuffle(order)
+    if a.trials <= len(faults):
+        order = faults[: a.trials]  # the short form: each fault once, in the table's order
+    lab = Lab(keepalive="100ms", deadtime="300ms", warntime="200ms", auto_failback="off")
+    agent_args = ["--monitor-interval", "1", "--status-timeout", "2"]
+    trials: list[Trial] = []
+    token = register_cleanup(lab.close)
+    try:
+        with full_stack(
+            find_or_build_apiserver(), lambda lab, cp: Chaos(lab, cp, agent_args), lab, echo_logs=a.verbose
+        ) as st:
+            st.create_cluster()
+            st.mount_config()
+            for node in NODES:
+                st.start_agent(node)
+            owner = wait("the pair settled", st.settled, 60, 0.2)
+            st.watch()
+            try:
+                for i, fault in enumerate(order, 1):
+                    trial = run_trial(st, fault, rng, owner, a.target_ms)
+                    trials.append(trial)
+                    if trial.violations and a.log_dir:
+                        dump = Path(a.log_dir) / f"trial-{i:03d}-{fault.name}.log"
+                        dump.parent.mkdir(parents=True, exist_ok=True)
+                        dump.write_text("\n".join(trial.violations) + "\n\n" + st.logs(60000))
+                    say(f"trial {i}/{len(order)} {fault.name}: {trial.owner} -> {trial.new_owner}, "
+                        f"outage {trial.recovery_ms:.0f} ms, "
+                        f"{len(trial.violations)} violation(s) {trial.violations} {trial.notes}")  # fmt: skip
+                    owner = trial.new_owner or recover(st)
+            finally:
+                st.unwatch()
+                answered = sum(1 for _, macs in st.arp.rounds if macs)
+                say(f"evidence: {len(st.arp.rounds)} ARP requests ({answered} answered), "
+                    f"{len(st.probe.samples)} client fetches, {len(st.lease_watch.samples)} Lease reads, "
+                    f"{sum(len(w.events) for w in st.vips.values())} VIP events")  # fmt: skip
+                if a.verbose:
+                    print(st.logs(20000), file=sys.stderr)
+    finally:
+        unregister_cleanup(token)
+    return trials
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--trials", type=int, default=len(FAULTS), help="number of trials (default: one per fault)"
+    )
+    p.add_argument("--faults", help="comma-separated fault names (default: all)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (faults order, moments)")
+    p.add_argument("--target-ms", type=float, default=3000.0, help="recovery target after a fault clears")
+    p.add_argument("--verbose", action="store_true", help="print the operator's and agents' logs at the end")
+    p.add_argument("--log-dir", help="write the logs around each trial with a violation here")
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+    if a.seed is None:
+        a.seed = random.randrange(1 << 30)
+    say(f"seed {a.seed}")
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        trials = campaign(a)
+    except KeyboardInterrupt:
+        say("interrupted: cleaning up")
+        return 130
+    return report(trials)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
