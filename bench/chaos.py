@@ -740,7 +740,8 @@ def campaign(a: argparse.Namespace) -> list[Trial]:
                 for i, fault in enumerate(order, 1):
                     trial = run_trial(st, fault, rng, owner, a.target_ms)
                     trials.append(trial)
-                    if trial.violations and a.log_dir:
+                    surprising = any("moved" in n or "expected" in n for n in trial.notes)
+                    if (trial.violations or surprising) and a.log_dir:
                         dump = Path(a.log_dir) / f"trial-{i:03d}-{fault.name}.log"
                         dump.parent.mkdir(parents=True, exist_ok=True)
                         dump.write_text("\n".join(trial.violations) + "\n\n" + st.logs(60000))
@@ -770,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="random seed (faults order, moments)")
     p.add_argument("--target-ms", type=float, default=3000.0, help="recovery target after a fault clears")
     p.add_argument("--verbose", action="store_true", help="print the operator's and agents' logs at the end")
-    p.add_argument("--log-dir", help="write the logs around each trial with a violation here")
+    p.add_argument("--log-dir", help="write the logs around each trial with a violation or a surprise here")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)

@@ -287,7 +287,7 @@ class Agent:
             except TimeoutError:
                 v = Verdict(False, "Lease renewal timed out", unavailable=True)
         else:
-            v = await self.arbiter.take(lambda: self.engine.peer.alive is not True)
+            v = await self.arbiter.take(self.engine.take_still_wanted)
         log.log(
             logging.INFO if v.granted else logging.WARNING,
             "Lease %s: %s (%s, %.0f ms)",
@@ -487,6 +487,9 @@ class Agent:
                 except GroupStopError as e:
                     log.error("cannot stop what was left running: %s", e)
                     return 1
+        if self.arbiter is not None:
+            with contextlib.suppress(Exception):  # open the API connection before it is urgent
+                await asyncio.wait_for(self.arbiter.store.get(), 5)
         self.media = await open_media(self.cfg.hacf.media, self, lock_dir=self.opts.lock_dir)
         log.info(
             "starting: node %s, peer %s, generation %d, keepalive %dms, deadtime %dms",
@@ -497,9 +500,6 @@ class Agent:
             self.cfg.hacf.deadtime_ms,
             extra=fields(generation=self.generation),
         )
-        if self.arbiter is not None:
-            with contextlib.suppress(Exception):  # open the API connection before it is urgent
-                await asyncio.wait_for(self.arbiter.store.get(), 5)
         self.execute(self.engine.start(time.monotonic(), time.time()))
         clock = loop.create_task(self._clock())
         maint = loop.create_task(self._maintain())

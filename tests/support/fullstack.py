@@ -1,6 +1,7 @@
 """The whole product on one machine: a real kube-apiserver, the operator (a process with the RBAC
 it ships) and two agents in the Lab's namespaces, started the way the DaemonSet would start them
-(the operator's rendered config Secret, the agents' ServiceAccount token). No kubelet needed.
+(the operator's rendered config Secret, a token of the ServiceAccount `<cluster>-agent` the
+operator made, with the Role it made: this cluster's Leases only). No kubelet needed.
 
 Used by tests/apiserver/test_full_stack.py and the fault campaign (bench/chaos.py).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +28,6 @@ from hacluster_agent.lab import APISERVER_ADDR, Lab
 from hacluster_operator.models import GROUP, PLURAL, VERSION
 from tests.support.controlplane import ControlPlane
 from tests.support.eventually import eventually
-from tests.support.kubeagents import agent_rbac
 
 REPO = Path(__file__).resolve().parents[2]
 NS, NAME, OPERATOR_NS = "ha", "demo", "hacluster-system"
@@ -87,7 +88,8 @@ class FullStack:
 
     # -- set-up ---------------------------------------------------------------------------------
     def install(self) -> None:
-        """CRD, namespaces, the two Node objects, the operator's RBAC and the agents'."""
+        """CRD, namespaces, the two Node objects, the operator's RBAC. (The agents' RBAC is the
+        operator's to make, per HACluster: see agent_account().)"""
         crd = yaml.safe_load((REPO / "crds" / "hacluster.dev_haclusters.yaml").read_text())
         k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(crd)
         for ns in (NS, OPERATOR_NS):
@@ -106,7 +108,6 @@ class FullStack:
         self.operator_kubeconfig = self.cp.service_account_kubeconfig(
             OPERATOR_NS, "hacluster-operator", create=False
         )
-        self.agent_kubeconfig = agent_rbac(self.cp, self.lab.root, NS, NAME)
 
     def start_operator(self) -> None:
         assert self.operator_kubeconfig is not None
@@ -157,8 +158,32 @@ class FullStack:
         self.mount = mount
         return mount
 
+    def agent_account(self) -> Path:
+        """A kubeconfig of the ServiceAccount `<cluster>-agent`, once the operator has made it,
+        its Role and RoleBinding, and the Leases the agents may not create themselves."""
+        if self.agent_kubeconfig is not None:
+            return self.agent_kubeconfig
+        rbac = k8s.RbacAuthorizationV1Api(self.api)
+        account = f"{NAME}-agent"
+
+        def made() -> None:
+            self.core.read_namespaced_service_account(account, NS)
+            rbac.read_namespaced_role(account, NS)
+            rbac.read_namespaced_role_binding(account, NS)
+            for lease in (NAME, *(f"{NAME}-{n}" for n in NODES)):
+                self.leases.read_namespaced_lease(lease, NS)
+
+        eventually(made, what=f"the operator's ServiceAccount, Role and RoleBinding {account}")
+        kubeconfig = self.cp.service_account_kubeconfig(NS, account, create=False)
+        out = self.lab.root / "agent.kubeconfig"
+        shutil.copy(kubeconfig, out)
+        self.agent_kubeconfig = out
+        return out
+
     def start_agent(self, node: str) -> subprocess.Popen[bytes]:
-        assert self.mount is not None and self.agent_kubeconfig is not None
+        assert self.mount is not None
+        self.agent_account()
+        assert self.agent_kubeconfig is not None
         self.lab.agent_args = [
             "--config-dir", str(self.mount), "--config-prefix", f"{node}.",
             "--init-dir", str(self.lab.root / node / "ha.d" / "resource.d"),

@@ -310,3 +310,36 @@ def test_peer_heard_again_during_the_window_is_not_taken_over() -> None:
     assert p.owners() == {"a": {"local"}}
     assert p.lease.holder == "a" and p.lease.transitions == 3  # taken by b (2), handed back (3)
     assert engine(p, "b").counters.get("handed_back") == 1
+
+
+def test_a_status_heard_before_start_does_not_leave_the_node_up_instead_of_active() -> None:
+    """Found by bench/chaos.py: a restarted agent opened its media, heard the peer while it waited
+    for the API server, then start() reset its state to "up" for good: the operator saw it never
+    become active and held a declared switchover back for 30 s."""
+    p = ArbitratedPair()
+    p.start("a")
+    p.run(0.5)
+    p.nodes["b"].up = True  # b's medium is open, its engine not started yet
+    p.run(0.3)  # a's statuses reach b now
+    assert engine(p, "b").counters.get("before_start", 0) > 0
+    p.start("b")
+    p.run(0.5)
+    assert engine(p, "b").snapshot(p.now)["state"] == "active"
+
+
+def test_take_is_still_wanted_only_while_the_peer_is_silent_or_holds_nothing_we_take() -> None:
+    p = ArbitratedPair()
+    b = engine(p, "b")
+    assert not b.take_still_wanted()  # nothing pending
+    p.start()
+    p.run(0.5)
+    p.kill("a")
+    p.later.clear()
+    p.run(DEADTIME + 0.05)  # b asks the Lease; keep its take pending
+    assert b.arbitration is not None and b.take_still_wanted()  # a is silent
+    b.peer.alive, b.peer.hold = True, None
+    assert not b.take_still_wanted()  # heard again, holdings unknown: an owner proving itself
+    b.peer.hold = frozenset(b.arbitration.sides)
+    assert not b.take_still_wanted()  # heard again holding them
+    b.peer.hold = frozenset()
+    assert b.take_still_wanted()  # heard again holding nothing: a stale holder (both restarted)

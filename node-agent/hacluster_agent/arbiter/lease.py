@@ -89,7 +89,7 @@ class Arbiter:
                         False, f"{seen.holder} renewed the Lease: it is alive; the heartbeat link is down"
                     )
             if not wanted():
-                return Verdict(False, f"{seen.holder} is heard again: it is alive; not taking over")
+                return Verdict(False, f"{seen.holder} is heard again holding the groups: not taking over")
             return await self._swap(seen, f"{seen.holder} did not renew within {self.window * 1000:.0f}ms")
         except Conflict:
             return Verdict(False, "lost the compare-and-swap: the holder renewed")

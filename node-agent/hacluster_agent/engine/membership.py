@@ -124,6 +124,7 @@ class Engine:
         )
         self.frozen = False  # maintenance: no automatic moves
         self.started = 0.0
+        self.running = False  # start() was called: messages before it are not ours to judge
         self.wall0 = 0.0
         self.next_keepalive = 0.0
         self.rexmit: dict[int, tuple[float, int]] = {}
@@ -135,7 +136,7 @@ class Engine:
     # -- events -------------------------------------------------------------------------------
     def start(self, now: float, wall: float) -> list[Action]:
         """Begin: Heartbeat's start-up burst (status init, up, up), then one status per keepalive."""
-        self.started, self.wall0 = now, wall
+        self.started, self.wall0, self.running = now, wall, True
         self.peer.since = self.hold_since = now
         out: list[Action] = [self._status(now, "init")]
         self.st = "up"
@@ -191,6 +192,11 @@ class Engine:
 
     def receive(self, msg: Message, medium: str, now: float) -> list[Action]:
         """A message that has already passed authentication."""
+        if not self.running:
+            # A medium opened before start(): the peer says it again within keepalive. Judged now,
+            # it would make the peer known and then start() would reset our state under it.
+            self._count("before_start")
+            return []
         src = msg.get("src")
         if src is None or msg.type is None:
             return [self._reject(Reject.BAD_FIELDS, "message without t or src")]
@@ -653,6 +659,17 @@ class Engine:
         if frozen:
             return [Note("info", "maintenance: automatic moves frozen")]
         return [Note("info", "maintenance over"), *self._reconcile(now, "maintenance over")]
+
+    def take_still_wanted(self) -> bool:
+        """Asked by the Lease's take right before its compare-and-swap: still silent, or heard again
+        but holding none of what we take (a stale holder that restarted, a standby)? A peer heard
+        again that holds them, or whose holdings are unknown yet, is an owner proving it is alive."""
+        pending, p = self.arbitration, self.peer
+        if pending is None:
+            return False
+        if p.alive is not True:
+            return True
+        return p.hold is not None and not (p.hold & pending.sides)
 
     def hold_lost(self, now: float, reason: str) -> list[Action]:
         """A held resource vanished under us (the VIP, after a freeze). In Kubernetes mode, ask the

@@ -1,0 +1,177 @@
+"""The operator's builders for the agents' RBAC and Leases (resources.py), and the RBAC it ships
+(rbac.yaml): each agent's account may touch only its own HACluster's Leases, and the operator
+holds everything it grants (Kubernetes refuses a Role that grants more than its creator holds)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hacluster_operator.handlers import SPEC_HASH, Context, Settings, ensure_object
+from hacluster_operator.models import API_VERSION, HAClusterSpec
+from hacluster_operator.resources import (
+    agent_account_name,
+    agent_lease_names,
+    agent_role,
+    agent_role_binding,
+    agent_service_account,
+    daemonset,
+    ownership_lease,
+    report_lease,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+RBAC_FILE = REPO / "operator" / "hacluster_operator" / "rbac.yaml"
+A, B = "node-a", "node-b"
+SPEC = HAClusterSpec.model_validate(
+    {
+        "nodes": [A, B],
+        "heartbeat": {"media": {"udp": [{"interface": "eth1", "mode": "broadcast"}]}},
+        "auth": {"secretRef": {"name": "web-auth"}},
+        "resources": [{"ip": {"address": "192.0.2.10/24"}}],
+    }
+)
+HAC: dict[str, Any] = {
+    "apiVersion": API_VERSION,
+    "kind": "HACluster",
+    "metadata": {"name": "web", "namespace": "ha", "uid": "1234"},
+    "spec": {},
+}
+OWNER = {"apiVersion": API_VERSION, "kind": "HACluster", "name": "web", "uid": "1234", "controller": True}
+
+
+def test_the_agents_account_role_and_binding_are_named_after_the_cluster_and_owned_by_it() -> None:
+    assert agent_account_name("web") == "web-agent"
+    for made, kind in (
+        (agent_service_account(HAC), "ServiceAccount"),
+        (agent_role(HAC, SPEC), "Role"),
+        (agent_role_binding(HAC), "RoleBinding"),
+    ):
+        meta = made["metadata"]
+        assert made["kind"] == kind
+        assert (meta["name"], meta["namespace"]) == ("web-agent", "ha")
+        assert meta["ownerReferences"] == [OWNER]
+        assert meta["labels"]["hacluster.dev/cluster"] == "web"
+        assert meta["labels"]["app.kubernetes.io/component"] == "agent"
+
+
+def test_the_agents_role_names_this_clusters_three_leases_and_nothing_else() -> None:
+    assert agent_lease_names("web", [A, B]) == ["web", "web-node-a", "web-node-b"]
+    role = agent_role(HAC, SPEC)
+    assert role["apiVersion"] == "rbac.authorization.k8s.io/v1"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["web", "web-node-a", "web-node-b"],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
+    # Another HACluster, other nodes: other names, never a wildcard.
+    other = {**HAC, "metadata": {**HAC["metadata"], "name": "db"}}
+    spec = SPEC.model_copy(update={"nodes": ["x", "y"]})
+    (rule,) = agent_role(other, spec)["rules"]
+    assert rule["resourceNames"] == ["db", "db-x", "db-y"]
+
+
+def test_the_binding_gives_the_role_to_the_account_in_the_clusters_namespace() -> None:
+    rb = agent_role_binding(HAC)
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "web-agent"}
+    assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "web-agent", "namespace": "ha"}]
+
+
+def test_the_daemonset_runs_as_the_clusters_agent_account() -> None:
+    ds = daemonset(HAC, SPEC, image="agent:1")
+    assert ds["spec"]["template"]["spec"]["serviceAccountName"] == "web-agent"
+
+
+def test_the_report_leases_are_created_empty_and_owned() -> None:
+    for node in (A, B):
+        lease = report_lease(HAC, node)
+        assert lease["metadata"]["name"] == f"web-{node}"
+        assert lease["metadata"]["ownerReferences"] == [OWNER]
+        assert lease["spec"] == {}  # never renewed: the agent's first merge-patch fills it in
+    assert ownership_lease(HAC)["spec"] == {"leaseTransitions": 0}
+
+
+def _covers(rule: dict[str, Any], group: str, resource: str, verb: str, name: str | None) -> bool:
+    return (
+        group in rule.get("apiGroups", [])
+        and resource in rule.get("resources", [])
+        and verb in rule.get("verbs", [])
+        and (not rule.get("resourceNames") or name in rule["resourceNames"])
+    )
+
+
+def _operator_rules() -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
+    (role,) = [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "hacluster-operator"
+    ]
+    return list(role["rules"])
+
+
+def test_the_operator_holds_every_permission_it_grants_the_agents() -> None:
+    """RBAC escalation prevention: the operator may create the agents' Role only with permissions
+    it holds itself (it holds neither `escalate` nor `bind`)."""
+    rules = _operator_rules()
+    for rule in agent_role(HAC, SPEC)["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    for name in rule["resourceNames"]:
+                        assert any(_covers(r, group, resource, verb, name) for r in rules), (resource, verb)
+    for resource in ("roles", "rolebindings"):
+        for verb in ("escalate", "bind", "delete"):
+            assert not any(_covers(r, "rbac.authorization.k8s.io", resource, verb, None) for r in rules)
+    # What it needs to make the agents' objects, and not more.
+    for group, resource in (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles")):
+        for verb in ("get", "create", "update"):
+            assert any(_covers(r, group, resource, verb, None) for r in rules), (resource, verb)
+        assert not any(_covers(r, group, resource, "list", None) for r in rules)
+        assert not any(_covers(r, group, resource, "delete", None) for r in rules)
+
+
+class FakeKube:
+    """The two calls ensure_object makes, on a dict of objects by path."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.calls: list[str] = []
+        self.version = 0
+
+    async def get(self, path: str, *, sensitive: bool = False) -> dict[str, Any] | None:
+        obj = self.objects.get(path)
+        return copy.deepcopy(obj) if obj is not None else None
+
+    async def request(self, method: str, path: str, body: Any = None, **_: Any) -> dict[str, Any]:
+        self.calls.append(method)
+        self.version += 1
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        if method == "POST":
+            path = f"{path}/{body['metadata']['name']}"
+        self.objects[path] = stored
+        return stored
+
+
+def test_ensure_object_creates_then_leaves_alone_then_replaces_on_change() -> None:
+    kube = FakeKube()
+    ctx = Context(kube=kube, settings=Settings(agent_image="agent:1"))  # type: ignore[arg-type]
+    roles = "/apis/rbac.authorization.k8s.io/v1/namespaces/ha/roles"
+
+    async def run() -> None:
+        assert await ensure_object(ctx, roles, agent_role(HAC, SPEC))
+        assert not await ensure_object(ctx, roles, agent_role(HAC, SPEC))
+        moved = SPEC.model_copy(update={"nodes": [A, "node-c"]})
+        assert await ensure_object(ctx, roles, agent_role(HAC, moved))
+
+    asyncio.run(run())
+    assert kube.calls == ["POST", "PUT"]
+    stored = kube.objects[f"{roles}/web-agent"]
+    assert stored["rules"][0]["resourceNames"] == ["web", "web-node-a", "web-node-c"]
+    assert SPEC_HASH in stored["metadata"]["annotations"]
