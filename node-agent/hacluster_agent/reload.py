@@ -12,7 +12,7 @@ I/O). `ConfigSource` reads the files: a plain /etc/ha.d, or the operator's Secre
 on SIGHUP at once, and by itself when the files' content changes (a poll every second, acting once
 a change has held for one poll so a half-written file is not taken), and installs a Plan.
 
-A key never reaches a log line: findings about authkeys are redacted (see `_redact`).
+A key never reaches a log line: the authkeys parser never quotes a word that may be a key.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ log = logging.getLogger("hacluster.reload")
 
 FILES = ("ha.cf", "haresources", "authkeys")
 POLL_INTERVAL = 1.0  # a change is acted on after it held for one poll: within ~2 s
-_AUTHKEYS_WORDS = frozenset({"auth", "crc", "md5", "sha1"})
-_NOT_LOGGED = "<not logged: it may be a key>"
 
 
 class Result(StrEnum):
@@ -127,7 +125,7 @@ def parse_snapshot(snap: Snapshot, directory: Path) -> ClusterConfig | list[Find
     problem = authkeys_mode_problem(snap.authkeys_mode) if snap.authkeys_mode is not None else None
     if problem is not None:
         mode.error(None, problem)
-    findings = f1.items + f2.items + [_redact(f, texts["authkeys"]) for f in f3.items] + mode.items
+    findings = f1.items + f2.items + f3.items + mode.items
     if hacf is None or res is None or keys is None or mode.errors:
         return findings
     warnings = [f for f in findings if f.severity is Severity.WARNING]
@@ -163,17 +161,6 @@ def plan(running: ClusterConfig, snap: Snapshot, started_extras: Mapping[str, st
 
 def _changed_extras(before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
     return sorted(p for p in set(before) | set(now) if before.get(p) != now.get(p))
-
-
-def _redact(f: Finding, authkeys_text: str) -> Finding:
-    """The parser quotes the word it did not expect ("got 'x'"); in authkeys that word may be a
-    key (a key on a line of its own, a method forgotten). Quote no word of the file but keywords
-    and numbers."""
-    message = f.message
-    for word in set(authkeys_text.split()):
-        if word not in _AUTHKEYS_WORDS and not word.isdigit():
-            message = message.replace(repr(word), _NOT_LOGGED)
-    return dataclasses.replace(f, message=message) if message != f.message else f
 
 
 # -- I/O ----------------------------------------------------------------------------------------

@@ -217,3 +217,12 @@ def test_group_readable_authkeys_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         load_directory(tmp_path / "d")
     assert "authkeys: mode 0640 lets group or others access the keys" in str(e.value)
+
+
+def test_authkeys_errors_never_quote_what_may_be_a_key() -> None:
+    """Error messages reach logs (start-up, reload, hactl check-config): a key written in the wrong
+    place must not be quoted; a method typo still is."""
+    _, f = parse_authkeys("auth 1\n1 sha1 good-key\nnew-secret-2\n2 textoparaelpass\n3 sha256 x\n")
+    text = "\n".join(str(e) for e in f.errors)
+    assert "new-secret-2" not in text and "textoparaelpass" not in text
+    assert "it may be a key" in text and "'sha256'" in text

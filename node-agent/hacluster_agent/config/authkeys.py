@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import Literal
 
@@ -60,15 +61,15 @@ def parse_authkeys(text: str, filename: str = "authkeys") -> tuple[AuthKeys | No
                 active, active_line = int(w[1]), n
             continue
         if not _is_index(w[0]):
-            f.error(n, f"expected 'auth N' or 'N method [key]', got {w[0]!r}")
+            f.error(n, f"expected 'auth N' or 'N method [key]', got {_shown(w[0])}")
             continue
         index = int(w[0])
         if index in keys:
             f.error(n, f"key index {index} is already defined on line {key_lines[index]}")
             continue
         if len(w) < 2 or w[1] not in ("crc", "md5", "sha1"):
-            got = w[1] if len(w) > 1 else "nothing"
-            f.error(n, f"key {index}: method must be crc, md5 or sha1, got {got!r}")
+            got = _shown(w[1]) if len(w) > 1 else "nothing"
+            f.error(n, f"key {index}: method must be crc, md5 or sha1, got {got}")
             continue
         method: AuthMethod = w[1]  # type: ignore[assignment]
         if method == "crc":
@@ -92,6 +93,15 @@ def parse_authkeys(text: str, filename: str = "authkeys") -> tuple[AuthKeys | No
     if f.errors or active is None:
         return None, f
     return AuthKeys(active=active, keys=keys), f
+
+
+_METHOD_LIKE = re.compile(r"(?i)^(auth|crc\d*|md\d|sha-?\d*|hmac[-\w]*|none)$")
+
+
+def _shown(word: str) -> str:
+    """An unexpected word of authkeys, for an error message: quoted only if it reads like a keyword
+    (a typo such as 'sha256'); anything else may be a key, and an error message may reach a log."""
+    return repr(word) if _METHOD_LIKE.match(word) else "a word not shown here (it may be a key)"
 
 
 def _is_index(word: str) -> bool:
