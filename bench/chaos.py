@@ -18,6 +18,8 @@ Invariants, watched for the whole campaign and judged per trial:
   (``--target-ms``, default 3000) after the fault is cleared or absorbed.
 * Whole groups: once settled, the owner runs the VIP and demo-web, the other node runs neither
   (no half-started group), both agents see each other, and the Lease names the VIP's holder.
+* Rejected changes stay out: a bad HACluster spec is refused by the API server naming the field,
+  a broken auth Secret never reaches the rendered config; the pair does not notice either.
 
 Prints a table (fault, trials, violations, owner moved, median and worst recovery = the longest
 client outage in the trial) and ends with one line:
@@ -26,7 +28,8 @@ client outage in the trial) and ends with one line:
 Usage (root; the kube-apiserver test binary is built or found as the tests do)::
 
     python bench/chaos.py --trials 200            # the long run (about 30 minutes)
-    python bench/chaos.py --trials 15 --seed 1    # one trial of each fault (CI's short form)
+    python bench/chaos.py --seed 1                # one trial of each fault (CI's short form)
+    python bench/chaos.py --faults control-split-brain --trials 1   # the checks' own control
     python bench/chaos.py --faults sigstop-owner,link-cut-both --trials 10
 
 Everything it creates is removed on exit, on error, on Ctrl-C and on SIGTERM/SIGHUP.
@@ -565,6 +568,44 @@ def f_script_fail(ctx: Ctx) -> None:
     ctx.clear()
 
 
+def f_bad_spec_rejected(ctx: Ctx) -> None:
+    """A wrong change through GitOps: deadtime not above 2 x keepalive. The API server refuses it
+    with a message naming the field; the running pair must not notice."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        ctx.st.custom.patch_namespaced_custom_object(
+            "hacluster.dev",
+            "v1alpha1",
+            "ha",
+            "haclusters",
+            "demo",
+            {"spec": {"heartbeat": {"deadtime": "150ms"}}},
+        )
+        ctx.notes.append("the bad spec was accepted")
+    except ApiException as e:
+        if e.status != 422 or "deadtime" not in (e.body or ""):
+            ctx.notes.append(f"refused without naming deadtime: {e.status} {str(e.body)[:200]}")
+    time.sleep(2.0)
+    ctx.clear()
+
+
+def f_bad_secret_kept_out(ctx: Ctx) -> None:
+    """A broken auth Secret (`auth 3` names no key): the operator cannot render it and must keep
+    the rendered config as it was; the agents keep running on the old keys."""
+    st = ctx.st
+    config = st.core.read_namespaced_secret("demo-config", "ha").data
+    original = st.core.read_namespaced_secret("demo-auth", "ha").data
+    st.core.patch_namespaced_secret("demo-auth", "ha", {"stringData": {"authkeys": "auth 3\n1 sha1 k\n"}})
+    try:
+        time.sleep(3.0)  # the operator re-renders at least every second here
+        if st.core.read_namespaced_secret("demo-config", "ha").data != config:
+            ctx.notes.append("the config Secret changed after a broken auth Secret")
+    finally:
+        st.core.patch_namespaced_secret("demo-auth", "ha", {"data": original})
+    ctx.clear()
+
+
 def f_control_split_brain(ctx: Ctx) -> None:
     """Not a fault of ours: the campaign's own check. The VIP is put on the standby by hand for
     1 s; the watchers must report it (two holders, two ARP answers)."""
@@ -608,6 +649,10 @@ FAULTS = [
         "move",
     ),
     Fault("both-restart", "both nodes power-cycled at once", f_both_restart, "any"),
+    Fault(
+        "bad-spec-rejected", "an HACluster change with deadtime <= 2 x keepalive", f_bad_spec_rejected, "stay"
+    ),
+    Fault("bad-secret-kept-out", "the auth Secret broken for 3 s", f_bad_secret_kept_out, "stay"),
     Fault("service-crash", "the service killed on the owner", f_service_crash, "stay"),
     Fault("script-hang", "the owner's script hangs on status for 4 s", f_script_hang, "stay"),
     Fault("script-fail", "the service dies and cannot start again on the owner", f_script_fail, "move"),
@@ -680,15 +725,28 @@ def run_trial(st: Chaos, fault: Fault, rng: random.Random, owner: str, target_ms
         notes.append("expected a move, the owner stayed")
     if fault.expect == "stay" and moved:
         notes.append("the owner moved")
+    # a rejected change that got through is a broken invariant, not a surprise
+    violations += [n for n in ctx.notes if "accepted" in n or "changed after" in n or "without naming" in n]
     return Trial(fault.name, owner, new_owner, violations + found, recovery, notes)
 
 
-def recover(st: Chaos) -> str:
-    """After a trial that did not settle: restart whatever agent is down and wait again."""
+def recover(st: Chaos) -> str | None:
+    """After a trial that did not settle: restart whatever agent is down and wait; failing that,
+    restart both agents (an operator's last resort). None: the pair cannot be brought back."""
     for node in NODES:
         st.restart_agent(node)
-    result: str = wait("a settled pair after recovery", st.settled, 90, 0.2)
-    return result
+    with contextlib.suppress(TimeoutError):
+        result: str = wait("a settled pair after recovery", st.settled, 60, 0.2)
+        return result
+    say(f"not settled after a restart of what was down ({st.describe()}): restarting both agents")
+    for node in NODES:
+        st.lab.kill_agent(node, signal.SIGTERM)
+    for node in NODES:
+        st.start_agent(node)
+    with contextlib.suppress(TimeoutError):
+        result = wait("a settled pair after restarting both agents", st.settled, 60, 0.2)
+        return result
+    return None
 
 
 def report(trials: list[Trial]) -> int:
@@ -748,7 +806,13 @@ def campaign(a: argparse.Namespace) -> list[Trial]:
                     say(f"trial {i}/{len(order)} {fault.name}: {trial.owner} -> {trial.new_owner}, "
                         f"outage {trial.recovery_ms:.0f} ms, "
                         f"{len(trial.violations)} violation(s) {trial.violations} {trial.notes}")  # fmt: skip
-                    owner = trial.new_owner or recover(st)
+                    recovered = trial.new_owner or recover(st)
+                    if recovered is None:
+                        trial.violations.append(
+                            f"campaign stopped: the pair could not be brought back: {st.describe()}"
+                        )
+                        break
+                    owner = recovered
             finally:
                 st.unwatch()
                 answered = sum(1 for _, macs in st.arp.rounds if macs)

@@ -2,11 +2,11 @@
 
     hacluster-operator [--namespace NS ...] [--kubeconfig FILE] [--no-leader-election]
 
-Environment: HACLUSTER_AGENT_IMAGE (required: the agents' image), HACLUSTER_AGENT_SERVICE_ACCOUNT
-(default hacluster-agent), HACLUSTER_AGENT_IMAGE_PULL_POLICY, HACLUSTER_OPERATOR_NAMESPACE (where
-the leader Lease lives; else POD_NAMESPACE, else the pod's service account namespace, else
-default), POD_NAME (the leader identity: stable across container restarts, so a restarted leader
-takes its Lease back at once; else host name plus a random suffix).
+Environment: HACLUSTER_AGENT_IMAGE (required: the agents' image; they run as the ServiceAccount
+`<cluster>-agent` the operator creates per HACluster), HACLUSTER_AGENT_IMAGE_PULL_POLICY,
+HACLUSTER_OPERATOR_NAMESPACE (where the leader Lease lives; else POD_NAMESPACE, else the pod's
+service account namespace, else default), POD_NAME (the leader identity: stable across container
+restarts, so a restarted leader takes its Lease back at once; else host name plus a random suffix).
 
 Exit codes: 0 stopped by a signal; 1 leadership lost or kopf failed (restart and campaign again);
 2 bad settings; 3 the HACluster CRD is not served (install crds/ first).

@@ -231,7 +231,7 @@ class _Node:
         if self.lease is None:
             return "no report Lease (agent not running?)"
         if self.lease.renewed is None:
-            return "its report Lease was never renewed"
+            return "no report yet (agent not running?)"  # the operator pre-creates it empty
         if self.age_s is not None and self.age_s > self.duration_s:
             # No running age here: conditions carry this text, and must not change every second.
             since = self.lease.renewed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -5,8 +5,8 @@ Layout (after kopf's own: clients, then the engines, then the handlers that wire
 - `Kube`: a small async client over the official client's ApiClient (raw JSON, explicit paths,
   a timeout on every call, compare-and-swap by resourceVersion). Errors never carry a body that
   could hold key material.
-- `ensure_*`: make the config Secret, the agents' DaemonSet and the ownership Lease what the
-  builders (resources.py) say.
+- `ensure_*`: make the config Secret, the agents' ServiceAccount, Role and RoleBinding, the
+  ownership and report Leases, and the agents' DaemonSet what the builders (resources.py) say.
 - `tick`: one observation → decide() → annotations (CAS) → workload labels → status → Events.
 - `build_registry`: the kopf handlers. create/update/resume ensure the objects; one daemon per
   HACluster ticks every `interval` seconds (and re-renders the config every `config_every`, so
@@ -40,7 +40,11 @@ from .metrics import METRICS
 from .models import GROUP, PLURAL, VERSION, HAClusterSpec, HAClusterStatus
 from .render import RenderError, script_sources
 from .resources import (
-    DEFAULT_AGENT_SERVICE_ACCOUNT,
+    Manifest,
+    agent_account_name,
+    agent_role,
+    agent_role_binding,
+    agent_service_account,
     config_data,
     config_secret,
     config_secret_name,
@@ -50,6 +54,7 @@ from .resources import (
     label_patch,
     owner_reference,
     ownership_lease,
+    report_lease,
     report_lease_name,
     secret_text,
     workload_labels,
@@ -166,6 +171,15 @@ def _daemonset_path(namespace: str, name: str | None = None) -> str:
     return f"{base}/{name}" if name else base
 
 
+def _namespaced(api: str, plural: str) -> Callable[[str], str]:
+    return lambda namespace: f"{api}/namespaces/{namespace}/{plural}"
+
+
+_SERVICE_ACCOUNTS = _namespaced("/api/v1", "serviceaccounts")
+_ROLES = _namespaced("/apis/rbac.authorization.k8s.io/v1", "roles")
+_ROLE_BINDINGS = _namespaced("/apis/rbac.authorization.k8s.io/v1", "rolebindings")
+
+
 def _status_path(namespace: str, name: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
 
@@ -190,7 +204,6 @@ def api_client_from_environment(kubeconfig: str | None = None) -> k8s.ApiClient:
 @dataclass(frozen=True)
 class Settings:
     agent_image: str
-    agent_service_account: str = DEFAULT_AGENT_SERVICE_ACCOUNT
     agent_image_pull_policy: str | None = None
     interval: float = 1.0
     """Seconds between two looks at one HACluster's Leases."""
@@ -206,7 +219,6 @@ class Settings:
             raise ValueError("HACLUSTER_AGENT_IMAGE is not set: the agents' container image")
         return cls(
             agent_image=image,
-            agent_service_account=env.get("HACLUSTER_AGENT_SERVICE_ACCOUNT") or DEFAULT_AGENT_SERVICE_ACCOUNT,
             agent_image_pull_policy=env.get("HACLUSTER_AGENT_IMAGE_PULL_POLICY") or None,
             **overrides,
         )
@@ -238,7 +250,7 @@ class Context:
 
 
 # --------------------------------------------------------------------------------------------
-# ensure: the config Secret, the DaemonSet, the ownership Lease
+# ensure: the config Secret, the agents' RBAC, the Leases, the DaemonSet
 
 
 def _where(hacluster: Mapping[str, Any]) -> tuple[str, str]:
@@ -294,24 +306,17 @@ def _spec_hash(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
 
 
-async def ensure_daemonset(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> bool:
-    """Create or replace the agents' DaemonSet when what the builder says changed (by hash, as
-    the server adds defaults to what it stores). True when it was written."""
-    namespace, name = _where(hacluster)
-    s = ctx.settings
-    wanted = daemonset(
-        hacluster,
-        spec,
-        image=s.agent_image,
-        service_account=s.agent_service_account,
-        image_pull_policy=s.agent_image_pull_policy,
-    )
+async def ensure_object(ctx: Context, collection: str, wanted: Manifest) -> bool:
+    """Create `wanted` in `collection` (a namespaced list path), or replace it when what the
+    builder says changed (by hash, as the server adds defaults to what it stores). True when it
+    was written."""
+    wanted = copy.deepcopy(wanted)
     digest = _spec_hash(wanted)
-    wanted["metadata"]["annotations"] = {SPEC_HASH: digest}
-    path = _daemonset_path(namespace, daemonset_name(name))
+    wanted["metadata"].setdefault("annotations", {})[SPEC_HASH] = digest
+    path = f"{collection}/{wanted['metadata']['name']}"
     current = await ctx.kube.get(path)
     if current is None:
-        await ctx.kube.request("POST", _daemonset_path(namespace), wanted)
+        await ctx.kube.request("POST", collection, wanted)
         return True
     if (current["metadata"].get("annotations") or {}).get(SPEC_HASH) == digest:
         return False
@@ -320,18 +325,55 @@ async def ensure_daemonset(ctx: Context, hacluster: Mapping[str, Any], spec: HAC
     return True
 
 
+async def ensure_daemonset(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> bool:
+    """Create or replace the agents' DaemonSet. True when it was written."""
+    namespace, _ = _where(hacluster)
+    s = ctx.settings
+    wanted = daemonset(hacluster, spec, image=s.agent_image, image_pull_policy=s.agent_image_pull_policy)
+    return await ensure_object(ctx, _daemonset_path(namespace), wanted)
+
+
+async def ensure_agent_rbac(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> list[str]:
+    """The agents' ServiceAccount, Role (this HACluster's Leases by name) and RoleBinding, in that
+    order (a RoleBinding is checked against the Role it names). The kinds written."""
+    namespace, _ = _where(hacluster)
+    written = []
+    for collection, wanted in (
+        (_SERVICE_ACCOUNTS(namespace), agent_service_account(hacluster)),
+        (_ROLES(namespace), agent_role(hacluster, spec)),
+        (_ROLE_BINDINGS(namespace), agent_role_binding(hacluster)),
+    ):
+        if await ensure_object(ctx, collection, wanted):
+            written.append(str(wanted["kind"]))
+    return written
+
+
 async def ensure_lease(ctx: Context, hacluster: Mapping[str, Any]) -> dict[str, Any]:
-    """The ownership Lease: created released at epoch 0 if missing; given our ownerReference if an
-    agent created it first (compare-and-swap, the rest of it untouched)."""
+    """The ownership Lease: created released at epoch 0 if missing."""
+    return await _ensure_lease(ctx, hacluster, ownership_lease(hacluster), "the ownership Lease")
+
+
+async def ensure_report_leases(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> None:
+    """Each node's report Lease, created empty if missing: the agents may patch it, not create it."""
+    for node in spec.nodes:
+        await _ensure_lease(ctx, hacluster, report_lease(hacluster, node), f"{node}'s report Lease")
+
+
+async def _ensure_lease(
+    ctx: Context, hacluster: Mapping[str, Any], wanted: Manifest, what: str
+) -> dict[str, Any]:
+    """Create the Lease `wanted` if missing; give it our ownerReference if someone else created it
+    first (an agent of an older version: compare-and-swap, the rest of it untouched)."""
     namespace, name = _where(hacluster)
-    lease = await ctx.kube.get_lease(namespace, name)
+    lease_name = str(wanted["metadata"]["name"])
+    lease = await ctx.kube.get_lease(namespace, lease_name)
     if lease is None:
         try:
-            created = await ctx.kube.create_lease(namespace, ownership_lease(hacluster))
-            log.info("[%s/%s] created the ownership Lease (released, epoch 0)", namespace, name)
+            created = await ctx.kube.create_lease(namespace, wanted)
+            log.info("[%s/%s] created %s %s", namespace, name, what, lease_name)
             return created
         except Conflict:
-            lease = await ctx.kube.get_lease(namespace, name)
+            lease = await ctx.kube.get_lease(namespace, lease_name)
             if lease is None:
                 raise
     if not has_owner_reference(lease, hacluster):
@@ -340,13 +382,14 @@ async def ensure_lease(ctx: Context, hacluster: Mapping[str, Any]) -> dict[str, 
         patch = {
             "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"], "ownerReferences": refs}
         }
-        lease = await ctx.kube.patch_lease(namespace, name, patch)
+        lease = await ctx.kube.patch_lease(namespace, lease_name, patch)
     return lease
 
 
 async def ensure_all(ctx: Context, hacluster: Mapping[str, Any]) -> None:
     """The Secret (unless the config cannot be rendered: then the last good one stays), the
-    DaemonSet and the Lease. A config error is remembered for the status (Degraded) and posted
+    agents' RBAC, the Leases, then the DaemonSet (its pods find their account and Leases in
+    place). A config error is remembered for the status (Degraded) and posted
     once as an Event; it does not stop the rest."""
     namespace, name = _where(hacluster)
     spec = HAClusterSpec.model_validate(hacluster["spec"])
@@ -371,9 +414,19 @@ async def ensure_all(ctx: Context, hacluster: Mapping[str, Any]) -> None:
                 config_secret_name(name),
                 len(data),
             )
+        written = await ensure_agent_rbac(ctx, hacluster, spec)
+        if written:
+            log.info(
+                "[%s/%s] wrote the agents' %s %s",
+                namespace,
+                name,
+                "/".join(written),
+                agent_account_name(name),
+            )
+        await ensure_lease(ctx, hacluster)
+        await ensure_report_leases(ctx, hacluster, spec)
         if await ensure_daemonset(ctx, hacluster, spec):
             log.info("[%s/%s] wrote the DaemonSet %s", namespace, name, daemonset_name(name))
-        await ensure_lease(ctx, hacluster)
         memory.config_at = ctx.clock()
         memory.generation = hacluster["metadata"].get("generation")
 

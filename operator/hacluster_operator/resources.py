@@ -1,16 +1,19 @@
 """Pure builders for what the operator creates per HACluster: the config Secret, the agents'
-DaemonSet, the ownership Lease, and the workload node labels. Plain JSON manifests (dicts), the
+DaemonSet, their ServiceAccount, Role and RoleBinding, the ownership Lease and the two report
+Leases, and the workload node labels. Plain JSON manifests (dicts), the
 same the API server stores, so tests compare them as they are and the client sends them as is.
 
 Everything is owned by its HACluster (an ownerReference, controller: true), so a garbage collector
 deletes it with the HACluster; the operator also deletes the Secret and the DaemonSet itself when
-it lets the HACluster go (see handlers.py).
+it lets the HACluster go (see handlers.py). The agents' RBAC objects are left to the garbage
+collector: they must outlive the DaemonSet's terminating pods, which release the Lease on the way
+out.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .models import API_VERSION, KIND, HAClusterSpec
@@ -22,7 +25,6 @@ AGENT_CONTAINER = "agent"
 MANAGED_BY = "hacluster-operator"
 CLUSTER_LABEL = "hacluster.dev/cluster"
 COMPONENT_LABEL = "app.kubernetes.io/component"
-DEFAULT_AGENT_SERVICE_ACCOUNT = "hacluster-agent"
 SECRET_MODE = 0o400
 """The config Secret's files: read-only for the agent (root) alone; Heartbeat refuses an authkeys
 that group or others can read."""
@@ -50,6 +52,16 @@ def config_secret_name(cluster: str) -> str:
 
 def daemonset_name(cluster: str) -> str:
     return f"{cluster}-agent"
+
+
+def agent_account_name(cluster: str) -> str:
+    """The agents' ServiceAccount, and the Role and RoleBinding that give it its cluster's Leases."""
+    return f"{cluster}-agent"
+
+
+def agent_lease_names(cluster: str, nodes: Sequence[str]) -> list[str]:
+    """Every Lease the agents of `cluster` touch: the ownership Lease, then each node's report."""
+    return [ownership_lease_name(cluster), *(report_lease_name(cluster, n) for n in nodes)]
 
 
 def config_key(node: str, file: str) -> str:
@@ -180,10 +192,10 @@ def daemonset(
     spec: HAClusterSpec,
     *,
     image: str,
-    service_account: str = DEFAULT_AGENT_SERVICE_ACCOUNT,
     image_pull_policy: str | None = None,
 ) -> Manifest:
-    """The DaemonSet `<name>-agent`: one agent on each of the two nodes, on the host network.
+    """The DaemonSet `<name>-agent`: one agent on each of the two nodes, on the host network, as
+    the ServiceAccount `<name>-agent` (agent_role: its own cluster's Leases only).
 
     The pod template depends on the spec's nodes and serial devices only (not on the config
     text), so a config change reaches the agents through the mounted Secret, without a restart
@@ -233,7 +245,7 @@ def daemonset(
             "template": {
                 "metadata": {"labels": pod_labels},
                 "spec": {
-                    "serviceAccountName": service_account,
+                    "serviceAccountName": agent_account_name(name),
                     "hostNetwork": True,
                     "dnsPolicy": "ClusterFirstWithHostNet",
                     "affinity": {
@@ -263,7 +275,71 @@ def daemonset(
 
 
 # --------------------------------------------------------------------------------------------
-# the ownership Lease
+# the agents' RBAC: one ServiceAccount, Role and RoleBinding per HACluster
+
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+def agent_service_account(hacluster: Mapping[str, Any]) -> Manifest:
+    """The ServiceAccount `<name>-agent` the DaemonSet's pods run as."""
+    meta = hacluster["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _metadata(
+            agent_account_name(meta["name"]), meta["namespace"], meta["name"], "agent", hacluster
+        ),
+    }
+
+
+def agent_role(hacluster: Mapping[str, Any], spec: HAClusterSpec) -> Manifest:
+    """The Role `<name>-agent`: this HACluster's three Leases, by name, and nothing else.
+
+    - get: the ownership Lease's holder, epoch and resourceVersion before every compare-and-swap,
+      and the operator's handover-to/freeze/release annotations on it;
+    - update: take, renew and release ownership (a replace carrying the resourceVersion read);
+    - patch: each agent renews its report Lease `<name>-<node>` with a merge-patch.
+
+    No create (it cannot be narrowed to names): the operator creates all three Leases before the
+    DaemonSet. No list/watch, no delete, no Secrets (the config arrives as a mounted volume), no
+    HACluster: an agent's token cannot touch another HACluster's Leases, even in this namespace.
+    """
+    meta = hacluster["metadata"]
+    return {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "Role",
+        "metadata": _metadata(
+            agent_account_name(meta["name"]), meta["namespace"], meta["name"], "agent", hacluster
+        ),
+        "rules": [
+            # The one rule: this HACluster's Leases by name; get/update for the ownership CAS,
+            # patch for the report renewals (see above). The operator holds all three verbs itself.
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": agent_lease_names(meta["name"], spec.nodes),
+                "verbs": ["get", "update", "patch"],
+            }
+        ],
+    }
+
+
+def agent_role_binding(hacluster: Mapping[str, Any]) -> Manifest:
+    """The RoleBinding `<name>-agent`: the Role `<name>-agent` to the ServiceAccount `<name>-agent`."""
+    meta = hacluster["metadata"]
+    name = agent_account_name(meta["name"])
+    return {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "RoleBinding",
+        "metadata": _metadata(name, meta["namespace"], meta["name"], "agent", hacluster),
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": meta["namespace"]}],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# the Leases
 
 
 def ownership_lease(hacluster: Mapping[str, Any]) -> Manifest:
@@ -276,6 +352,20 @@ def ownership_lease(hacluster: Mapping[str, Any]) -> Manifest:
             ownership_lease_name(meta["name"]), meta["namespace"], meta["name"], "ownership", hacluster
         ),
         "spec": {"leaseTransitions": 0},
+    }
+
+
+def report_lease(hacluster: Mapping[str, Any], node: str) -> Manifest:
+    """The report Lease `<name>-<node>`, empty (never renewed): the node's agent fills it in with
+    merge-patches, as its Role lets it patch but not create."""
+    meta = hacluster["metadata"]
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": _metadata(
+            report_lease_name(meta["name"], node), meta["namespace"], meta["name"], "report", hacluster
+        ),
+        "spec": {},
     }
 
 

@@ -6,7 +6,7 @@
 - every rendered object, the chart's CRD included, passes `kubectl apply --dry-run=server`
   (the monitoring.coreos.com kinds against minimal stub CRDs installed here);
 - the operator's rendered ClusterRoles/Role grant exactly operator/hacluster_operator/rbac.yaml's
-  rules, and the agents' ClusterRole only Leases;
+  rules, and the chart grants the agents nothing (the operator makes their RBAC per HACluster);
 - every example HACluster is accepted by the server with the CRD installed (server-side dry run),
   and the server's defaults are the models' defaults.
 
@@ -201,7 +201,7 @@ def test_default_values_render_the_operator(controlplane: ControlPlaneFixture) -
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["HACLUSTER_AGENT_IMAGE"] == "ghcr.io/hacluster/hacluster-agent:0.1.0"
-    assert env["HACLUSTER_AGENT_SERVICE_ACCOUNT"] == "hacluster-agent"
+    assert "HACLUSTER_AGENT_SERVICE_ACCOUNT" not in env  # the operator names it per HACluster
     assert env["HACLUSTER_AGENT_IMAGE_PULL_POLICY"] == "IfNotPresent"
     assert spec["securityContext"]["runAsNonRoot"] is True
     sc = c["securityContext"]
@@ -216,9 +216,7 @@ def test_default_values_render_the_operator(controlplane: ControlPlaneFixture) -
     assert one(docs, "ClusterRoleBinding", "hacluster-operator")["subjects"] == [
         {"kind": "ServiceAccount", "name": "hacluster-operator", "namespace": RELEASE_NS}
     ]
-    # No agent namespaces: the agents' ClusterRole only (NOTES.txt warns about it).
-    assert not find(docs, "ServiceAccount", "hacluster-agent")
-    assert one(docs, "ClusterRole", "hacluster-agent")
+    assert_no_agent_rbac(docs)
 
 
 def test_every_optional_value_renders(controlplane: ControlPlaneFixture) -> None:
@@ -235,18 +233,7 @@ def test_every_optional_value_renders(controlplane: ControlPlaneFixture) -> None
     # Namespaced mode: RoleBindings in the served namespaces, no ClusterRoleBinding of the main role.
     assert not find(docs, "ClusterRoleBinding", "hac-operator")
     assert {d["metadata"]["namespace"] for d in find(docs, "RoleBinding", "hac-operator")} == set(AGENT_NS)
-    # The agents: a ServiceAccount and a RoleBinding in each namespace.
-    for ns in AGENT_NS:
-        assert [
-            d for d in find(docs, "ServiceAccount", "hacluster-agent") if d["metadata"]["namespace"] == ns
-        ]
-        (rb,) = [d for d in find(docs, "RoleBinding", "hac-agent") if d["metadata"]["namespace"] == ns]
-        assert rb["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": "hac-agent",
-        }
-        assert rb["subjects"] == [{"kind": "ServiceAccount", "name": "hacluster-agent", "namespace": ns}]
+    assert_no_agent_rbac(docs)
     pm = one(docs, "PodMonitor")
     assert pm["metadata"]["labels"]["release"] == "prometheus"
     assert pm["spec"]["namespaceSelector"] == {"matchNames": list(AGENT_NS)}
@@ -346,28 +333,36 @@ def test_the_operator_roles_are_exactly_rbac_yaml(controlplane: ControlPlaneFixt
     ]
     for (kind, name), key in pairs:
         assert rules(one(docs, kind, name)) == rules(shipped[key]), f"{kind} {name} differs from rbac.yaml"
-    # Every Role/ClusterRole the chart renders is one of these, or the agents'.
+    # Every Role/ClusterRole the chart renders is one of these.
     roles = {(d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in ("Role", "ClusterRole")}
-    assert roles == {k for k, _ in pairs} | {("ClusterRole", "hacluster-agent")}
+    assert roles == {k for k, _ in pairs}
     # Turning workload labels off removes the nodes grant and nothing else.
     off = template(controlplane, {"fullnameOverride": "hacluster", "rbac": {"workloadNodeLabels": False}})
     assert not find(off, "ClusterRole", "hacluster-operator-nodes")
     assert not find(off, "ClusterRoleBinding", "hacluster-operator-nodes")
 
 
-def test_the_agents_role_allows_only_leases(controlplane: ControlPlaneFixture) -> None:
-    docs = template(controlplane, {"agents": {"namespaces": list(AGENT_NS)}})
-    role = one(docs, "ClusterRole", "hacluster-agent")
-    assert rules(role) == [
-        {
-            "apiGroups": ["coordination.k8s.io"],
-            "resources": ["leases"],
-            "verbs": ["create", "get", "patch", "update"],
-        }
+def assert_no_agent_rbac(docs: list[Doc]) -> None:
+    """The agents' ServiceAccount, Role and RoleBinding are the operator's, one set per HACluster
+    (resources.py): the chart renders no agent account and grants agents nothing."""
+    rbac_kinds = ("ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+    agents = [
+        d
+        for d in docs
+        if d["kind"] in rbac_kinds and d["metadata"]["labels"].get("app.kubernetes.io/component") == "agent"
     ]
-    bindings = [d for d in find(docs, "RoleBinding") if d["roleRef"]["name"] == "hacluster-agent"]
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == sorted(AGENT_NS)
-    assert not [d for d in find(docs, "ClusterRoleBinding") if d["roleRef"]["name"] == "hacluster-agent"]
+    assert not agents, agents
+    subjects = [s for d in docs for s in d.get("subjects") or []]
+    assert subjects and all("operator" in s["name"] for s in subjects), subjects
+
+
+def test_the_chart_grants_the_agents_nothing(controlplane: ControlPlaneFixture) -> None:
+    for values in (None, ALL_ON, {"agents": {"namespaces": list(AGENT_NS)}}):
+        assert_no_agent_rbac(template(controlplane, values))
+    # The agents' shared ServiceAccount is gone: a value naming it fails, and says which.
+    old = {"agents": {"serviceAccount": {"name": "hacluster-agent"}}}
+    out = helm(controlplane, "template", RELEASE, str(CHART), values=old, check=False)
+    assert out.returncode != 0 and "additional properties 'serviceAccount' not allowed" in out.stderr
 
 
 # --------------------------------------------------------------------------------------------

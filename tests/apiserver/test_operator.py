@@ -426,7 +426,7 @@ def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operato
     pod = ds["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
-    assert pod["serviceAccountName"] == "hacluster-agent"
+    assert pod["serviceAccountName"] == "web-agent"
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"
     ]
@@ -457,6 +457,13 @@ def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operato
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "HACluster", "name": "web", "uid": uid, "controller": True,
     }  # fmt: skip
     assert FINALIZER in rest("GET", hac_path("web"))["metadata"]["finalizers"]
+    # The report Leases exist before any agent (agents may not create Leases), empty.
+    for node in (A, B):
+        report = rest("GET", lease_path(f"web-{node}"))
+        assert report["metadata"]["ownerReferences"][0]["uid"] == uid
+        assert not report["spec"].get("renewTime") and REPORT not in (
+            report["metadata"].get("annotations") or {}
+        )
 
     # No agent reports yet: Unknown, and said so.
     eventually(lambda: status(rest, "web")["state"] == "Unknown" or {}["x"], what="Unknown")
@@ -712,6 +719,7 @@ def test_delete_asks_for_a_release_then_lets_the_hacluster_go(rest: Rest, operat
         ("get", "configmaps", True),
         ("list", "configmaps", False),
         ("patch", "leases.coordination.k8s.io", True),
+        ("update", "leases.coordination.k8s.io", True),  # only to grant it to the agents
         ("delete", "leases.coordination.k8s.io", False),
         ("list", "leases.coordination.k8s.io", False),
         ("patch", "haclusters.hacluster.dev", True),
@@ -722,6 +730,17 @@ def test_delete_asks_for_a_release_then_lets_the_hacluster_go(rest: Rest, operat
         ("delete", "nodes", False),
         ("patch", "nodes", True),
         ("create", "pods", False),
+        ("create", "serviceaccounts", True),
+        ("update", "serviceaccounts", True),
+        ("delete", "serviceaccounts", False),
+        ("list", "serviceaccounts", False),
+        ("create", "roles.rbac.authorization.k8s.io", True),
+        ("update", "rolebindings.rbac.authorization.k8s.io", True),
+        ("delete", "roles.rbac.authorization.k8s.io", False),
+        ("escalate", "roles.rbac.authorization.k8s.io", False),
+        ("bind", "roles.rbac.authorization.k8s.io", False),
+        ("create", "clusterroles.rbac.authorization.k8s.io", False),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),
     ],
 )
 def test_the_operator_account_has_only_what_it_needs(
@@ -729,6 +748,151 @@ def test_the_operator_account_has_only_what_it_needs(
 ) -> None:
     out = controlplane.run_kubectl("auth", "can-i", verb, resource, "-n", NS, kubeconfig=setup, check=False)
     assert out.stdout.strip() == ("yes" if allowed else "no"), out.stdout + out.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# the agents' RBAC: one account per HACluster, its own Leases only
+
+
+@pytest.fixture(scope="module")
+def agent_a(controlplane: ControlPlaneFixture, rest: Rest, operator: Operator) -> Path:
+    """Two HAClusters `a` and `b` in one namespace; a token of the operator-made `a-agent`."""
+    for name in ("a", "b"):
+        make_cluster(rest, name)
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+
+    def made(name: str) -> None:
+        uid = rest("GET", hac_path(name))["metadata"]["uid"]
+        sa = rest("GET", f"/api/v1/namespaces/{NS}/serviceaccounts/{name}-agent")
+        role = rest("GET", f"{rbac}/namespaces/{NS}/roles/{name}-agent")
+        rb = rest("GET", f"{rbac}/namespaces/{NS}/rolebindings/{name}-agent")
+        assert sa and role and rb, (sa, role, rb)
+        for obj in (sa, role, rb):
+            assert obj["metadata"]["ownerReferences"][0]["uid"] == uid
+        assert role["rules"] == [
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": [name, f"{name}-{A}", f"{name}-{B}"],
+                "verbs": ["get", "update", "patch"],
+            }
+        ]
+        assert rb["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": f"{name}-agent",
+        }
+        assert rb["subjects"] == [{"kind": "ServiceAccount", "name": f"{name}-agent", "namespace": NS}]
+        ds = rest("GET", f"/apis/apps/v1/namespaces/{NS}/daemonsets/{name}-agent")
+        assert ds["spec"]["template"]["spec"]["serviceAccountName"] == f"{name}-agent"
+        for lease in (name, f"{name}-{A}", f"{name}-{B}"):
+            assert rest("GET", lease_path(lease)) is not None, lease
+
+    for name in ("a", "b"):
+        eventually(lambda name=name: made(name), what=f"the agents' RBAC of {name}")
+    kubeconfig = controlplane.plane.service_account_kubeconfig(NS, "a-agent", create=False)
+
+    def bound() -> None:  # the authorizer learns of new bindings through its informers
+        out = controlplane.run_kubectl(
+            "auth",
+            "can-i",
+            "get",
+            "leases.coordination.k8s.io/a",
+            "-n",
+            NS,
+            kubeconfig=kubeconfig,
+            check=False,
+        )
+        assert out.stdout.strip() == "yes", out.stdout + out.stderr
+
+    eventually(bound, what="a-agent's RoleBinding in effect")
+    return kubeconfig
+
+
+@pytest.mark.parametrize(
+    "verb, resource, allowed",
+    [
+        ("get", "leases.coordination.k8s.io/a", True),
+        ("update", "leases.coordination.k8s.io/a", True),
+        ("get", f"leases.coordination.k8s.io/a-{A}", True),
+        ("patch", f"leases.coordination.k8s.io/a-{A}", True),
+        ("update", f"leases.coordination.k8s.io/a-{B}", True),
+        ("get", "leases.coordination.k8s.io/b", False),
+        ("update", "leases.coordination.k8s.io/b", False),
+        ("patch", f"leases.coordination.k8s.io/b-{A}", False),
+        ("get", f"leases.coordination.k8s.io/b-{B}", False),
+        ("get", "leases.coordination.k8s.io/hacluster-operator", False),
+        ("create", "leases.coordination.k8s.io", False),
+        ("delete", "leases.coordination.k8s.io/a", False),
+        ("list", "leases.coordination.k8s.io", False),
+        ("watch", "leases.coordination.k8s.io", False),
+        ("get", "secrets", False),
+        ("get", "secrets/a-config", False),
+        ("get", "configmaps", False),
+        ("get", "haclusters.hacluster.dev/a", False),
+        ("patch", "haclusters.hacluster.dev/a", False),
+        ("get", "haclusters.hacluster.dev/b", False),
+        ("create", "events", False),
+        ("list", "pods", False),
+    ],
+)
+def test_an_agent_account_may_touch_only_its_own_clusters_leases(
+    controlplane: ControlPlaneFixture, agent_a: Path, verb: str, resource: str, allowed: bool
+) -> None:
+    out = controlplane.run_kubectl("auth", "can-i", verb, resource, "-n", NS, kubeconfig=agent_a, check=False)
+    assert out.stdout.strip() == ("yes" if allowed else "no"), out.stdout + out.stderr
+
+
+def test_an_agent_token_updates_its_leases_and_is_refused_the_others(agent_a: Path) -> None:
+    """The real calls an agent makes, with a token of `a-agent`: what can-i says, the server does."""
+    from kubernetes import config as k8s_config
+    from kubernetes.client.exceptions import ApiException
+
+    with k8s_config.new_client_from_config(config_file=str(agent_a)) as api:  # type: ignore[no-untyped-call]
+        leases = k8s.CoordinationV1Api(api)
+
+        def refused(call: Callable[[], Any]) -> None:
+            try:
+                call()
+            except ApiException as e:
+                assert e.status == 403, e
+            else:
+                raise AssertionError("allowed")
+
+        # The ownership Lease: read, then a compare-and-swap replace (what arbiter/kube.py does).
+        def swap() -> None:
+            lease = leases.read_namespaced_lease("a", NS)
+            leases.replace_namespaced_lease("a", NS, lease)
+
+        eventually(swap, what="a replace of Lease a")  # may lose to the operator's annotations once
+        # Its report Lease: a merge-patch (what kube/reporter.py does), no create needed.
+        patch = {"metadata": {"labels": {"test": "agent-a"}}}
+        leases.patch_namespaced_lease(f"a-{A}", NS, patch)
+        assert leases.read_namespaced_lease(f"a-{A}", NS).metadata.labels["test"] == "agent-a"
+
+        refused(lambda: leases.read_namespaced_lease("b", NS))
+        refused(lambda: leases.patch_namespaced_lease(f"b-{A}", NS, patch))
+        refused(lambda: leases.patch_namespaced_lease("b", NS, patch))
+        body = k8s.V1Lease(metadata=k8s.V1ObjectMeta(name="a-extra"), spec=k8s.V1LeaseSpec())
+        refused(lambda: leases.create_namespaced_lease(NS, body))
+        refused(lambda: k8s.CoreV1Api(api).read_namespaced_secret("a-auth", NS))
+        refused(
+            lambda: k8s.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "a")
+        )
+
+
+def test_the_agents_role_follows_the_nodes(rest: Rest, agent_a: Path) -> None:
+    """A node renamed in the spec: the operator rewrites the Role (an update the API server checks
+    against the operator's own permissions) and creates the new node's report Lease."""
+    rest.merge(hac_path("b"), {"spec": {"nodes": [A, "node-c"]}})
+    path = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/b-agent"
+
+    def moved() -> None:
+        (rule,) = rest("GET", path)["rules"]
+        assert rule["resourceNames"] == ["b", f"b-{A}", "b-node-c"], rule
+        assert rest("GET", lease_path("b-node-c")) is not None
+
+    eventually(moved, what="the Role of b follows its nodes")
 
 
 def test_the_rbac_file_parses_and_names_its_subjects() -> None:

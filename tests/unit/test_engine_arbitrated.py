@@ -343,3 +343,23 @@ def test_take_is_still_wanted_only_while_the_peer_is_silent_or_holds_nothing_we_
     assert not b.take_still_wanted()  # heard again holding them
     b.peer.hold = frozenset()
     assert b.take_still_wanted()  # heard again holding nothing: a stale holder (both restarted)
+
+
+def test_home_node_takes_its_group_again_after_a_renewal_answered_late() -> None:
+    """Found by bench/chaos.py (a long run): the owner fenced itself (a renewal timed out under
+    load); another renewal was in flight when the release ended, so the policy waited for it; its
+    answer must wake the policy up, or nobody ever takes the group again."""
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    a = engine(p, "a")
+    a.renewing = True
+    fence = a.arbitrated(-1, False, "Lease renewal timed out", p.now, unavailable=True)
+    a.renewing = True  # hold_lost's renewal, still in flight when the release ends
+    p.apply("a", fence)
+    assert not p.owners()
+    p.run(0.5)
+    assert not p.owners()  # waiting for the Lease's answer
+    p.apply("a", a.arbitrated(-1, True, "renewed", p.now, p.lease.transitions))
+    assert p.owners() == {"a": {"local"}}
+    p.never_two_owners()

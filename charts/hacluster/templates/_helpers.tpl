@@ -25,10 +25,6 @@
 {{- default (include "hacluster.operatorName" .) .Values.operator.serviceAccount.name -}}
 {{- end -}}
 
-{{- define "hacluster.agentRoleName" -}}
-{{- printf "%s-agent" (include "hacluster.fullname" .) | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-
 {{/* Labels on every object. */}}
 {{- define "hacluster.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}

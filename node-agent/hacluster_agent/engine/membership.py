@@ -636,17 +636,25 @@ class Engine:
                 if self.link_down or now < self.unheard_until:
                     # keep proving we are alive: a standby watches for W > R + F
                     self.next_arbitration = now + self.cfg.arbitration_window / 4
-                return (
+                notes: list[Action] = (
                     [Note("info", f"still the owner (epoch {self.epoch}): {reason}")]
                     if self.link_down
                     else []
                 )
+                # Whatever waited for this answer (a release that ended meanwhile, the peer's
+                # report) is decided now: nothing else would wake the policy up. Not while both
+                # hold: the peer's own renewal fails and it fences itself.
+                if self.peer.hold is not None and self.hold & self.peer.hold:
+                    return notes
+                return notes + self._reconcile(now, "the Lease answered")
             if unavailable and self.cfg.take_over_without_arbiter:
                 return [Note("warning", f"keeping resources without the arbiter: {reason}")]
             self.lease_held = False
+            if not self.hold:
+                return self._reconcile(now, "the Lease answered")  # nothing to fence
             self._count("self_fenced")
             out: list[Action] = [Note("error", f"self-fencing: {reason}")]
-            if self.hold and self.flux is None:
+            if self.flux is None:
                 out.append(self._begin(Release(self.hold, f"self-fencing: {reason}")))
             return out
         return []
