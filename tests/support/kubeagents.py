@@ -1,4 +1,6 @@
-"""The agents' ServiceAccount on a test control plane, with the RBAC the chart grants them."""
+"""An agents' ServiceAccount on a test control plane, for agents run without the operator
+(test_agent_arbitration, bench/failover.py --kubernetes): the Role the operator would make for the
+cluster (its three Leases by name), plus `create`, since no operator pre-creates the Leases here."""
 
 from __future__ import annotations
 

@@ -165,3 +165,27 @@ def test_vip_lifetime_zero_means_permanent() -> None:
     assert vip.lifetime is None
     with pytest.raises(ValueError):
         IPAddrDriver(parse_ip_spec("IPaddr", "192.0.2.100"), VIPOptions(lifetime=-1))
+
+
+@pytest.mark.asyncio
+async def test_announcer_stays_silent_once_the_address_is_gone() -> None:
+    """Found by bench/chaos.py: an owner resumed after a freeze sent its pending gratuitous ARP
+    although its fence guard had removed the VIP and the peer owned it: one ARP request answered
+    by both MACs, and the client's cache pointed at the wrong node."""
+    s = Schedule(limit=6)
+    here = {"vip": True}
+
+    async def still_ours() -> bool:
+        return here["vip"]
+
+    def send() -> None:
+        s.send()
+        if len(s.sent) == 2:
+            here["vip"] = False  # the agent froze; its guard removed the VIP
+
+    a = Announcer(send, count=5, interval=0.2, refresh=10.0, sleep=s.sleep, still_ours=still_ours)
+    a.start()
+    await asyncio.wait_for(s.parked.wait(), 5)
+    assert s.sent == [0.0, 0.2]  # nothing after the address went away
+    assert not await a.send_if_ours()
+    await a.stop()

@@ -152,8 +152,10 @@ class Announcer:
         refresh: float,
         sleep: Sleep = asyncio.sleep,
         what: str = "announcement",
+        still_ours: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._send = send
+        self._still_ours = still_ours
         self.count = count
         self.interval = interval
         self.refresh = refresh
@@ -184,10 +186,19 @@ class Announcer:
     async def _run(self) -> None:
         for _ in range(self.count - 1):
             await self._sleep(self.interval)
-            self.send_now()
+            await self.send_if_ours()
         while self.refresh > 0:
             await self._sleep(self.refresh)
-            self.send_now()
+            await self.send_if_ours()
+
+    async def send_if_ours(self) -> bool:
+        """Announce only an address still on the interface: after a freeze, the fence guard (or the
+        kernel) removed it and the peer may own it now; a stale announcement would point every
+        neighbour's cache at us."""
+        if self._still_ours is not None and not await self._still_ours():
+            log.warning("%s: the address is gone: not announcing it", self._what)
+            return False
+        return self.send_now()
 
     def stop_nowait(self) -> None:
         if self._task is not None:
@@ -427,13 +438,24 @@ class IPAddrDriver:
             sleep=self._sleep,
             what=f"{self.name}: {'gratuitous ARP' if self.ip.version == 4 else 'unsolicited NA'} "
             f"on {p.ifname}",
+            still_ours=self._still_here,
         )
         self._announcer.start()
+
+    async def _still_here(self) -> bool:
+        p = self.placement
+        if p is None:
+            return False
+        try:
+            async with self._netlink("announce") as ipr:
+                return bool(await self._present(ipr, p.index))
+        except ResourceError:
+            return True  # cannot tell: announce, as before this check existed
 
     async def announce(self) -> None:
         """Send one announcement round now (e.g. when the peer comes back); nothing if not held."""
         if self._announcer is not None:
-            self._announcer.send_now()
+            await self._announcer.send_if_ours()
 
     async def refresh(self) -> None:
         """Renew the kernel lifetime of the VIP we hold (nothing to do if not held or permanent).
