@@ -545,8 +545,9 @@ def f_service_crash(ctx: Ctx) -> None:
 
 
 def f_script_hang(ctx: Ctx) -> None:
-    """The owner's resource script hangs on `status`: the agent times it out, counts a failure,
-    restarts the service in place."""
+    """The owner's resource script hangs on `status`: the agent times it out (2 s), counts a
+    failure and restarts the service in place; hanging again and again, it may reach the migration
+    threshold (3) and move the group: either is right."""
     flag = ctx.st.lab.root / ctx.owner / "state" / "fault-status-hang"
     flag.touch()
     try:
@@ -654,7 +655,7 @@ FAULTS = [
     ),
     Fault("bad-secret-kept-out", "the auth Secret broken for 3 s", f_bad_secret_kept_out, "stay"),
     Fault("service-crash", "the service killed on the owner", f_service_crash, "stay"),
-    Fault("script-hang", "the owner's script hangs on status for 4 s", f_script_hang, "stay"),
+    Fault("script-hang", "the owner's script hangs on status for 4 s", f_script_hang, "any"),
     Fault("script-fail", "the service dies and cannot start again on the owner", f_script_fail, "move"),
 ]
 
