@@ -382,10 +382,19 @@ class Agent:
                 self.monitor_now.clear()
                 continue
             await self._refresh_held()  # a VIP lost while we were frozen is noticed before any restart
-            if self.engine.flux or (
-                self.engine.cfg.arbitrated and (self.engine.renewing or not self.engine.lease_held)
+            if self.monitor_now.is_set():
+                # A VIP was lost (we were frozen?): first take in the heartbeats queued meanwhile, so
+                # that the engine knows whether the peer holds the group now.
+                await asyncio.sleep(self.cfg.hacf.keepalive_ms / 1000)
+            peer = self.engine.peer
+            if (
+                self.engine.flux
+                or (self.engine.cfg.arbitrated and (self.engine.renewing or not self.engine.lease_held))
+                or (peer.alive and peer.hold and peer.hold & frozenset(self.held))
             ):
-                await asyncio.sleep(0.05)  # never restart a VIP in place on an unconfirmed claim
+                # Never restart a VIP in place on an unconfirmed claim, nor while the peer says it
+                # holds the group (a healed partition or a freeze: the engine settles who keeps it).
+                await asyncio.sleep(0.05)
                 continue
             self.monitor_now.clear()
             for side in list(self.held):
