@@ -180,9 +180,15 @@ def test_partition_both_take_then_heal_leaves_one_owner_the_home_node(lab: Lab) 
     while not (lab.holds_vip("n1") and lab.holds_vip("n2")) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert lab.holds_vip("n1") and lab.holds_vip("n2"), "split brain expected without an arbiter"
-    split, _ = lab.arp_probe(count=5).communicate(timeout=30)
-    assert Lab.extra_arp_answers(split) > 0, "the client should see two owners answer ARP"
-    assert len(lab.arp_owners()) == 2
+    # Both answer ARP. Asked up to three times: on a loaded machine one round of five requests
+    # 20 ms apart can end before the second owner's answers arrive.
+    seen = []
+    for _ in range(3):
+        split, _ = lab.arp_probe(count=5).communicate(timeout=30)
+        seen.append((Lab.extra_arp_answers(split), len(lab.arp_owners())))
+        if seen[-1][0] > 0 and seen[-1][1] == 2:
+            break
+    assert seen[-1][0] > 0 and seen[-1][1] == 2, f"the client should see two owners answer ARP: {seen}"
     probe = lab.probe(seconds=3.0)
     time.sleep(0.3)
     t0 = time.time()
