@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import os
 import random
 import signal
@@ -57,10 +56,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "node-agent"), str(ROOT / "operator")]
 
 from hacluster_agent.lab import VIP, Lab  # noqa: E402
 from tests.support.controlplane import find_or_build_apiserver  # noqa: E402
-from tests.support.fullstack import NODES, FullStack, full_stack, wait  # noqa: E402
-from tests.support.netns import register_cleanup, unregister_cleanup  # noqa: E402
+from tests.support.fullstack import NODES, FullStack, full_stack  # noqa: E402
+from tests.support.netns import register_cleanup, unregister_cleanup, wait_until  # noqa: E402
+from tests.support.vipevents import held_intervals, overlaps, vip_event  # noqa: E402
 
 NETNS_PY = ROOT / "tests" / "support" / "netns.py"
+# the mangle rule that hands a node's outgoing heartbeats to the NFQUEUE delayer (Chaos.delay)
+DELAY_RULE = ("POSTROUTING", "-o", "eth0", "-p", "udp", "--dport", "694", "-j", "NFQUEUE",
+              "--queue-num", "0", "--queue-bypass")  # fmt: skip
 
 
 def other(node: str) -> str:
@@ -117,28 +120,16 @@ class VipWatch(Watcher):
             self.events.append((time.time(), True))
 
     def line(self, text: str) -> None:
-        if not text.startswith("[") or f" {VIP}/" not in text:
-            return
-        stamp, rest = text[1:].split("]", 1)
-        t = dt.datetime.fromisoformat(stamp).timestamp()
-        self.events.append((t, not rest.lstrip().startswith("Deleted")))
+        event = vip_event(text, VIP)
+        if event is not None:
+            self.events.append(event)
 
     def gone(self, t: float) -> None:
         """The node's namespace was destroyed at `t`: it holds nothing from then on."""
         self.events.append((t, False))
 
     def intervals(self, until: float) -> list[tuple[float, float]]:
-        out: list[tuple[float, float]] = []
-        since: float | None = None
-        for t, held in sorted(self.events):
-            if held and since is None:
-                since = t
-            elif not held and since is not None:
-                out.append((since, t))
-                since = None
-        if since is not None:
-            out.append((since, until))
-        return out
+        return held_intervals(sorted(self.events), until)
 
 
 class ArpWatch(Watcher):
@@ -243,16 +234,6 @@ class LeaseWatch:
         self.thread.join(5)
 
 
-def overlaps(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out = []
-    for s1, e1 in a:
-        for s2, e2 in b:
-            s, e = max(s1, s2), min(e1, e2)
-            if e > s:
-                out.append((s, e))
-    return out
-
-
 # -- the campaign's world ---------------------------------------------------------------------------
 
 
@@ -340,9 +321,7 @@ class Chaos(FullStack):
     def delay(self, node: str, ms: float, jitter: float) -> None:
         """Delay the heartbeats `node` sends (NFQUEUE delayer: this kernel has no netem)."""
         ns = self.lab.ns(node)
-        rule = ["POSTROUTING", "-o", "eth0", "-p", "udp", "--dport", "694", "-j", "NFQUEUE",
-                "--queue-num", "0", "--queue-bypass"]  # fmt: skip
-        sh("ip", "netns", "exec", ns, "iptables-legacy", "-t", "mangle", "-A", *rule, check=True)
+        sh("ip", "netns", "exec", ns, "iptables-legacy", "-t", "mangle", "-A", *DELAY_RULE, check=True)
         proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", str(NETNS_PY), "nfqueue-delay", "0",
              str(ms), str(jitter)],
@@ -356,9 +335,7 @@ class Chaos(FullStack):
 
     def undelay(self, node: str) -> None:
         ns = self.lab.ns(node)
-        rule = ["POSTROUTING", "-o", "eth0", "-p", "udp", "--dport", "694", "-j", "NFQUEUE",
-                "--queue-num", "0", "--queue-bypass"]  # fmt: skip
-        sh("ip", "netns", "exec", ns, "iptables-legacy", "-t", "mangle", "-D", *rule)
+        sh("ip", "netns", "exec", ns, "iptables-legacy", "-t", "mangle", "-D", *DELAY_RULE)
         proc = self.delayers.pop(node, None)
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -375,6 +352,11 @@ class Ctx:
     rng: random.Random
     cleared: float = 0.0
     notes: list[str] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)  # a rejected change got through: violations
+
+    def violated(self, what: str) -> None:
+        self.notes.append(what)
+        self.broken.append(what)
 
     @property
     def standby(self) -> str:
@@ -516,7 +498,7 @@ def f_operator_killed_mid_switchover(ctx: Ctx) -> None:
     time.sleep(1.0)
     st.start_operator()
     try:
-        wait(f"the Lease on {target}", lambda: st.lease(timeout=1.0)[0] == target, 30)
+        wait_until(lambda: st.lease(timeout=1.0)[0] == target, 30, message=f"the Lease on {target}")
     finally:
         st.patch_failover(switchoverTo=None)
     ctx.clear()
@@ -583,10 +565,10 @@ def f_bad_spec_rejected(ctx: Ctx) -> None:
             "demo",
             {"spec": {"heartbeat": {"deadtime": "150ms"}}},
         )
-        ctx.notes.append("the bad spec was accepted")
+        ctx.violated("the bad spec was accepted")
     except ApiException as e:
         if e.status != 422 or "deadtime" not in (e.body or ""):
-            ctx.notes.append(f"refused without naming deadtime: {e.status} {str(e.body)[:200]}")
+            ctx.violated(f"refused without naming deadtime: {e.status} {str(e.body)[:200]}")
     time.sleep(2.0)
     ctx.clear()
 
@@ -601,7 +583,7 @@ def f_bad_secret_kept_out(ctx: Ctx) -> None:
     try:
         time.sleep(3.0)  # the operator re-renders at least every second here
         if st.core.read_namespaced_secret("demo-config", "ha").data != config:
-            ctx.notes.append("the config Secret changed after a broken auth Secret")
+            ctx.violated("the config Secret changed after a broken auth Secret")
     finally:
         st.core.patch_namespaced_secret("demo-auth", "ha", {"data": original})
     ctx.clear()
@@ -621,7 +603,7 @@ def f_control_split_brain(ctx: Ctx) -> None:
 
 def _wait_served(ctx: Ctx, node: str, timeout: float = 20.0) -> None:
     with contextlib.suppress(TimeoutError):
-        wait(f"the service answered by {node}", lambda: ctx.st.probe_answer() == node, timeout)
+        wait_until(lambda: ctx.st.probe_answer() == node, timeout, message=f"the service answered by {node}")
 
 
 FAULTS = [
@@ -714,7 +696,7 @@ def run_trial(st: Chaos, fault: Fault, rng: random.Random, owner: str, target_ms
         ctx.clear()
     new_owner: str | None = None
     try:
-        new_owner = wait("a settled pair", st.settled, 45, 0.1)
+        new_owner = wait_until(st.settled, 45, interval=0.1, message="a settled pair")
     except TimeoutError:
         violations.append(f"did not settle within 45 s: {st.describe()}")
     end = time.time()
@@ -726,8 +708,7 @@ def run_trial(st: Chaos, fault: Fault, rng: random.Random, owner: str, target_ms
         notes.append("expected a move, the owner stayed")
     if fault.expect == "stay" and moved:
         notes.append("the owner moved")
-    # a rejected change that got through is a broken invariant, not a surprise
-    violations += [n for n in ctx.notes if "accepted" in n or "changed after" in n or "without naming" in n]
+    violations += ctx.broken  # a rejected change that got through is a broken invariant, not a surprise
     return Trial(fault.name, owner, new_owner, violations + found, recovery, notes)
 
 
@@ -737,7 +718,7 @@ def recover(st: Chaos) -> str | None:
     for node in NODES:
         st.restart_agent(node)
     with contextlib.suppress(TimeoutError):
-        result: str = wait("a settled pair after recovery", st.settled, 60, 0.2)
+        result: str = wait_until(st.settled, 60, interval=0.2, message="a settled pair after recovery")
         return result
     say(f"not settled after a restart of what was down ({st.describe()}): restarting both agents")
     for node in NODES:
@@ -745,7 +726,9 @@ def recover(st: Chaos) -> str | None:
     for node in NODES:
         st.start_agent(node)
     with contextlib.suppress(TimeoutError):
-        result = wait("a settled pair after restarting both agents", st.settled, 60, 0.2)
+        result = wait_until(
+            st.settled, 60, interval=0.2, message="a settled pair after restarting both agents"
+        )
         return result
     return None
 
@@ -793,7 +776,7 @@ def campaign(a: argparse.Namespace) -> list[Trial]:
             st.mount_config()
             for node in NODES:
                 st.start_agent(node)
-            owner = wait("the pair settled", st.settled, 60, 0.2)
+            owner = wait_until(st.settled, 60, interval=0.2, message="the pair settled")
             st.watch()
             try:
                 for i, fault in enumerate(order, 1):

@@ -54,7 +54,7 @@ from hacluster_agent.config.durations import parse_duration_ms  # noqa: E402
 from hacluster_agent.lab import APISERVER_ADDR, NODE_ADDR, VIP, Lab  # noqa: E402
 from tests.support.controlplane import ControlPlane, find_or_build_apiserver  # noqa: E402
 from tests.support.kubeagents import agent_rbac  # noqa: E402
-from tests.support.netns import register_cleanup, unregister_cleanup  # noqa: E402
+from tests.support.netns import register_cleanup, unregister_cleanup, wait_until  # noqa: E402
 from tests.support.realheartbeat import RealHeartbeat, heartbeat_available  # noqa: E402
 
 NODES = ("n1", "n2")
@@ -70,18 +70,15 @@ def say(*args: object) -> None:
     print(time.strftime("%H:%M:%S"), *args, file=sys.stderr, flush=True)
 
 
-def wait_until(what: str, predicate: Callable[[], object], timeout: float, every: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
-
-
 def settle(impl: Impl, lab: Lab, owner: str, timeout: float) -> None:
     """Wait until `owner` alone holds and serves the VIP and both daemons agree; say why not."""
     try:
-        wait_until(f"{impl.name}: {owner} to own the VIP, pair settled", lambda: impl.settled(owner), timeout)
+        wait_until(
+            lambda: impl.settled(owner),
+            timeout,
+            interval=0.1,
+            message=f"{impl.name}: {owner} to own the VIP, pair settled",
+        )
     except TimeoutError as e:
         holders = [n for n in NODES if lab.holds_vip(n)]
         raise TimeoutError(
@@ -430,7 +427,9 @@ def heal_runs(impl: Impl, lab: Lab, runs: int, owner: str) -> tuple[list[Heal], 
         for node in NODES:
             lab.deafen(node)
         wait_until(
-            "both nodes to hold the VIP (split brain)", lambda: all(lab.holds_vip(n) for n in NODES), 30, 0.05
+            lambda: all(lab.holds_vip(n) for n in NODES),
+            30,
+            message="both nodes to hold the VIP (split brain)",
         )
         time.sleep(0.5)
         probe = lab.probe(seconds=120)

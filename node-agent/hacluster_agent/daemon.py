@@ -297,13 +297,10 @@ class Agent:
             (time.monotonic() - t0) * 1000,
             extra=fields(epoch=v.epoch, op=act.op),
         )
-        fenced = self.engine.counters.get("self_fenced")
         self.execute(
             self.engine.arbitrated(act.op, v.granted, v.reason, time.monotonic(), v.epoch, v.unavailable)
         )
         self.metrics.set_epoch(self.engine.epoch)
-        if self.engine.counters.get("self_fenced") != fenced:
-            self.metrics.self_fenced()
 
     async def _directives(self) -> None:
         """Follow the operator's annotations on the ownership Lease (planned moves, maintenance)."""

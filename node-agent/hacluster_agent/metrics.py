@@ -221,9 +221,12 @@ class AgentMetrics:
 
     # -- events ------------------------------------------------------------------------------
     def note(self, counter: str, labels: dict[str, str]) -> None:
-        """An engine Note that names a counter: `late_heartbeat`, or `rejected` with its reason."""
+        """An engine Note that names a counter: `late_heartbeat`, `self_fenced`, or `rejected` with
+        its reason."""
         if counter == "late_heartbeat":
             self.late_heartbeat()
+        elif counter == "self_fenced":
+            self.self_fenced()
         elif counter == "rejected":
             self.rejected(labels.get("reason", OTHER))
 

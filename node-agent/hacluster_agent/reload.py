@@ -30,15 +30,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config.authkeys import AuthKeys, authkeys_mode_problem, parse_authkeys, write_secret_file
-from .config.directory import ClusterConfig
-from .config.hacf import parse_hacf
-from .config.haresources import parse_haresources
-from .config.issues import Finding, Findings, Severity
+from .config.authkeys import AuthKeys, write_secret_file
+from .config.directory import FILES, ClusterConfig, parse_texts
+from .config.issues import Finding, Severity
 
 log = logging.getLogger("hacluster.reload")
 
-FILES = ("ha.cf", "haresources", "authkeys")
 POLL_INTERVAL = 1.0  # a change is acted on after it held for one poll: within ~2 s
 
 
@@ -118,18 +115,7 @@ def parse_snapshot(snap: Snapshot, directory: Path) -> ClusterConfig | list[Find
     if missing:
         return missing
     texts = {n: snap.texts[n] or "" for n in FILES}
-    hacf, f1 = parse_hacf(texts["ha.cf"], snap.paths["ha.cf"])
-    res, f2 = parse_haresources(texts["haresources"], snap.paths["haresources"], hacf.nodes if hacf else None)
-    keys, f3 = parse_authkeys(texts["authkeys"], snap.paths["authkeys"])
-    mode = Findings(snap.paths["authkeys"])
-    problem = authkeys_mode_problem(snap.authkeys_mode) if snap.authkeys_mode is not None else None
-    if problem is not None:
-        mode.error(None, problem)
-    findings = f1.items + f2.items + f3.items + mode.items
-    if hacf is None or res is None or keys is None or mode.errors:
-        return findings
-    warnings = [f for f in findings if f.severity is Severity.WARNING]
-    return ClusterConfig(directory, hacf, res, keys, warnings)
+    return parse_texts(directory, texts, snap.paths, snap.authkeys_mode)
 
 
 def plan(running: ClusterConfig, snap: Snapshot, started_extras: Mapping[str, str] | None = None) -> Plan:

@@ -156,28 +156,25 @@ class Kube:
         )
 
 
-def _lease_path(namespace: str, name: str | None = None) -> str:
-    base = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-    return f"{base}/{name}" if name else base
+@dataclass(frozen=True)
+class _Namespaced:
+    """The path of a namespaced kind: its collection, or one object by name."""
+
+    api: str
+    plural: str
+
+    def __call__(self, namespace: str, name: str | None = None) -> str:
+        base = f"{self.api}/namespaces/{namespace}/{self.plural}"
+        return f"{base}/{name}" if name else base
 
 
-def _secret_path(namespace: str, name: str | None = None) -> str:
-    base = f"/api/v1/namespaces/{namespace}/secrets"
-    return f"{base}/{name}" if name else base
-
-
-def _daemonset_path(namespace: str, name: str | None = None) -> str:
-    base = f"/apis/apps/v1/namespaces/{namespace}/daemonsets"
-    return f"{base}/{name}" if name else base
-
-
-def _namespaced(api: str, plural: str) -> Callable[[str], str]:
-    return lambda namespace: f"{api}/namespaces/{namespace}/{plural}"
-
-
-_SERVICE_ACCOUNTS = _namespaced("/api/v1", "serviceaccounts")
-_ROLES = _namespaced("/apis/rbac.authorization.k8s.io/v1", "roles")
-_ROLE_BINDINGS = _namespaced("/apis/rbac.authorization.k8s.io/v1", "rolebindings")
+_lease_path = _Namespaced("/apis/coordination.k8s.io/v1", "leases")
+_secret_path = _Namespaced("/api/v1", "secrets")
+_configmap_path = _Namespaced("/api/v1", "configmaps")
+_daemonset_path = _Namespaced("/apis/apps/v1", "daemonsets")
+_serviceaccount_path = _Namespaced("/api/v1", "serviceaccounts")
+_role_path = _Namespaced("/apis/rbac.authorization.k8s.io/v1", "roles")
+_rolebinding_path = _Namespaced("/apis/rbac.authorization.k8s.io/v1", "rolebindings")
 
 
 def _status_path(namespace: str, name: str) -> str:
@@ -271,7 +268,7 @@ async def render_config(ctx: Context, hacluster: Mapping[str, Any], spec: HAClus
         raise RenderError(f"the auth Secret {ref.name!r} has no key {ref.key!r}")
     bodies: dict[str, str] = {}
     for script, source in script_sources(spec).items():
-        cm = await ctx.kube.get(f"/api/v1/namespaces/{namespace}/configmaps/{source.name}")
+        cm = await ctx.kube.get(_configmap_path(namespace, source.name))
         if cm is None:
             raise RenderError(f"the ConfigMap {source.name!r} for script {script!r} does not exist")
         body = (cm.get("data") or {}).get(source.key)
@@ -339,9 +336,9 @@ async def ensure_agent_rbac(ctx: Context, hacluster: Mapping[str, Any], spec: HA
     namespace, _ = _where(hacluster)
     written = []
     for collection, wanted in (
-        (_SERVICE_ACCOUNTS(namespace), agent_service_account(hacluster)),
-        (_ROLES(namespace), agent_role(hacluster, spec)),
-        (_ROLE_BINDINGS(namespace), agent_role_binding(hacluster)),
+        (_serviceaccount_path(namespace), agent_service_account(hacluster)),
+        (_role_path(namespace), agent_role(hacluster, spec)),
+        (_rolebinding_path(namespace), agent_role_binding(hacluster)),
     ):
         if await ensure_object(ctx, collection, wanted):
             written.append(str(wanted["kind"]))

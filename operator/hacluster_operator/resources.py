@@ -100,12 +100,14 @@ def labels(cluster: str, component: str) -> dict[str, str]:
     }
 
 
-def _metadata(name: str, namespace: str, cluster: str, component: str, owner: Mapping[str, Any]) -> Manifest:
+def _metadata(hacluster: Mapping[str, Any], name: str, component: str) -> Manifest:
+    """Metadata for the object `name` made for `hacluster`: in its namespace, labelled, owned by it."""
+    meta = hacluster["metadata"]
     return {
         "name": name,
-        "namespace": namespace,
-        "labels": labels(cluster, component),
-        "ownerReferences": [owner_reference(owner)],
+        "namespace": meta["namespace"],
+        "labels": labels(meta["name"], component),
+        "ownerReferences": [owner_reference(hacluster)],
     }
 
 
@@ -139,9 +141,7 @@ def config_secret(hacluster: Mapping[str, Any], data: Mapping[str, str]) -> Mani
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(
-            config_secret_name(meta["name"]), meta["namespace"], meta["name"], "config", hacluster
-        ),
+        "metadata": _metadata(hacluster, config_secret_name(meta["name"]), "config"),
         "type": "Opaque",
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())},
     }
@@ -237,7 +237,7 @@ def daemonset(
     return {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": _metadata(daemonset_name(name), namespace, name, "agent", hacluster),
+        "metadata": _metadata(hacluster, daemonset_name(name), "agent"),
         "spec": {
             "selector": {"matchLabels": selector},
             "minReadySeconds": min_ready_seconds(spec),
@@ -287,9 +287,7 @@ def agent_service_account(hacluster: Mapping[str, Any]) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(
-            agent_account_name(meta["name"]), meta["namespace"], meta["name"], "agent", hacluster
-        ),
+        "metadata": _metadata(hacluster, agent_account_name(meta["name"]), "agent"),
     }
 
 
@@ -309,9 +307,7 @@ def agent_role(hacluster: Mapping[str, Any], spec: HAClusterSpec) -> Manifest:
     return {
         "apiVersion": f"{RBAC_GROUP}/v1",
         "kind": "Role",
-        "metadata": _metadata(
-            agent_account_name(meta["name"]), meta["namespace"], meta["name"], "agent", hacluster
-        ),
+        "metadata": _metadata(hacluster, agent_account_name(meta["name"]), "agent"),
         "rules": [
             # The one rule: this HACluster's Leases by name; get/update for the ownership CAS,
             # patch for the report renewals (see above). The operator holds all three verbs itself.
@@ -332,7 +328,7 @@ def agent_role_binding(hacluster: Mapping[str, Any]) -> Manifest:
     return {
         "apiVersion": f"{RBAC_GROUP}/v1",
         "kind": "RoleBinding",
-        "metadata": _metadata(name, meta["namespace"], meta["name"], "agent", hacluster),
+        "metadata": _metadata(hacluster, name, "agent"),
         "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": meta["namespace"]}],
     }
@@ -348,9 +344,7 @@ def ownership_lease(hacluster: Mapping[str, Any]) -> Manifest:
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": _metadata(
-            ownership_lease_name(meta["name"]), meta["namespace"], meta["name"], "ownership", hacluster
-        ),
+        "metadata": _metadata(hacluster, ownership_lease_name(meta["name"]), "ownership"),
         "spec": {"leaseTransitions": 0},
     }
 
@@ -362,9 +356,7 @@ def report_lease(hacluster: Mapping[str, Any], node: str) -> Manifest:
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": _metadata(
-            report_lease_name(meta["name"], node), meta["namespace"], meta["name"], "report", hacluster
-        ),
+        "metadata": _metadata(hacluster, report_lease_name(meta["name"], node), "report"),
         "spec": {},
     }
 

@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -16,6 +17,7 @@ from kubernetes import client as k8s
 from hacluster_agent.lab import APISERVER_ADDR, Lab
 from tests.apiserver.conftest import ApiServerBinaries
 from tests.support.controlplane import ControlPlane
+from tests.support.eventually import eventually
 from tests.support.kubeagents import agent_rbac
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.netns]
@@ -73,16 +75,15 @@ def test_owner_takes_the_lease_at_start_and_reports(kube_lab: tuple[Lab, Control
     lab, cp = kube_lab
     start(lab)
     assert owner_and_epoch(cp) == ("n1", 1)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            report = json.loads(lease(cp, f"{CLUSTER}-n2").metadata.annotations["hacluster.dev/report"])
-            if report["peer"]["state"] in ("active", "up"):
-                break
-        except k8s.ApiException:
-            pass
-        assert time.monotonic() < deadline, "no report Lease from n2"
-        time.sleep(0.2)
+
+    def n2_report() -> dict[str, Any]:
+        report: dict[str, Any] = json.loads(
+            lease(cp, f"{CLUSTER}-n2").metadata.annotations["hacluster.dev/report"]
+        )
+        assert report["peer"]["state"] in ("active", "up"), report
+        return report
+
+    report = eventually(n2_report, timeout=10, interval=0.2, what="a report Lease from n2 seeing n1")
     assert report["holds"] == "none" and report["epoch"] is None, report  # n2 stands by, never took it
 
 

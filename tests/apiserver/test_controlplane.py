@@ -15,7 +15,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from tests.apiserver.conftest import ControlPlaneFixture
-from tests.support.eventually import eventually
+from tests.support.eventually import crd_established, eventually
 
 pytestmark = pytest.mark.apiserver
 
@@ -92,14 +92,7 @@ def widgets(admin: k8s.ApiClient) -> k8s.CustomObjectsApi:
     ext = k8s.ApiextensionsV1Api(admin)
     # The client takes a manifest dict as readily as a model.
     ext.create_custom_resource_definition(WIDGET_CRD)  # type: ignore[arg-type]
-
-    def established() -> None:
-        crd = ext.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-        status = crd.status
-        conditions = {c.type: c.status for c in ((status and status.conditions) or [])}
-        assert conditions.get("Established") == "True", conditions
-
-    eventually(established)
+    crd_established(admin, f"{PLURAL}.{GROUP}")
     k8s.CoreV1Api(admin).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NAMESPACE)))
     api = k8s.CustomObjectsApi(admin)
     # Established means served; wait until the list endpoint answers too.

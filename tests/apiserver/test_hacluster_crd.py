@@ -25,7 +25,7 @@ from hacluster_operator.models import (
     HAClusterStatus,
 )
 from tests.apiserver.conftest import ControlPlaneFixture
-from tests.support.eventually import eventually
+from tests.support.eventually import crd_established, eventually
 from tests.unit.test_operator_models import ARTICLE, BAD, CRD_FILE, MINIMAL, VALID, Bad, manifest
 
 pytestmark = pytest.mark.apiserver
@@ -55,14 +55,7 @@ def haclusters(controlplane: ControlPlaneFixture, admin: k8s.ApiClient) -> k8s.C
     """The committed CRD file applied with kubectl (as a user would), established, and a namespace."""
     applied = controlplane.run_kubectl("apply", "-f", str(CRD_FILE))
     assert f"customresourcedefinition.apiextensions.k8s.io/{CRD_NAME} created" in applied.stdout
-    ext = k8s.ApiextensionsV1Api(admin)
-
-    def established() -> None:
-        status = ext.read_custom_resource_definition(CRD_NAME).status
-        conditions = {c.type: c.status for c in ((status and status.conditions) or [])}
-        assert conditions.get("Established") == "True", conditions
-
-    eventually(established)
+    crd_established(admin, CRD_NAME)
     k8s.CoreV1Api(admin).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=NAMESPACE)))
     api = k8s.CustomObjectsApi(admin)
     eventually(lambda: api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL))

@@ -746,7 +746,16 @@ def test_delete_asks_for_a_release_then_lets_the_hacluster_go(rest: Rest, operat
 def test_the_operator_account_has_only_what_it_needs(
     controlplane: ControlPlaneFixture, setup: Path, verb: str, resource: str, allowed: bool
 ) -> None:
-    out = controlplane.run_kubectl("auth", "can-i", verb, resource, "-n", NS, kubeconfig=setup, check=False)
+    assert_can_i(controlplane, setup, verb, resource, allowed)
+
+
+def assert_can_i(
+    controlplane: ControlPlaneFixture, kubeconfig: Path, verb: str, resource: str, allowed: bool
+) -> None:
+    """`kubectl auth can-i` in NS as `kubeconfig`'s account answers yes exactly when `allowed`."""
+    out = controlplane.run_kubectl(
+        "auth", "can-i", verb, resource, "-n", NS, kubeconfig=kubeconfig, check=False
+    )
     assert out.stdout.strip() == ("yes" if allowed else "no"), out.stdout + out.stderr
 
 
@@ -792,20 +801,10 @@ def agent_a(controlplane: ControlPlaneFixture, rest: Rest, operator: Operator) -
         eventually(lambda name=name: made(name), what=f"the agents' RBAC of {name}")
     kubeconfig = controlplane.plane.service_account_kubeconfig(NS, "a-agent", create=False)
 
-    def bound() -> None:  # the authorizer learns of new bindings through its informers
-        out = controlplane.run_kubectl(
-            "auth",
-            "can-i",
-            "get",
-            "leases.coordination.k8s.io/a",
-            "-n",
-            NS,
-            kubeconfig=kubeconfig,
-            check=False,
-        )
-        assert out.stdout.strip() == "yes", out.stdout + out.stderr
-
-    eventually(bound, what="a-agent's RoleBinding in effect")
+    eventually(  # the authorizer learns of new bindings through its informers
+        lambda: assert_can_i(controlplane, kubeconfig, "get", "leases.coordination.k8s.io/a", True),
+        what="a-agent's RoleBinding in effect",
+    )
     return kubeconfig
 
 
@@ -839,8 +838,7 @@ def agent_a(controlplane: ControlPlaneFixture, rest: Rest, operator: Operator) -
 def test_an_agent_account_may_touch_only_its_own_clusters_leases(
     controlplane: ControlPlaneFixture, agent_a: Path, verb: str, resource: str, allowed: bool
 ) -> None:
-    out = controlplane.run_kubectl("auth", "can-i", verb, resource, "-n", NS, kubeconfig=agent_a, check=False)
-    assert out.stdout.strip() == ("yes" if allowed else "no"), out.stdout + out.stderr
+    assert_can_i(controlplane, agent_a, verb, resource, allowed)
 
 
 def test_an_agent_token_updates_its_leases_and_is_refused_the_others(agent_a: Path) -> None:

@@ -65,6 +65,13 @@ class Pair:
                 raise AssertionError(f"timed out waiting for {what}\n{self.diagnostics()}")
             time.sleep(0.1)
 
+    def assert_no_complaints(self) -> str:
+        """Nothing we sent was dropped or distrusted by the real daemon; its log."""
+        log = self.hb.log()
+        for complaint in COMPLAINTS:
+            assert complaint not in log, f"the real daemon complained: {complaint!r}\n{self.diagnostics()}"
+        return log
+
     def diagnostics(self) -> str:
         return (
             f"--- real {THEIRS} log ---\n{self.hb.log()[-4000:]}\n"
@@ -109,9 +116,7 @@ def test_real_daemon_accepts_our_udp_packets(make_pair: Any, auth: str, media: s
     # a few more keepalives, then nothing we sent may have been dropped or complained about
     time.sleep(1.0)
     assert pair.hb.node_status(OURS) == "active"
-    log = pair.hb.log()
-    for complaint in COMPLAINTS:
-        assert complaint not in log, f"the real daemon complained: {complaint!r}\n{pair.diagnostics()}"
+    log = pair.assert_no_complaints()
     st = pair.status()
     assert st["peer"]["links"]["eth0"]["up"] is True
     assert not st["rejected"], f"we dropped some of the real daemon's packets: {st['rejected']}"
@@ -134,9 +139,7 @@ def test_real_daemon_accepts_our_serial_frames(make_pair: Any, auth: str) -> Non
     pair.wait("our agent to see n2 alive", lambda: _peer_state(pair) in ("up", "active"))
     time.sleep(1.0)
     assert pair.hb.node_status(OURS) == "active"
-    log = pair.hb.log()
-    for complaint in COMPLAINTS:
-        assert complaint not in log, f"the real daemon complained: {complaint!r}\n{pair.diagnostics()}"
+    pair.assert_no_complaints()
     st = pair.status()
     assert st["peer"]["links"][str(pair.lab.root / f"tty-{OURS}")]["up"] is True
     assert not st["rejected"], st["rejected"]

@@ -12,12 +12,13 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from hacluster_agent.lab import VIP, Lab
+from tests.support.netns import wait_until
+from tests.support.vipevents import held_intervals, overlaps, vip_event
 
 pytestmark = pytest.mark.netns
 
@@ -49,37 +50,15 @@ class Watch:
             if proc.poll() is None:
                 proc.terminate()
             out, _ = proc.communicate(timeout=10)
-            self.events[node] = self._parse(out)
-
-    @staticmethod
-    def _parse(out: str) -> list[tuple[float, bool]]:
-        """(time, present after the event) for each event about the VIP."""
-        events = []
-        for line in out.splitlines():
-            if not line.startswith("[") or f" inet {VIP}/" not in line:
-                continue
-            stamp, rest = line[1:].split("] ", 1)
-            events.append((datetime.fromisoformat(stamp).timestamp(), not rest.startswith("Deleted")))
-        return events
+            self.events[node] = [e for line in out.splitlines() if (e := vip_event(line, VIP)) is not None]
 
     def intervals(self, node: str, end: float) -> list[tuple[float, float]]:
         """When `node` held the VIP, as [from, to) intervals (open ones end at `end`)."""
-        out: list[tuple[float, float]] = []
-        since: float | None = 0.0 if self.initial[node] else None
-        for t, present in self.events[node]:
-            if present and since is None:
-                since = t
-            elif not present and since is not None:
-                out.append((since, t))
-                since = None
-        if since is not None:
-            out.append((since, end))
-        return out
+        return held_intervals(self.events[node], end, 0.0 if self.initial[node] else None)
 
     def overlaps(self) -> list[tuple[float, float]]:
         end = time.time() + 3600
-        a, b = self.intervals("n1", end), self.intervals("n2", end)
-        return [(max(s1, s2), min(e1, e2)) for s1, e1 in a for s2, e2 in b if max(s1, s2) < min(e1, e2)]
+        return overlaps(self.intervals("n1", end), self.intervals("n2", end))
 
     def first(self, node: str, present: bool, after: float) -> float | None:
         return next((t for t, p in self.events[node] if p == present and t >= after), None)
@@ -93,22 +72,12 @@ def _start_pair(lab: Lab) -> None:
     assert "fence guard: pid" in lab.agent_log("n1")
 
 
-def _wait(cond: object, timeout: float) -> bool:
-    assert callable(cond)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return bool(cond())
-
-
 def test_sigkill_owner_vip_gone_before_peer_holds_it(lab: Lab) -> None:
     _start_pair(lab)
     with Watch(lab) as w:
         t0 = time.time()
         lab.kill_agent("n1", signal.SIGKILL)
-        assert _wait(lambda: lab.holds_vip("n2"), 10), "the peer did not take over"
+        wait_until(lambda: lab.holds_vip("n2"), 10, interval=0.01, message="the peer to take over")
         time.sleep(0.3)
     gone, taken = w.first("n1", False, t0), w.first("n2", True, t0)
     assert gone is not None and taken is not None
@@ -131,7 +100,7 @@ def test_sigstop_owner_never_both_then_sigcont(lab: Lab) -> None:
         t0 = time.time()
         lab.kill_agent("n1", signal.SIGSTOP)
         try:
-            assert _wait(lambda: lab.holds_vip("n2"), 10), "the peer did not take over"
+            wait_until(lambda: lab.holds_vip("n2"), 10, interval=0.01, message="the peer to take over")
             time.sleep(1.0)
             assert not lab.holds_vip("n1"), "the guard must not re-add anything while the agent is frozen"
             t_cont = time.time()
@@ -171,7 +140,12 @@ def test_guard_killed_is_restarted_and_the_owner_keeps_the_vip(lab: Lab) -> None
     (old,) = _guard_pids(lab, "n1")
     with Watch(lab) as w:
         os.kill(old, signal.SIGKILL)
-        assert _wait(lambda: len(_guard_pids(lab, "n1")) == 1 and _guard_pids(lab, "n1") != [old], 5)
+        wait_until(
+            lambda: len(_guard_pids(lab, "n1")) == 1 and _guard_pids(lab, "n1") != [old],
+            5,
+            interval=0.01,
+            message="a new fence guard in place of the killed one",
+        )
         time.sleep(0.5)
     assert "fence guard: died" in lab.agent_log("n1")
     assert all(present for _, present in w.events["n1"]), "a dying guard must not touch the VIP"
@@ -182,7 +156,12 @@ def test_clean_stop_guard_exits_quietly(lab: Lab) -> None:
     _start_pair(lab)
     assert len(_guard_pids(lab, "n1")) == 1
     lab.kill_agent("n1", signal.SIGTERM)
-    assert _wait(lambda: not _guard_pids(lab, "n1"), 5), "the guard outlived a cleanly stopped agent"
+    wait_until(
+        lambda: not _guard_pids(lab, "n1"),
+        5,
+        interval=0.01,
+        message="the guard to exit with the stopped agent",
+    )
     log = lab.agent_log("n1")
     assert "the agent is gone" not in log and "fence guard: exited" not in log
     lab.wait_for("n2", timeout=10)

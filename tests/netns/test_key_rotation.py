@@ -21,6 +21,7 @@ from hacluster_agent.lab import NODE_ADDR, Lab
 from hacluster_agent.metrics import samples
 from hacluster_agent.wire.codec import encode
 from hacluster_agent.wire.message import Message
+from tests.support.netns import wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -64,10 +65,7 @@ def _reloads(lab: Lab, node: str) -> dict[str, float]:
 
 
 def _wait(cond: Callable[[], bool], what: str, timeout: float = 8.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for: {what}"
-        time.sleep(0.1)
+    wait_until(cond, timeout, interval=0.1, message=what)
 
 
 def _write(lab: Lab, node: str, name: str, text: str, mode: int = 0o600) -> None:

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,7 +26,7 @@ from kubernetes import utils as k8s_utils
 from hacluster_agent.lab import APISERVER_ADDR, Lab
 from hacluster_operator.models import GROUP, PLURAL, VERSION
 from tests.support.controlplane import ControlPlane
-from tests.support.eventually import eventually
+from tests.support.eventually import crd_established, eventually
 
 REPO = Path(__file__).resolve().parents[2]
 NS, NAME, OPERATOR_NS = "ha", "demo", "hacluster-system"
@@ -98,13 +97,7 @@ class FullStack:
             self.core.create_node(k8s.V1Node(metadata=k8s.V1ObjectMeta(name=node)))
         rbac = list(yaml.safe_load_all((REPO / "operator" / "hacluster_operator" / "rbac.yaml").read_text()))
         k8s_utils.create_from_yaml(self.api, yaml_objects=[d for d in rbac if d])
-
-        def established() -> None:
-            crd_now = k8s.ApiextensionsV1Api(self.api).read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-            conds = {c.type: c.status for c in (crd_now.status.conditions or [])}
-            assert conds.get("Established") == "True", conds
-
-        eventually(established, what="the CRD Established")
+        crd_established(self.api, f"{PLURAL}.{GROUP}")
         self.operator_kubeconfig = self.cp.service_account_kubeconfig(
             OPERATOR_NS, "hacluster-operator", create=False
         )
@@ -257,15 +250,3 @@ def full_stack(
         lab.close()
         if cp is not None:
             cp.stop()
-
-
-def wait(what: str, predicate: Any, timeout: float, every: float = 0.05) -> Any:
-    """Poll `predicate` until it returns something truthy; TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)

@@ -168,6 +168,8 @@ def test_owner_cut_from_peer_and_api_fences_before_standby_takes() -> None:
     assert a_release < b_take
     p.never_two_owners()
     assert engine(p, "a").counters.get("self_fenced") == 1
+    # the Note the daemon turns into hacluster_self_fencings_total
+    assert len([a for a in p.nodes["a"].log if getattr(a, "counter", None) == "self_fenced"]) == 1
 
 
 def test_api_server_down_for_both_stay_put_means_no_takeover() -> None:

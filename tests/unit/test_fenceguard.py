@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from ipaddress import ip_interface
 
 import pytest
 
 from hacluster_agent.config.haresources import parse_haresources
+from hacluster_agent.resources import fenceguard
 from hacluster_agent.resources.fenceguard import (
     BEAT,
     QUIT,
@@ -199,3 +201,28 @@ async def test_keeper_close_keep_sends_quit() -> None:
     await asyncio.sleep(0.1)
     await g.close(keep=True)
     assert g.proc is not None and g.proc.returncode == 0
+
+
+# Stands in for the guard: exits 0 if the last byte before EOF is `q`, else 3.
+_QUIT_READER = (
+    "import os, sys\nfd, data = int(sys.argv[1]), b''\n"
+    "while chunk := os.read(fd, 4096):\n    data += chunk\n"
+    "sys.exit(0 if data.endswith(b'q') else 3)"
+)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("keep", "code"), [(True, 0), (False, 3)])
+async def test_keeper_close_sends_quit_only_when_keeping(
+    monkeypatch: pytest.MonkeyPatch, keep: bool, code: int
+) -> None:
+    """What the guard reads: a real guard exits 0 either way when nothing is present, so this
+    reads the pipe instead (the guard's side of `q` is test_watch_quit_touches_nothing)."""
+    monkeypatch.setattr(
+        fenceguard, "guard_command", lambda fd, *_: [sys.executable, "-c", _QUIT_READER, str(fd)]
+    )
+    g = FenceGuard([ip_interface("198.51.100.199/24")], 200, log_format="text")
+    g.start()
+    await asyncio.sleep(0.1)
+    await g.close(keep=keep)
+    assert g.proc is not None and g.proc.returncode == code

@@ -61,7 +61,7 @@ def test_failover_after_peer_death_sets_gap_holds_and_durations() -> None:
     m.set_holds({Side.FOREIGN})
     assert m.acquired("peer n1 dead: silent for 532ms", wall=1_700_000_000.0) == "peer_dead"
     m.resource_operation("stop", 3.0, ok=False)
-    m.self_fenced()
+    m.note("self_fenced", {})  # the engine's self-fencing Note, as the daemon passes it on
     m.set_epoch(4)
 
     assert value(m, "hacluster_peer_deaths_total", peer="n1") == 1

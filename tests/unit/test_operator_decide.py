@@ -790,14 +790,12 @@ def test_a_new_generation_is_written() -> None:
 # properties
 
 
-def _apply(lease: LeaseState, changes: dict[str, str | None]) -> LeaseState:
-    annotations = dict(lease.annotations)
-    for k, v in changes.items():
-        if v is None:
-            annotations.pop(k, None)
-        else:
-            annotations[k] = v
-    return LeaseState(lease.holder, lease.epoch, annotations, lease.acquired)
+def test_with_annotations_applies_a_change_set_like_a_merge_patch() -> None:
+    lease = own(A, 3, acquired=T0, freeze="true", handover_to=B)
+    after = lease.with_annotations({FREEZE: None, RELEASE: "true", "absent": None})
+    assert dict(after.annotations) == {HANDOVER_TO: B, RELEASE: "true"}
+    assert (after.holder, after.epoch, after.acquired) == (A, 3, T0)
+    assert lease.frozen and not lease.releasing  # the original is left as it was
 
 
 node_reports = st.one_of(
@@ -868,13 +866,14 @@ def test_decisions_are_safe_and_a_fixed_point(
         if not switchover:
             assert not maintenance or holder == ""  # only a handover already in flight lands
     # Maintenance is the freeze annotation, deletion the release annotation.
-    assert _apply(lease, d.annotations).frozen == maintenance
-    assert _apply(lease, d.annotations).releasing == deleting
+    after = lease.with_annotations(d.annotations)  # what the merge-patch leaves on the Lease
+    assert after.frozen == maintenance
+    assert after.releasing == deleting
     # The status is always valid for the CRD.
     assert HAClusterStatus.model_validate(d.status.to_k8s()) == d.status
 
     # Applied, the decision is a fixed point: nothing more to change, nothing more to say.
-    d2 = decide(spec, 1, _apply(lease, d.annotations), reports, T0, previous=d.status, deleting=deleting)
+    d2 = decide(spec, 1, after, reports, T0, previous=d.status, deleting=deleting)
     assert d2.annotations == {}
     assert d2.events == ()
     assert not d2.write_status

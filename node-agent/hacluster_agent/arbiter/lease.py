@@ -60,7 +60,6 @@ class Arbiter:
     ) -> None:
         self.store, self.me, self.window, self.poll = store, me, window, poll
         self.clock, self.sleep = clock, sleep
-        self.epoch: int | None = None
 
     async def take(self, wanted: Callable[[], bool] = lambda: True) -> Verdict:
         """Become the holder. A free Lease (or ours) is taken at once; one held by the peer only
@@ -139,7 +138,6 @@ class Arbiter:
         return self._granted(await self.store.swap(seen, self.me, transitions), why)
 
     def _granted(self, view: LeaseView, why: str) -> Verdict:
-        self.epoch = view.transitions
         return Verdict(True, why, view.transitions)
 
 

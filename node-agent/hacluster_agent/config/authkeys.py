@@ -108,15 +108,9 @@ def _is_index(word: str) -> bool:
     return is_number(word) and 0 <= int(word) <= MAX_AUTH_INDEX
 
 
-def check_authkeys_mode(path: str | os.PathLike[str], f: Findings) -> None:
-    """Heartbeat refuses an authkeys file that group or others may read, write or run."""
-    problem = authkeys_mode_problem(os.stat(path).st_mode)
-    if problem is not None:
-        f.error(None, problem)
-
-
 def authkeys_mode_problem(mode: int) -> str | None:
-    """What is wrong with an authkeys file of this st_mode, or None (only the owner has access)."""
+    """Heartbeat refuses an authkeys file that group or others may read, write or run: what is
+    wrong with one of this st_mode, or None (only the owner has access)."""
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         return (f"mode {stat.S_IMODE(mode):04o} lets group or others access the keys; "
                 "run 'chmod 600' on it (Heartbeat refuses it too)")  # fmt: skip

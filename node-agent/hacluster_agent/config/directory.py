@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .authkeys import AuthKeys, check_authkeys_mode, parse_authkeys
+from .authkeys import AuthKeys, authkeys_mode_problem, parse_authkeys
 from .hacf import parse_hacf
 from .hacf_model import HaCf
 from .haresources import parse_haresources
 from .haresources_model import HaResources
-from .issues import ConfigError, Finding, Findings
+from .issues import ConfigError, Finding, Findings, Severity
+
+FILES = ("ha.cf", "haresources", "authkeys")
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ def load_directory(directory: str | Path) -> ClusterConfig:
     d = Path(directory)
     findings: list[Finding] = []
     texts: dict[str, str] = {}
-    for name in ("ha.cf", "haresources", "authkeys"):
+    for name in FILES:
         path = d / name
         try:
             texts[name] = path.read_text(encoding="utf-8", errors="replace")
@@ -43,12 +47,26 @@ def load_directory(directory: str | Path) -> ClusterConfig:
             findings.append(Finding(str(path), None, f"cannot read: {e.strerror or e}"))
     if findings:
         raise ConfigError(findings)
-    hacf, f1 = parse_hacf(texts["ha.cf"], str(d / "ha.cf"))
-    res, f2 = parse_haresources(texts["haresources"], str(d / "haresources"), hacf.nodes if hacf else None)
-    keys, f3 = parse_authkeys(texts["authkeys"], str(d / "authkeys"))
-    mode = Findings(str(d / "authkeys"))
-    check_authkeys_mode(d / "authkeys", mode)
+    parsed = parse_texts(d, texts, {n: str(d / n) for n in FILES}, os.stat(d / "authkeys").st_mode)
+    if not isinstance(parsed, ClusterConfig):
+        raise ConfigError(parsed)
+    return parsed
+
+
+def parse_texts(
+    directory: Path, texts: Mapping[str, str], paths: Mapping[str, str], authkeys_mode: int | None
+) -> ClusterConfig | list[Finding]:
+    """The three files' texts (by name in FILES) as a ClusterConfig, or every finding (errors and
+    warnings) when they are not valid. `paths` name the files in findings; `authkeys_mode` (st_mode)
+    None: Heartbeat's 0600 rule is not checked."""
+    hacf, f1 = parse_hacf(texts["ha.cf"], paths["ha.cf"])
+    res, f2 = parse_haresources(texts["haresources"], paths["haresources"], hacf.nodes if hacf else None)
+    keys, f3 = parse_authkeys(texts["authkeys"], paths["authkeys"])
+    mode = Findings(paths["authkeys"])
+    problem = authkeys_mode_problem(authkeys_mode) if authkeys_mode is not None else None
+    if problem is not None:
+        mode.error(None, problem)
     findings = f1.items + f2.items + f3.items + mode.items
     if hacf is None or res is None or keys is None or mode.errors:
-        raise ConfigError(findings)
-    return ClusterConfig(d, hacf, res, keys, [f for f in findings if f.severity.value == "warning"])
+        return findings
+    return ClusterConfig(directory, hacf, res, keys, [f for f in findings if f.severity is Severity.WARNING])

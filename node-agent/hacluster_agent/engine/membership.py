@@ -653,7 +653,7 @@ class Engine:
             if not self.hold:
                 return self._reconcile(now, "the Lease answered")  # nothing to fence
             self._count("self_fenced")
-            out: list[Action] = [Note("error", f"self-fencing: {reason}")]
+            out: list[Action] = [Note("error", f"self-fencing: {reason}", counter="self_fenced")]
             if self.flux is None:
                 out.append(self._begin(Release(self.hold, f"self-fencing: {reason}")))
             return out

@@ -443,12 +443,10 @@ class IPAddrDriver:
         self._announcer.start()
 
     async def _still_here(self) -> bool:
-        p = self.placement
-        if p is None:
+        if self.placement is None:
             return False
         try:
-            async with self._netlink("announce") as ipr:
-                return bool(await self._present(ipr, p.index))
+            return await self.status() is ResourceState.RUNNING  # looks where we placed it
         except ResourceError:
             return True  # cannot tell: announce, as before this check existed
 
