@@ -16,6 +16,7 @@ from kubernetes import client as k8s
 
 from hacluster_agent.lab import APISERVER_ADDR, Lab
 from tests.apiserver.conftest import ApiServerBinaries
+from tests.support import hosttools
 from tests.support.controlplane import ControlPlane
 from tests.support.eventually import eventually
 from tests.support.kubeagents import agent_rbac
@@ -27,8 +28,8 @@ NS, CLUSTER = "ha", "demo"
 
 @pytest.fixture
 def kube_lab(apiserver_binary: ApiServerBinaries) -> Iterator[tuple[Lab, ControlPlane]]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
+    if reason := hosttools.lab_unavailable():
+        pytest.skip(reason)
     lab = Lab(keepalive="100ms", deadtime="300ms", warntime="200ms")
     cp: ControlPlane | None = None
     try:

@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from tests.apiserver.conftest import ApiServerBinaries
+from tests.support import hosttools
 from tests.support.controlplane import REPO_ROOT
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.netns]
@@ -55,9 +56,9 @@ NETNS_SETUP = (
 def test_serves_on_bridge_address_in_netns(apiserver_binary: ApiServerBinaries) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to make a network namespace")
-    unshare, ip, ss = shutil.which("unshare"), shutil.which("ip"), shutil.which("ss")
-    if not (unshare and ip and ss):
-        pytest.skip("needs unshare, ip and ss (util-linux, iproute2)")
+    if reason := hosttools.unavailable("unshare", "ip", "ss"):
+        pytest.skip(reason)
+    unshare = shutil.which("unshare") or "unshare"
 
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.run(

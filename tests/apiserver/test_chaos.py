@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def chaos(*args: str) -> subprocess.CompletedProcess[str]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
+    if reason := hosttools.lab_unavailable():
+        pytest.skip(reason)
     return subprocess.run(
         [sys.executable, str(REPO / "bench" / "chaos.py"), *args],
         capture_output=True, text=True, timeout=1200, cwd=REPO,

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.apiserver.conftest import ApiServerBinaries
+from tests.support import hosttools
 from tests.support.eventually import eventually
 from tests.support.fullstack import KEY, NAME, NODES, NS, FullStack, full_stack
 
@@ -46,8 +47,8 @@ class Stack(FullStack):
 
 @pytest.fixture
 def stack(apiserver_binary: ApiServerBinaries) -> Iterator[Stack]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
+    if reason := hosttools.lab_unavailable():
+        pytest.skip(reason)
     with full_stack(apiserver_binary.apiserver, Stack) as st:
         st.kubectl = apiserver_binary.tools.kubectl
         yield st

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from hacluster_agent.lab import Lab
-from tests.support import netns
+from tests.support import hosttools, netns
 
 
 @pytest.fixture
@@ -32,8 +32,8 @@ def net2(netns_ok: None) -> Iterator[netns.Network]:
 def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A built Lab (namespaces sw, n1, n2, client); `indirect` parametrisation passes Lab's fields.
     Its agents' logs are printed (pytest shows them when the test failed)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
+    if reason := hosttools.lab_unavailable():
+        pytest.skip(reason)
     with Lab(**getattr(request, "param", {})) as lab:
         try:
             yield lab

@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 
+from tests.support import hosttools
 from tests.support.netns import Host, Network, NsProcess, netns_available, network, ns_spawn, wait_until
 
-_reason = netns_available() or (None if shutil.which("tcpdump") else "tcpdump not installed")
+_reason = netns_available() or hosttools.unavailable("tcpdump", "sysctl")
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.skipif(_reason is not None, reason=f"VIP driver tests need root and namespaces: {_reason}"),

@@ -139,16 +139,19 @@ def _run(
     return proc
 
 
+# what building a Network (links, cuts, loss, delay) runs; the NFQUEUE delayer runs ip*tables
+TOOLS = ("ip", "tc", "nft", "iptables-legacy", "ip6tables-legacy", "unshare", "nsenter", "ping")
+
+
 def netns_available() -> str | None:
     """None if this process can build namespaces, else the reason it cannot (for skips)."""
     if sys.platform != "linux":
         return "not Linux"
     if os.geteuid() != 0:
         return "needs root"
-    for tool in ("ip", "nft", "unshare", "nsenter"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    return None
+    from tests.support import hosttools  # not at the top: this file also runs alone (-I -S)
+
+    return hosttools.unavailable(*TOOLS)
 
 
 def list_prefixed_netns(prefix: str = PREFIX) -> list[str]:

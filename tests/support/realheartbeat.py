@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+from tests.support import hosttools
 from tests.support.netns import (
     PREFIX,
     NetnsError,
@@ -97,11 +98,9 @@ def heartbeat_available() -> str | None:
     """None if the real daemon can be run here, else why not (for pytest skips)."""
     if os.geteuid() != 0:
         return "needs root"
-    if not HEARTBEAT_BIN.exists():
-        return f"{HEARTBEAT_BIN} missing (apt-get install heartbeat)"
-    for tool in ("unshare", "nsenter", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
+    gone = hosttools.unavailable(str(HEARTBEAT_BIN), CL_STATUS, "unshare", "nsenter", "mount", "ip", "sh")
+    if gone:
+        return gone
     try:
         import pwd
 
