@@ -5,7 +5,6 @@ needs. The client never sees two owners; the Lease epoch only grows."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from collections.abc import Iterator

@@ -3,7 +3,6 @@ invariants checked continuously; and a control run proving that the checks do ca
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.apiserver.conftest import ApiServerBinaries
+from tests.support import hosttools
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.netns]
 

@@ -7,7 +7,6 @@ test starts what the DaemonSet would run, with the ServiceAccount token the agen
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

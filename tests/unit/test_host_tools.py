@@ -113,7 +113,9 @@ def spawned_programs() -> dict[str, set[str]]:
             consts = {
                 t.id: n.value.value
                 for n in tree.body
-                if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+                if isinstance(n, ast.Assign)
+                and isinstance(n.value, ast.Constant)
+                and isinstance(n.value.value, str)
                 for t in n.targets
                 if isinstance(t, ast.Name)
             }
@@ -133,7 +135,9 @@ def test_every_spawned_program_is_in_the_table() -> None:
         for prog, files in found.items()
         if Path(prog).name not in table and Path(prog).name not in PYTHONS
     }
-    assert not unlisted, f"programs run but not in host-tools.tsv (add a row and its Debian package): {unlisted}"
+    assert not unlisted, (
+        f"programs run but not in host-tools.tsv (add a row and its Debian package): {unlisted}"
+    )
 
 
 def test_shell_scripts_are_read_through() -> None:
