@@ -117,6 +117,7 @@ class Engine:
         self.epoch: int | None = None
         self.arbitration: Acquire | None = None  # an acquisition waiting for the Lease
         self.renewing = False
+        self.fence_owed: str | None = None  # the Lease was lost while resources were in flux
         self.next_arbitration: float | None = None
         self.link_down = False  # the peer is silent but alive per the Lease
         self.unheard_until = (
@@ -156,7 +157,7 @@ class Engine:
         out += self._check_rexmit(now)
         if self.next_arbitration is not None and now >= self.next_arbitration:
             self.next_arbitration = None
-            if self.hold and (self.peer.alive is False or now < self.unheard_until):
+            if (self.hold or self.lease_held) and (self.peer.alive is False or now < self.unheard_until):
                 out += self._renew(
                     "peer still silent" if self.peer.alive is False else "peer still deaf to us"
                 )
@@ -257,6 +258,15 @@ class Engine:
             return [Note("warning", f"resource result for unknown operation {op}")]
         self.flux = None
         out: list[Action] = []
+        if self.fence_owed is not None:
+            after = self.hold
+            if ok:
+                after = self.hold | flux.sides if isinstance(flux, Acquire) else self.hold - flux.sides
+            if after:
+                self._set_hold(after, now, flux.reason)
+                reason, self.fence_owed = self.fence_owed, None
+                return [self._begin(Release(after, f"self-fencing: {reason}"))]
+            self.fence_owed = None
         if isinstance(flux, Acquire):
             if ok:
                 self._set_hold(self.hold | flux.sides, now, flux.reason)
@@ -264,6 +274,11 @@ class Engine:
             else:
                 self._count("acquire_failed")
                 self.self_standby = True
+                if self.cfg.arbitrated and self.lease_held and not self.hold:
+                    # Nothing started (the driver rolled back): free the Lease for the peer, and take
+                    # it again before any later acquisition (sim seed 38).
+                    self.lease_held = False
+                    out.append(Arbitrate("release", 0, f"could not start resources: {reason}"))
                 out.append(Note("error", f"could not start resources ({reason}); handing over to peer"))
                 out.append(self._resource_msg(now, info="standby"))
         else:
@@ -614,7 +629,11 @@ class Engine:
             if granted:
                 self.lease_held, self.link_down = True, False
                 self.flux = pending
-                return [Note("info", f"Lease taken, epoch {self.epoch}: {reason}"), pending]
+                taken: list[Action] = [Note("info", f"Lease taken, epoch {self.epoch}: {reason}"), pending]
+                # A holder the peer cannot hear must prove itself from now on, or the peer's next
+                # take succeeds after W (a cold start or a take during a cut: sim seeds 4, 0).
+                self._arm_renewal(now)
+                return taken
             if unavailable and self.cfg.take_over_without_arbiter and self.peer.alive is False:
                 self.flux = pending
                 return [
@@ -630,6 +649,11 @@ class Engine:
             return [Note("warning", f"not taking over: {reason}")]
         if self.renewing and op == -1:
             self.renewing = False
+            if granted and not self.hold and not isinstance(self.flux, Acquire):
+                # Sent while we held, answered after we released (and freed the Lease): the grant
+                # is stale. Taking it as "held" would skip the next take (sim seed 126).
+                self._count("stale_renewal")
+                return self._reconcile(now, "the Lease answered")
             if granted:
                 self.lease_held = True
                 self.link_down = self.peer.alive is False
@@ -650,12 +674,16 @@ class Engine:
             if unavailable and self.cfg.take_over_without_arbiter:
                 return [Note("warning", f"keeping resources without the arbiter: {reason}")]
             self.lease_held = False
-            if not self.hold:
+            if not self.hold and not isinstance(self.flux, Acquire):
                 return self._reconcile(now, "the Lease answered")  # nothing to fence
             self._count("self_fenced")
             out: list[Action] = [Note("error", f"self-fencing: {reason}", counter="self_fenced")]
             if self.flux is None:
                 out.append(self._begin(Release(self.hold, f"self-fencing: {reason}")))
+            else:
+                # An acquisition (or release) is running: fence as soon as it ends. A renewal refused
+                # while the groups were starting left them held without the Lease (sim seed 4).
+                self.fence_owed = reason
             return out
         return []
 
@@ -697,6 +725,12 @@ class Engine:
         if self.hold and not self.shutting_down and self.next_arbitration is None:
             out += self._renew(f"{self.cfg.peer} cannot hear us")
         return out
+
+    def _arm_renewal(self, now: float) -> None:
+        """Renew every W/4 while the peer cannot hear us (silent, or says it hears nothing)."""
+        if self.peer.alive is not True or now < self.unheard_until:  # noqa: SIM102
+            if self.next_arbitration is None:
+                self.next_arbitration = now + self.cfg.arbitration_window / 4
 
     def _renew(self, reason: str) -> list[Action]:
         if self.renewing:

@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Deterministic simulation of the two agents' ownership code under composed faults (issue 11).
+
+    bench/simulate.py --seeds 1000 [--start 0] [--timing 100ms/300ms] [--mode kube|standalone]
+    bench/simulate.py --replay SEED --trace        # the same run, event for event, with its trace
+    bench/simulate.py --shrink SEED                # the smallest schedule that still fails
+
+Every run: two real Engines and Arbiters, the daemon's dispatch, a simulated Lease/API server,
+heartbeat link, fence guards and kernels, and a nemesis schedule drawn from the seed; the
+invariants of tests/sim/invariants.py are checked at every step. Ends with
+`RESULT seeds=… violations=… worst_heal_ms=…` (violations: seeds with at least one).
+Run from the repository root with PYTHONPATH=.:node-agent:operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for extra in (ROOT, ROOT / "node-agent", ROOT / "operator"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+from tests.sim.faults import KINDS, Fault, nemesis  # noqa: E402
+from tests.sim.shrink import shrink  # noqa: E402
+from tests.sim.world import Config, RunResult, parse_timing, run_one  # noqa: E402
+
+Summary = tuple[int, list[tuple[str, float, float, str, tuple[str, ...]]], float | None]
+
+
+def config_of(a: argparse.Namespace) -> Config:
+    k, d = parse_timing(a.timing)
+    return Config(keepalive=k, deadtime=d, kube=a.mode == "kube", window=a.window, span=a.span)
+
+
+def involved(r: RunResult, at: float, cfg: Config) -> tuple[str, ...]:
+    """The fault kinds under way (or just over) when a violation started."""
+    warm = cfg.warmup
+    kinds = {
+        f.kind for f in r.schedule if warm + f.at <= at + 1e-6 and at <= warm + f.end + 2 * cfg.deadtime + 5.0
+    }
+    return tuple(sorted(kinds)) or ("(none)",)
+
+
+def one(args: tuple[int, Config, str | None]) -> Summary:
+    seed, cfg, only = args
+    kinds = {only: 1.0} if only else None
+    sched = nemesis(seed, cfg.span, cfg.deadtime, kinds=kinds) if kinds else None
+    r = run_one(seed, cfg, sched)
+    return seed, [(v.kind, v.at, v.duration, v.detail, involved(r, v.at, cfg)) for v in r.violations], r.heal
+
+
+def print_schedule(schedule: list[Fault]) -> None:
+    for f in schedule:
+        print(f"    {f.describe()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=100)
+    p.add_argument("--start", type=int, default=0)
+    p.add_argument("--timing", default="100ms/300ms", help="keepalive/deadtime, e.g. 500ms/3s, 1s/10s")
+    p.add_argument("--mode", choices=("kube", "standalone"), default="kube")
+    p.add_argument("--window", type=float, default=0.2, help="W (--arbitration-window), seconds")
+    p.add_argument("--span", type=float, default=60.0, help="seconds of faults per run")
+    p.add_argument("--only", choices=sorted(KINDS), help="draw faults of this kind only")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.add_argument("--replay", type=int, metavar="SEED")
+    p.add_argument("--trace", action="store_true", help="with --replay: print the run's trace")
+    p.add_argument("--shrink", type=int, metavar="SEED")
+    p.add_argument("--show", type=int, default=10, help="violating seeds to list")
+    a = p.parse_args(argv)
+    cfg = config_of(a)
+    kinds = {a.only: 1.0} if a.only else None
+
+    if a.replay is not None or a.shrink is not None:
+        seed = a.replay if a.replay is not None else a.shrink
+        assert seed is not None
+        sched = nemesis(seed, cfg.span, cfg.deadtime, kinds=kinds)
+        if a.shrink is not None:
+            print(f"seed {seed} ({a.timing}, {a.mode}): shrinking {len(sched)} faults")
+            sched, _ = shrink(seed, cfg, sched, log=print)
+        r = run_one(seed, cfg, sched, tracing=a.trace)
+        print(f"seed {seed} ({a.timing}, {a.mode}), schedule (times after the {cfg.warmup:g}s warm-up):")
+        print_schedule(sched)
+        if a.trace:
+            print("trace:")
+            for line in r.trace:
+                if "Late heartbeat" not in line:
+                    print("  " + line)
+        for v in r.violations:
+            print(f"  VIOLATION {v.describe()}")
+        heal = "-" if r.heal is None else f"{r.heal * 1000:.0f}"
+        print(f"RESULT seeds=1 violations={int(r.failed)} worst_heal_ms={heal}")
+        return 1 if r.failed else 0
+
+    seeds = range(a.start, a.start + a.seeds)
+    work = [(s, cfg, a.only) for s in seeds]
+    t0 = time.perf_counter()
+    if a.jobs > 1:
+        with multiprocessing.Pool(a.jobs) as pool:
+            results = pool.map(one, work, chunksize=16)
+    else:
+        results = [one(w) for w in work]
+    elapsed = time.perf_counter() - t0
+    failing = [(s, vs) for s, vs, _ in results if vs]
+    heals = [h for _, _, h in results if h is not None]
+    table: dict[tuple[str, tuple[str, ...]], list[int]] = collections.defaultdict(list)
+    worst: dict[tuple[str, tuple[str, ...]], float] = collections.defaultdict(float)
+    for s, vs in failing:
+        for kind, _at, dur, _detail, faults in vs:
+            key = (kind, faults)
+            if s not in table[key]:
+                table[key].append(s)
+            worst[key] = max(worst[key], dur)
+    print(f"{a.seeds} seeds, {a.timing}, {a.mode}, W={a.window:g}s, {a.span:g}s of faults each: "
+          f"{elapsed:.1f}s ({a.seeds / elapsed:.1f} seeds/s with {a.jobs} job(s))")  # fmt: skip
+    for s, vs in failing[: a.show]:
+        print(f"  seed {s}: " + "; ".join(f"{k} at {at:.2f}s ({dur * 1000:.0f} ms) [{'+'.join(f)}]"
+                                          for k, at, dur, _d, f in vs))  # fmt: skip
+    if table:
+        print(f"\n{'violation':<18} {'seeds':>6} {'worst ms':>9}  faults under way   (example seed)")
+        for (kind, faults), ss in sorted(table.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            print(
+                f"{kind:<18} {len(ss):>6} {worst[(kind, faults)] * 1000:>9.0f}  {'+'.join(faults)}   ({ss[0]})"
+            )
+    worst_heal = max(heals) * 1000 if heals else 0.0
+    print(f"RESULT seeds={a.seeds} violations={len(failing)} worst_heal_ms={worst_heal:.0f}")
+    return 1 if failing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,482 @@
+"""The daemon's dispatch, modelled on `hacluster_agent/daemon.py` line for line where it matters:
+`execute` (every call wakes `_clock`, which ticks once more), `_spawn` (a task starts on the next
+loop iteration), `_resources` (acquire left to right, release right to left: the VIP, first in
+the group, is stopped LAST, each stop retried every 1 s up to 10 times as `GroupRunner`),
+`_arbitrate` (renew under `wait_for(W/2)`, a timeout = unavailable), `_clock` (sleeps until
+`next_deadline()`), `_maintain` / `_refresh_held` (the VIP driver's refresh: a presence check,
+then `addr replace` — which re-creates an address removed in between —, a lost VIP calls
+`engine.hold_lost`), `_monitor` (restarts a lost member in place unless flux, or arbitrated and
+(renewing or not lease_held), or the peer holds the group), `_directives` (the operator's
+switchover), and `run` (the guard first, stop what a dead agent left running, open the API
+connection, open the media, `engine.start`).
+
+The engine and the Arbiter are the real ones; only their I/O is simulated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from hacluster_agent.arbiter.lease import Arbiter, Unavailable, Verdict
+from hacluster_agent.engine.actions import (
+    Acquire,
+    Action,
+    Announce,
+    Arbitrate,
+    Note,
+    PeerChanged,
+    Release,
+    Send,
+    Side,
+)
+from hacluster_agent.engine.membership import Engine, EngineConfig
+from hacluster_agent.resources.base import ResourceError
+from hacluster_agent.wire.message import Message
+
+from .lease import SimLeaseStore
+from .node import KERNEL, Node
+from .runtime import Future, Task
+
+STOP_RETRIES = 10  # GroupRunner defaults
+RETRY_INTERVAL = 1.0
+MIGRATION_THRESHOLD = 3
+
+
+class SimFlag:
+    """asyncio.Event on the node's clock."""
+
+    def __init__(self, node: Node) -> None:
+        self.node, self.flag = node, False
+        self.waiters: list[Future] = []
+
+    def set(self) -> None:
+        self.flag = True
+        waiters, self.waiters = self.waiters, []
+        for w in waiters:
+            w.set_result(True)
+
+    def clear(self) -> None:
+        self.flag = False
+
+    def wait(self, timeout: float) -> Future:
+        fut = Future()
+        if self.flag:
+            fut.set_result(True)
+            return fut
+        self.waiters.append(fut)
+        self.node.agent_later(timeout, fut.set_result, False)
+        return fut
+
+
+class Agent:
+    """One agent process: the real Engine and Arbiter, the daemon's loops around them."""
+
+    def __init__(self, node: Node, generation: int) -> None:
+        world = node.world
+        self.node, self.world, self.generation = node, world, generation
+        self.side = Side.LOCAL if node.name == world.home else Side.FOREIGN
+        self.peer = world.peer_of(node.name)
+        self.engine = Engine(
+            EngineConfig(
+                node=node.name,
+                peer=self.peer,
+                keepalive=world.keepalive,
+                deadtime=world.deadtime,
+                warntime=world.warntime,
+                initdead=world.initdead,
+                generation=generation,
+                auto_failback=world.auto_failback,
+                has_local=self.side is Side.LOCAL,
+                has_foreign=self.side is Side.FOREIGN,
+                standby_timeout=max(5.0, 4 * world.deadtime),
+                arbitrated=world.kube,
+                arbitration_window=world.window,
+            )
+        )
+        self.arbiter = Arbiter(
+            SimLeaseStore(world.api, node),
+            node.name,
+            window=world.window,
+            poll=min(0.05, world.window / 5),
+            clock=node.local_now,
+            sleep=node.sleep,
+        )
+        self.held: set[Side] = set()
+        self.listening = False
+        self.clock_ev: Any = None
+        self.wake_pending = False
+        self.monitor_now = SimFlag(node)
+        # the VIP driver's state (resources/ipaddr.py) and the group runner's
+        self.placed = False
+        self.deadline: float | None = None
+        self.stopping = False
+        self.failures: dict[str, int] = {"vip": 0, "service": 0}
+        self.last_directive: object = None
+
+    # -- helpers ------------------------------------------------------------------------------
+    def now(self) -> float:
+        return self.node.local_now()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """asyncio.create_task: the coroutine starts on the next loop iteration."""
+        self.node.agent_later(0.0, _start, coro)
+
+    def _rand(self, lo_hi: tuple[float, float]) -> float:
+        lo, hi = lo_hi
+        return lo + (hi - lo) * self.node.sim.rng.random()
+
+    def _netlink(self, fn: Callable[[], Any]) -> Future:
+        """A netlink request: the kernel answers after a short latency (even while the agent's loop
+        is stalled); the agent reads the answer when its loop runs."""
+        fut = Future()
+        node = self.node
+        node.sys_later(KERNEL, self._rand(node.params.netlink), self._kernel_answer, fn, fut, node.proc_gen)
+        return fut
+
+    def _kernel_answer(self, fn: Callable[[], Any], fut: Future, gen: int) -> None:
+        if gen != self.node.proc_gen:
+            return
+        value = fn()
+        self.node.agent_at_global(self.node.sim.now, fut.set_result, value)
+
+    def trace(self, text: str) -> None:
+        if self.world.tracing:
+            self.node.trace(text)
+
+    # -- the process ----------------------------------------------------------------------------
+    def run(self) -> None:
+        self.node.guard_spawn()  # FenceGuard.start() before anything else
+        self.spawn(self._startup())
+
+    def dead(self) -> None:
+        self.listening = False
+
+    def resumed(self) -> None:
+        pass  # the queued events ran in order; the guard gets beats again
+
+    async def _startup(self) -> None:
+        node = self.node
+        await node.sleep(self._rand(node.params.boot))
+        if node.vip or node.service:
+            # "already running before start-up: stopping them before joining"
+            self.trace("already running before start-up: stopping them before joining")
+            try:
+                await self._group_stop()
+            except ResourceError as e:
+                self.trace(f"cannot stop what was left running: {e}; exiting")
+                node.kill_agent(why="exit 1")
+                node.world.schedule_restart(node)
+                return
+        if self.world.kube:
+            with contextlib.suppress(Unavailable):
+                await self.arbiter.store.get()  # open the API connection before it is urgent
+        self.listening = True
+        self.execute(self.engine.start(self.now(), node.wall()))
+        self.spawn(self._maintain())
+        self.spawn(self._monitor())
+        if self.world.kube:
+            self.spawn(self._directives())
+
+    # -- media ----------------------------------------------------------------------------------
+    def packet(self, msg: Message) -> None:
+        if not self.listening:
+            return
+        self.execute(self.engine.receive(msg, "eth0", self.now()))
+
+    # -- execute ----------------------------------------------------------------------------------
+    def execute(self, actions: list[Action], wake: bool = True) -> None:
+        world, node = self.world, self.node
+        for act in actions:
+            if isinstance(act, Send):
+                world.net.send(node, act.message)
+            elif isinstance(act, (Acquire, Release)):
+                self.trace(f"-> {type(act).__name__} {'+'.join(sorted(act.sides))} op {act.op}: {act.reason}")
+                self.spawn(self._resources(act))
+            elif isinstance(act, Arbitrate):
+                self.trace(f"-> Arbitrate {act.kind} op {act.op}: {act.reason}")
+                self.spawn(self._arbitrate(act))
+            elif isinstance(act, Announce):
+                self.trace(f"-> Announce: {act.reason}")
+            elif isinstance(act, Note):
+                if world.tracing and act.level != "debug" and not act.text.startswith("Late heartbeat"):
+                    node.trace(f"[{act.level}] {act.text}")
+            elif isinstance(act, PeerChanged):
+                self.trace(f"peer {act.peer} {'up' if act.alive else 'DEAD'} ({act.reason})")
+        epoch = self.engine.epoch
+        if epoch is not None:
+            if epoch < node.max_epoch_seen:
+                world.violation(
+                    "epoch_regressed", f"{node.name} saw the epoch go {node.max_epoch_seen} -> {epoch}"
+                )
+            if epoch > node.max_epoch_seen:
+                node.max_epoch_seen = epoch
+        if wake and not self.wake_pending:
+            # execute() sets `wake`: _clock leaves its wait and ticks once more
+            self.wake_pending = True
+            if self.clock_ev is not None:
+                self.clock_ev.cancel()
+            self.clock_ev = node.agent_later(0.0, self._clock)
+
+    def _clock(self) -> None:
+        self.wake_pending = False
+        if not self.engine.running:
+            return
+        self.execute(self.engine.tick(self.now()), wake=False)
+        if self.wake_pending:
+            return
+        delay = self.engine.next_deadline() - self.now()
+        self.clock_ev = self.node.agent_later(delay if delay > 1e-9 else 0.0005, self._clock)
+
+    # -- resources ------------------------------------------------------------------------------
+    def _runners(self, side: Side) -> int:
+        return 1 if side is self.side else 0
+
+    async def _resources(self, act: Acquire | Release) -> None:
+        sides = [s for s in (Side.LOCAL, Side.FOREIGN) if s in act.sides]
+        ok, reason = True, "ok"
+        try:
+            if isinstance(act, Acquire):
+                started: list[Side] = []
+                try:
+                    for side in sides:
+                        for _ in range(self._runners(side)):
+                            await self._group_start()
+                            started.append(side)
+                        self.held.add(side)
+                except ResourceError:
+                    for _ in reversed(started):
+                        with contextlib.suppress(ResourceError):
+                            await self._group_stop()
+                    for side in sides:
+                        self.held.discard(side)
+                    raise
+            else:
+                for side in reversed(sides):
+                    for _ in range(self._runners(side)):
+                        await self._group_stop()
+                    self.held.discard(side)
+        except ResourceError as e:
+            ok, reason = False, str(e)
+        self.trace(
+            f"{'acquire' if isinstance(act, Acquire) else 'release'} op {act.op}: {'done' if ok else 'FAILED ' + reason}"
+        )
+        self.execute(self.engine.resources_done(act.op, ok, reason, self.now()))
+
+    async def _vip_start(self) -> None:
+        node = self.node
+        await self._netlink(lambda: None)
+        t0 = self.now()
+        node.vip_write("start")
+        self.placed = True
+        lifetime = node.params.address_lifetime
+        self.deadline = t0 + lifetime if lifetime > 0 else None
+
+    async def _vip_stop(self) -> None:
+        await self._netlink(lambda: self.node.vip_remove("stop"))
+        self.placed, self.deadline = False, None
+
+    async def _service_start(self) -> None:
+        node = self.node
+        await node.sleep(self._rand(node.params.start_service))
+        if node.fail_starts > 0:
+            node.fail_starts -= 1
+            raise ResourceError("service", "start", "exit status 1")
+        node.set_service(True, "start")
+
+    async def _service_stop_once(self) -> None:
+        node = self.node
+        await node.sleep(self._rand(node.params.stop_service))
+        if node.fail_stops > 0:
+            node.fail_stops -= 1
+            raise ResourceError("service", "stop", "exit status 1")
+        node.set_service(False, "stop")
+
+    async def _service_stop(self) -> None:
+        last: ResourceError | None = None
+        for attempt in range(STOP_RETRIES + 1):
+            if attempt:
+                await self.node.sleep(RETRY_INTERVAL)
+            try:
+                await self._service_stop_once()
+                return
+            except ResourceError as e:
+                last = e
+        if self.node.service and last is not None:
+            raise ResourceError(
+                "service", "stop", f"{last.reason} (after {STOP_RETRIES + 1} attempts); NOT released"
+            )
+
+    async def _group_start(self) -> None:
+        """GroupRunner.start: VIP, then the service; a failure stops both, right to left."""
+        self.stopping = False
+        self.failures = {"vip": 0, "service": 0}
+        await self._vip_start()
+        try:
+            await self._service_start()
+        except ResourceError:
+            await self._service_stop()
+            await self._vip_stop()
+            raise
+
+    async def _group_stop(self) -> None:
+        """GroupRunner.stop: right to left: the service (with retries), then the VIP."""
+        self.stopping = True
+        await self._service_stop()
+        await self._vip_stop()
+
+    # -- the VIP's lifetime -----------------------------------------------------------------------
+    async def _maintain(self) -> None:
+        lifetime = self.node.params.address_lifetime
+        every = max(0.2, lifetime / 3) if lifetime else 1.0
+        while True:
+            await self.node.sleep(every)
+            await self._refresh_held()
+
+    async def _refresh_held(self) -> None:
+        for side in list(self.held):
+            for _ in range(self._runners(side)):
+                try:
+                    await self._vip_refresh()
+                except ResourceError as e:
+                    self.trace(f"lost a held address: {e}")
+                    self.monitor_now.set()
+                    self.execute(self.engine.hold_lost(self.now(), str(e)))
+
+    async def _lose(self, why: str) -> None:
+        with contextlib.suppress(ResourceError):
+            await self._vip_stop()
+        raise ResourceError("vip", "refresh", why)
+
+    async def _vip_refresh(self) -> None:
+        """IPaddr.refresh: check presence, then `addr replace` (re-creates a removed address)."""
+        node = self.node
+        deadline = self.deadline
+        if not self.placed or deadline is None:
+            return
+        if self.now() >= deadline:
+            await self._lose("its lifetime ran out before it was renewed")
+        present_fut = self._netlink(lambda: node.vip)
+        if node.stall_in_refresh is not None:  # the nemesis: stall right after the check was sent
+            duration, node.stall_in_refresh = node.stall_in_refresh, None
+            node.sys_later(KERNEL, 0.0, node.stall, duration)
+        if not await present_fut:
+            await self._lose("the address is gone")
+        t0 = self.now()
+        node.vip_write("refresh")  # the write leaves with the call; its answer comes later
+        await self._netlink(lambda: None)
+        if self.now() >= deadline:
+            await self._lose("its lifetime ran out while it was being renewed")
+        self.deadline = t0 + node.params.address_lifetime
+
+    # -- the monitor ------------------------------------------------------------------------------
+    async def _monitor(self) -> None:
+        node, engine = self.node, self.engine
+        while True:
+            await self.monitor_now.wait(node.params.monitor_interval)
+            if not self.held:
+                self.monitor_now.clear()
+                continue
+            await self._refresh_held()
+            if self.monitor_now.flag:
+                await node.sleep(self.world.keepalive)
+            peer = engine.peer
+            if (
+                engine.flux
+                or (engine.cfg.arbitrated and (engine.renewing or not engine.lease_held))
+                or (peer.alive and peer.hold and peer.hold & frozenset(self.held))
+            ):
+                await node.sleep(0.05)
+                continue
+            self.monitor_now.clear()
+            for side in list(self.held):
+                for _ in range(self._runners(side)):
+                    migrate = await self._monitor_once()
+                    if migrate:
+                        self.execute(engine.request_standby(self.now(), f"migration threshold: {migrate}"))
+
+    async def _monitor_once(self) -> str:
+        node = self.node
+        for name in ("vip", "service"):
+            if self.stopping:
+                break
+            if name == "vip":
+                running = await self._netlink(lambda: node.vip)
+            else:
+                await node.sleep(0.01)
+                running = node.service
+            if running:
+                continue
+            self.failures[name] += 1
+            self.trace(f"monitor: {name} is stopped, failure {self.failures[name]}/{MIGRATION_THRESHOLD}")
+            if self.failures[name] >= MIGRATION_THRESHOLD:
+                return f"{name} failed {self.failures[name]} times"
+            try:
+                if self.stopping:
+                    break
+                if name == "vip":
+                    await self._vip_start()
+                    self.trace("monitor: VIP restarted in place")
+                else:
+                    await self._service_start()
+            except ResourceError as e:
+                return f"{name} could not be restarted: {e}"
+            if self.stopping:
+                if name == "vip":
+                    await self._vip_stop()
+                else:
+                    await self._service_stop()
+                break
+        return ""
+
+    # -- the operator's directives ------------------------------------------------------------------
+    async def _directives(self) -> None:
+        node, engine = self.node, self.engine
+        await node.sleep(0.5 * node.sim.rng.random())
+        while True:
+            d = self.world.directive
+            if d is not None:
+                handover_to = d[1]
+                if (
+                    handover_to == self.peer
+                    and engine.hold
+                    and engine.flux is None
+                    and engine.standby_asked_at is None
+                    and d != self.last_directive
+                ):
+                    self.execute(engine.request_standby(self.now(), f"switchover to {self.peer}"))
+            self.last_directive = d
+            await node.sleep(0.5)
+
+    # -- the Lease ----------------------------------------------------------------------------------
+    async def _arbitrate(self, act: Arbitrate) -> None:
+        arbiter = self.arbiter
+        if act.kind in ("release", "handback"):
+            v = await (arbiter.release() if act.kind == "release" else arbiter.hand_back(self.peer))
+            self.trace(f"Lease {act.kind}: {v.reason}")
+            return
+        if act.kind == "renew":
+            v = await self._wait_for(arbiter.renew(), arbiter.window / 2)
+        else:
+            v = await arbiter.take(self.engine.take_still_wanted)
+        self.trace(f"Lease {act.kind}: {'granted' if v.granted else 'refused'} ({v.reason}) epoch {v.epoch}")
+        self.execute(self.engine.arbitrated(act.op, v.granted, v.reason, self.now(), v.epoch, v.unavailable))
+
+    def _wait_for(self, coro: Coroutine[Any, Any, Verdict], timeout: float) -> Future:
+        """asyncio.wait_for(renew(), W/2): on timeout the renewal is cancelled (a request already
+        sent may still be applied by the API server) and counts as unavailable."""
+        out = Future()
+        task = Task(coro, out.set_result)
+
+        def expire() -> None:
+            if not out.done:
+                task.close()
+                out.set_result(Verdict(False, "Lease renewal timed out", unavailable=True))
+
+        self.node.agent_later(timeout, expire)
+        return out
+
+
+def _start(coro: Coroutine[Any, Any, Any]) -> None:
+    Task(coro)

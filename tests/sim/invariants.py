@@ -1,0 +1,152 @@
+"""The properties checked at every step of a run.
+
+(a) one owner (Kubernetes mode): at most one node serves the VIP at any instant. A node serves it
+    when the address is on its interface and its VM is running (a paused VM answers nothing; its
+    kernel answers again the moment it resumes, before its agent runs). Every interval with two
+    is a violation, with its start and length.
+(b) the epoch never goes down: not in the Lease (as the API server stores it) and not as any
+    node's engine saw it (over all its agent generations).
+(c) once the faults stop, exactly one owner within a bound: the VIP and the service on exactly one
+    node, whose engine holds the group (not in flux), the other node holds nothing, and (Kubernetes
+    mode) the Lease names the owner. Measured: the heal time, from the end of the last fault to the
+    moment this last became true (and stayed true to the end of the run).
+(d) no half-started group once settled: after the bound, no node has the VIP without the service
+    or the reverse for more than a moment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .world import World
+
+HALF_TOLERANCE = 2.0  # s a node may be half-started after the bound (a restart in place)
+
+
+@dataclass
+class Violation:
+    kind: str  # two_owners | epoch_regressed | lease_epoch_down | no_single_owner | slow_heal | half_started
+    at: float
+    detail: str
+    duration: float = 0.0
+
+    def describe(self) -> str:
+        dur = f" for {self.duration * 1000:.0f} ms" if self.duration else ""
+        return f"{self.kind} at t={self.at:.3f}s{dur}: {self.detail}"
+
+
+@dataclass
+class Checker:
+    world: World
+    violations: list[Violation] = field(default_factory=list)
+    overlap_since: float | None = None
+    overlap_info: str = ""
+    overlaps: list[tuple[float, float]] = field(default_factory=list)  # every two-serving interval
+    faults_end: float = 0.0
+    bound: float = 0.0
+    healed_at: float | None = None
+    half_since: dict[str, float] = field(default_factory=dict)
+    half_reported: bool = False
+
+    def violation(self, kind: str, detail: str, at: float | None = None, duration: float = 0.0) -> None:
+        t = self.world.sim.now if at is None else at
+        if kind == "epoch_regressed" and any(v.kind == kind for v in self.violations):
+            return
+        self.violations.append(Violation(kind, t, detail, duration))
+        self.world.trace(f"VIOLATION {kind}: {detail}")
+
+    # (a) -------------------------------------------------------------------------------------
+    def vip_changed(self) -> None:
+        world = self.world
+        now = world.sim.now
+        serving = [n for n in world.nodes.values() if n.vip and n.powered and not n.paused]
+        if len(serving) >= 2:
+            if self.overlap_since is None:
+                self.overlap_since = now
+                self.overlap_info = world.why_holding()
+        elif self.overlap_since is not None:
+            self._close_overlap(now)
+
+    def _close_overlap(self, now: float) -> None:
+        start = self.overlap_since
+        assert start is not None
+        self.overlap_since = None
+        self.overlaps.append((start, now - start))
+        if self.world.kube and now > start:
+            self.violation(
+                "two_owners", f"both nodes served the VIP ({self.overlap_info})", start, now - start
+            )
+
+    # (b) is checked where epochs change: LeaseServer._write and Agent.execute ----------------
+
+    # (c), (d) ----------------------------------------------------------------------------------
+    def single_owner(self) -> str | None:
+        """The owner's name when the pair is settled with exactly one owner, else None."""
+        world = self.world
+        owner = None
+        for n in world.nodes.values():
+            agent = n.agent
+            if agent is None or not agent.listening or n.paused:
+                return None
+            eng = agent.engine
+            if eng.flux is not None or eng.arbitration is not None:
+                return None
+            if n.vip or n.service or eng.hold:
+                if not (n.vip and n.service and eng.hold) or owner is not None:
+                    return None
+                owner = n.name
+        if owner is None:
+            return None
+        if world.kube:
+            view = world.api.view
+            if view is None or view.holder != owner:
+                return None
+        return owner
+
+    def step(self) -> None:
+        world = self.world
+        now = world.sim.now
+        if now < self.faults_end:
+            return
+        if self.single_owner() is not None:
+            if self.healed_at is None:
+                self.healed_at = now
+        else:
+            self.healed_at = None
+        if now > self.faults_end + self.bound and not self.half_reported:
+            for n in world.nodes.values():
+                if n.vip != n.service and n.powered:
+                    since = self.half_since.setdefault(n.name, now)
+                    if now - since > HALF_TOLERANCE:
+                        self.half_reported = True
+                        self.violation(
+                            "half_started",
+                            f"{n.name}: VIP {'up' if n.vip else 'down'}, service {'up' if n.service else 'down'}",
+                            since,
+                            now - since,
+                        )
+                else:
+                    self.half_since.pop(n.name, None)
+
+    def finish(self) -> float | None:
+        """At the end of the run: close an open overlap, judge (c). Returns the heal time."""
+        world = self.world
+        now = world.sim.now
+        if self.overlap_since is not None:
+            self._close_overlap(now)
+        if world.kube and world.api.epoch_drops:
+            when, old, new, by = world.api.epoch_drops[0]
+            self.violation(
+                "lease_epoch_down", f"the Lease's epoch went {old} -> {new} (written by {by})", when
+            )
+        if self.healed_at is None:
+            self.violation("no_single_owner", f"not settled at the end: {world.state_line()}", now)
+            return None
+        heal = self.healed_at - self.faults_end
+        if heal > self.bound:
+            self.violation(
+                "slow_heal", f"settled {heal:.2f}s after the faults (bound {self.bound:.2f}s)", now
+            )
+        return heal

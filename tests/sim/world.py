@@ -1,0 +1,202 @@
+"""Two nodes, one Lease, one heartbeat link, one fault schedule: one deterministic run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .faults import Fault, apply
+from .invariants import Checker, Violation
+from .lease import LeaseServer
+from .network import Network
+from .node import Node, NodeParams
+from .runtime import Sim
+
+RUN_SALT = 0x5EED_CAFE
+
+
+def parse_timing(text: str) -> tuple[float, float]:
+    """ "100ms/300ms" or "1s/10s" -> (keepalive, deadtime) in seconds."""
+
+    def one(s: str) -> float:
+        s = s.strip()
+        if s.endswith("ms"):
+            return float(s[:-2]) / 1000
+        if s.endswith("s"):
+            return float(s[:-1])
+        return float(s)
+
+    k, d = text.split("/")
+    return one(k), one(d)
+
+
+@dataclass
+class Config:
+    keepalive: float = 0.1
+    deadtime: float = 0.3
+    kube: bool = True
+    window: float = 0.2  # W (--arbitration-window)
+    span: float = 60.0  # T: seconds of faults
+    auto_failback: bool = True
+    params: NodeParams = field(default_factory=NodeParams)
+    agents_may_create: bool = False
+
+    @property
+    def initdead(self) -> float:
+        return max(2 * self.deadtime, 1.0)
+
+    @property
+    def warntime(self) -> float:
+        return max(self.deadtime * 0.6, self.keepalive * 1.5)
+
+    @property
+    def bound(self) -> float:
+        """(c): exactly one owner within initdead + deadtime + 4 W + a boot, a service start and a
+        stop, + 5 s (a Lease recreated by the operator, the arbiter's retry after max(deadtime, 1))."""
+        p = self.params
+        return (
+            self.initdead
+            + self.deadtime
+            + 4 * self.window
+            + p.boot[1]
+            + p.start_service[1]
+            + p.stop_service[1]
+            + 5.0
+        )
+
+    @property
+    def warmup(self) -> float:
+        return self.initdead + 3.0
+
+
+@dataclass
+class RunResult:
+    seed: int
+    schedule: list[Fault]
+    violations: list[Violation]
+    heal: float | None
+    steps: int
+    trace: list[str]
+    overlaps: list[tuple[float, float]]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.violations)
+
+
+class World:
+    def __init__(self, seed: int, schedule: list[Fault], cfg: Config, *, tracing: bool = False) -> None:
+        self.seed, self.schedule, self.cfg = seed, schedule, cfg
+        self.sim = Sim(seed ^ RUN_SALT)
+        self.tracing = tracing
+        self.lines: list[str] = []
+        self.keepalive, self.deadtime, self.window = cfg.keepalive, cfg.deadtime, cfg.window
+        self.initdead, self.warntime = cfg.initdead, cfg.warntime
+        self.kube, self.auto_failback = cfg.kube, cfg.auto_failback
+        self.home = "n1"
+        self.api = LeaseServer(self.sim, agents_may_create=cfg.agents_may_create)
+        if tracing:
+            self.api.trace = self.trace
+        self.net = Network(self.sim)
+        self.directive: tuple[int, str] | None = None
+        self.directive_seq = 0
+        self.check = Checker(self)
+        self.nodes: dict[str, Node] = {}
+        for name in ("n1", "n2"):
+            node = Node(self, name, cfg.params)
+            self.nodes[name] = node
+            self.net.attach(node)
+
+    # -- helpers used by the parts ------------------------------------------------------------------
+    def peer_of(self, name: str) -> str:
+        return "n2" if name == "n1" else "n1"
+
+    def resolve(self, target: str) -> Node:
+        if target in self.nodes:
+            return self.nodes[target]
+        holders = [n for n in self.nodes.values() if n.vip]
+        if not holders:
+            view = self.api.view
+            holders = [self.nodes[view.holder]] if view is not None and view.holder in self.nodes else []
+        owner = holders[0] if holders else self.nodes[self.home]
+        return owner if target == "owner" else self.nodes[self.peer_of(owner.name)]
+
+    def trace(self, text: str) -> None:
+        if self.tracing:
+            self.lines.append(f"{self.sim.now:9.4f} {text}")
+
+    def violation(self, kind: str, detail: str) -> None:
+        self.check.violation(kind, detail)
+
+    def vip_changed(self, node: Node) -> None:
+        self.check.vip_changed()
+
+    def clear_directive(self, seq: int) -> None:
+        if self.directive is not None and self.directive[0] == seq:
+            self.directive = None
+
+    def schedule_restart(self, node: Node) -> None:
+        self.sim.later(1.0, node.boot_agent)
+
+    def why_holding(self) -> str:
+        parts = []
+        for n in self.nodes.values():
+            a = n.agent
+            if a is None:
+                parts.append(f"{n.name}: no agent, guard {'up' if n.guard_alive else 'down'}")
+                continue
+            e = a.engine
+            parts.append(
+                f"{n.name}: hold={sorted(e.hold)} lease_held={e.lease_held} renewing={e.renewing} "
+                f"peer_alive={e.peer.alive} epoch={e.epoch} stalled={n.stalled}"
+            )
+        view = self.api.view
+        parts.append(f"Lease={view.holder or '-'}@{view.transitions}" if view else "Lease=deleted")
+        return "; ".join(parts)
+
+    def state_line(self) -> str:
+        nodes = ", ".join(
+            f"{n.name}[vip={int(n.vip)} svc={int(n.service)} agent={'up' if n.agent else 'down'}"
+            f" hold={sorted(n.agent.engine.hold) if n.agent else '-'}]"
+            for n in self.nodes.values()
+        )
+        return f"{nodes}; {self.why_holding().split('; ')[-1]}"
+
+    # -- the run -------------------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        cfg, sim = self.cfg, self.sim
+        for node in self.nodes.values():
+            sim.at(0.5 * sim.rng.random(), node.boot_agent)
+        warm = cfg.warmup
+        faults_end = warm
+        for f in self.schedule:
+            sim.at(warm + f.at, apply, self, f)
+            extra = 1.0 if f.kind == "stall_in_refresh" else 0.0
+            if f.kind in ("agent_kill", "agent_kill_nostate", "tree_kill", "power_cycle"):
+                extra = 0.0
+            if f.kind == "cold_start_cut":
+                extra = f.param + 0.2
+            faults_end = max(faults_end, warm + f.end + extra)
+        sim.at(faults_end, self._faults_over)
+        self.check.faults_end, self.check.bound = faults_end, cfg.bound
+        sim.after_step = self.check.step
+        sim.run_until(faults_end + cfg.bound + 5.0)
+        heal = self.check.finish()
+        return RunResult(
+            self.seed, self.schedule, self.check.violations, heal, sim.steps, self.lines, self.check.overlaps
+        )
+
+    def _faults_over(self) -> None:
+        self.trace("faults over")
+        for n in self.nodes.values():
+            n.fail_starts = n.fail_stops = 0
+            n.stall_in_refresh = None
+
+
+def run_one(
+    seed: int, cfg: Config, schedule: list[Fault] | None = None, *, tracing: bool = False
+) -> RunResult:
+    from .faults import nemesis
+
+    if schedule is None:
+        schedule = nemesis(seed, cfg.span, cfg.deadtime)
+    return World(seed, schedule, cfg, tracing=tracing).run()

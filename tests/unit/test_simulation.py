@@ -1,0 +1,269 @@
+"""The deterministic simulation's own tests (tests/sim, bench/simulate.py): the same seed replays
+the same run, a planted second owner is caught, the simulated Lease keeps the API server's
+compare-and-swap rules, and short runs of single fault kinds.
+
+The composed-fault run is expected to fail on today's engine (issue 11): it is xfail, not
+strict, until the engine is fixed. Kinds listed in HOLES fail on their own; the others pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+
+from hacluster_agent.arbiter.lease import Conflict, LeaseView, Unavailable
+from tests.sim.faults import KINDS, Fault, nemesis
+from tests.sim.lease import ApiWindow, LeaseServer, SimLeaseStore
+from tests.sim.runtime import Future, Sim, Task
+from tests.sim.shrink import shrink
+from tests.sim.world import Config, World, run_one
+
+FAST = Config(keepalive=0.5, deadtime=3.0, span=20.0)
+
+# Fault kinds that break the invariants on their own today, with what the simulation shows
+# (see issue 11). Their short runs are xfail until the engine is fixed.
+HOLES = {
+    "link_loss": "a lossy link: the standby takes the Lease while the owner, which never lost "
+    "its peer long enough, does not renew",
+    "stall_in_refresh": "the VIP refresh's `addr replace` re-creates the address the guard "
+    "removed while the loop stalled",
+    "vm_pause": "a paused owner resumes with its VIP; self-fencing stops the service first and the VIP last",
+    "lease_delete": "the operator recreates a deleted Lease at epoch 0; the pair never settles",
+    "link_cut": "W = 200 ms is shorter than the two nodes' detection skew (up to a keepalive, 500 ms "
+    "here): the standby's CAS lands before the owner's first renewal; self-fencing then stops the VIP last",
+}
+
+
+def _collect(sim: Sim, coro: Coroutine[Any, Any, Any]) -> list[Any]:
+    out: list[Any] = []
+    Task(coro, out.append)
+    sim.run_until(sim.now + 10)
+    return out
+
+
+# -- the runtime ------------------------------------------------------------------------------------
+
+
+def test_scheduler_orders_by_time_then_insertion() -> None:
+    sim = Sim(1)
+    seen: list[str] = []
+    sim.at(2.0, seen.append, "c")
+    sim.at(1.0, seen.append, "a")
+    sim.at(1.0, seen.append, "b")
+    ev = sim.at(1.5, seen.append, "x")
+    ev.cancel()
+    sim.run_until(3.0)
+    assert seen == ["a", "b", "c"]
+    assert sim.now == 3.0
+
+
+def test_trampoline_runs_async_code_and_can_abandon_it() -> None:
+    sim = Sim(1)
+
+    def sleep(d: float) -> Future:
+        fut = Future()
+        sim.later(d, fut.set_result, None)
+        return fut
+
+    async def work() -> float:
+        await sleep(1.0)
+        await sleep(0.5)
+        return sim.now
+
+    assert _collect(sim, work()) == [1.5]
+    steps: list[str] = []
+
+    async def never_finishes() -> None:
+        steps.append("started")
+        await sleep(1.0)
+        steps.append("resumed")
+
+    task = Task(never_finishes())
+    task.close()
+    sim.run_until(sim.now + 5)
+    assert steps == ["started"]
+
+
+# -- the Lease ----------------------------------------------------------------------------------------
+
+
+def _store(seed: int = 3) -> tuple[World, LeaseServer, SimLeaseStore]:
+    world = World(seed, [], FAST)
+    server = world.api
+    node = world.nodes["n1"]
+    node.agent = cast(Any, SimpleNamespace(listening=False))  # a process for the answers to reach
+    return world, server, SimLeaseStore(server, node)
+
+
+def test_lease_compare_and_swap() -> None:
+    world, server, store = _store()
+    sim = world.sim
+    seen = _collect(sim, store.get())[0]
+    assert seen == LeaseView("", 0, "1")
+    mine = _collect(sim, store.swap(seen, "n1", 1))[0]
+    assert mine.holder == "n1" and mine.transitions == 1 and mine.version != seen.version
+
+    async def stale() -> str:
+        try:
+            await store.swap(seen, "n2", 2)  # written since `seen`: 409
+        except Conflict:
+            return "conflict"
+        return "written"
+
+    assert _collect(sim, stale()) == ["conflict"]
+    assert server.view == mine
+
+    async def create() -> str:
+        try:
+            await store.create("n1")
+        except Unavailable as e:
+            return str(e)
+        return "created"
+
+    assert _collect(sim, create()) == ["HTTP 403"]  # agents may not create the Lease
+
+
+def test_lease_deleted_then_recreated_empty_at_epoch_zero() -> None:
+    world, server, store = _store()
+    sim = world.sim
+    seen = _collect(sim, store.get())[0]
+    _collect(sim, store.swap(seen, "n1", 6))
+    server.recreate_delay = (30.0, 30.0)
+    server.delete()
+    assert _collect(sim, store.get()) == [None]
+
+    async def swap_deleted() -> str:
+        try:
+            await store.swap(seen, "n1", 7)
+        except Unavailable as e:
+            return str(e)
+        return "written"
+
+    assert _collect(sim, swap_deleted()) == ["HTTP 404"]
+    sim.run_until(sim.now + 20)
+    assert server.view is not None and server.view.transitions == 0 and server.view.holder == ""
+    assert server.epoch_drops and server.epoch_drops[0][1:3] == (6, 0)
+
+
+def test_lost_answer_of_an_applied_write() -> None:
+    world, server, store = _store()
+    sim = world.sim
+    seen = _collect(sim, store.get())[0]
+    server.windows.append(ApiWindow("lose_answers", sim.now, sim.now + 100, None, 1.0))
+
+    async def swap() -> str:
+        try:
+            await store.swap(seen, "n1", 1)
+        except Unavailable:
+            return "unavailable"
+        return "ok"
+
+    assert _collect(sim, swap()) == ["unavailable"]
+    assert server.view is not None and server.view.holder == "n1"  # the write happened
+
+
+def test_api_freeze_holds_requests_until_it_ends() -> None:
+    world, server, store = _store()
+    sim = world.sim
+    t0 = sim.now
+    server.windows.append(ApiWindow("freeze", t0, t0 + 1.0))
+    got: list[float] = []
+
+    async def get() -> None:
+        await store.get()
+        got.append(sim.now)
+
+    Task(get())
+    sim.run_until(t0 + 5)
+    assert got and 1.0 <= got[0] - t0 < 1.1
+
+
+# -- whole runs ---------------------------------------------------------------------------------------
+
+
+def test_replay_is_exact() -> None:
+    sched = nemesis(7, FAST.span, FAST.deadtime)
+    a = run_one(7, FAST, sched, tracing=True)
+    b = run_one(7, FAST, sched, tracing=True)
+    assert a.trace == b.trace and a.steps == b.steps
+    assert [v.describe() for v in a.violations] == [v.describe() for v in b.violations]
+
+
+def test_quiet_run_settles_with_one_owner() -> None:
+    r = run_one(1, FAST, [])
+    assert not r.violations
+    assert r.heal is not None and r.heal < FAST.bound
+
+
+def test_a_planted_second_owner_is_caught() -> None:
+    world = World(1, [], FAST)
+    world.sim.at(FAST.warmup + 1.0, world.nodes["n2"].vip_write, "added by hand")
+    r = world.run()
+    kinds = {v.kind for v in r.violations}
+    assert "two_owners" in kinds
+    two = next(v for v in r.violations if v.kind == "two_owners")
+    assert two.at == pytest.approx(FAST.warmup + 1.0) and two.duration > 0
+
+
+def test_standalone_split_brain_on_a_cut_is_not_a_violation() -> None:
+    cfg = Config(keepalive=0.5, deadtime=3.0, span=20.0, kube=False)
+    r = run_one(2, cfg, [Fault("link_cut", 1.0, 10.0, "both")])
+    assert r.overlaps, "standalone: both take the VIP while the link is cut (Heartbeat's split brain)"
+    assert "two_owners" not in {v.kind for v in r.violations}
+
+
+def test_shrinker_keeps_the_failure_and_drops_the_rest() -> None:
+    sched = [
+        Fault("switchover", 1.0, 5.0),
+        Fault("lease_delete", 3.0),
+        Fault("guard_kill", 9.0, 0.0, "standby"),
+    ]
+    small, r = shrink(5, FAST, sched)
+    assert r.failed
+    assert [f.kind for f in small] == ["lease_delete"]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param(k, marks=pytest.mark.xfail(strict=False, reason=HOLES[k])) if k in HOLES else k
+        for k in sorted(KINDS)
+    ],
+)
+def test_short_run_of_one_fault_kind(kind: str) -> None:
+    bad = []
+    for seed in range(8):
+        r = run_one(seed, FAST, nemesis(seed, FAST.span, FAST.deadtime, kinds={kind: 1.0}, max_faults=3))
+        bad += [f"seed {seed}: {v.describe()}" for v in r.violations]
+    assert not bad, "\n".join(bad)
+
+
+# Seeds that broke an earlier engine, replayed exactly (100 ms / 300 ms, 60 s of faults): each must
+# now run without a violation. (seed, only this fault kind or None, what it found)
+PINNED = [
+    (4, None, "api_slow + link_cut: the holder that took the Lease during the cut never renewed, and a "
+     "renewal refused while the groups were starting left them held without the Lease (6.4 s of two owners)"),
+    (0, "cold_start_cut", "cold start with the link cut: the CAS winner never renewed (21.8 s of two owners)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("seed", "only", "found"), PINNED, ids=[f"seed{s}-{o or 'composed'}" for s, o, _ in PINNED]
+)
+def test_pinned_seed_replays_without_a_violation(seed: int, only: str | None, found: str) -> None:
+    cfg = Config()
+    kinds = {only: 1.0} if only else None
+    r = run_one(seed, cfg, nemesis(seed, cfg.span, cfg.deadtime, kinds=kinds))
+    assert not r.violations, f"{found}: {[v.describe() for v in r.violations]}"
+
+
+@pytest.mark.xfail(strict=False, reason="issue 11: today's engine breaks one-owner under compound faults")
+def test_short_run_of_composed_faults() -> None:
+    bad = []
+    for seed in range(20):
+        r = run_one(seed, FAST)
+        bad += [f"seed {seed}: {v.describe()}" for v in r.violations]
+    assert not bad, "\n".join(bad)
