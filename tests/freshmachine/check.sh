@@ -90,6 +90,7 @@ env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb LANG=C.UTF-8 \
   unshare --mount --propagation private --pid --fork -- bash -c '
     set -e
     r=$1; shift
+    mount --bind "$r" "$r"  # / must be a mount point inside: ip netns runs mount --make-rslave /
     mount -t proc proc "$r/proc"
     mount --rbind /sys "$r/sys"
     mount --rbind /dev "$r/dev"
