@@ -98,13 +98,18 @@ class Arbiter:
     async def renew(self) -> Verdict:
         """Prove we are alive (the holder's answer to a silent peer). Not holding it = lost."""
         try:
-            seen = await self.store.get()
-            if seen is None or seen.holder != self.me:
-                holder = seen.holder if seen else "nobody"
-                return Verdict(False, f"the Lease is held by {holder or 'nobody'}: we lost it")
-            return self._granted(await self.store.swap(seen, self.me, seen.transitions), "renewed")
-        except Conflict:
-            return Verdict(False, "the Lease changed under us: we lost it")
+            for _attempt in range(3):
+                seen = await self.store.get()
+                if seen is None or seen.holder != self.me:
+                    holder = seen.holder if seen else "nobody"
+                    return Verdict(False, f"the Lease is held by {holder or 'nobody'}: we lost it")
+                try:
+                    return self._granted(await self.store.swap(seen, self.me, seen.transitions), "renewed")
+                except Conflict:
+                    # Someone else wrote it (the operator's annotations, or a take): read it again;
+                    # still ours means the write was not a take. The caller's deadline bounds this.
+                    continue
+            return Verdict(False, "the Lease kept changing under us: we lost it")
         except Unavailable as e:
             return Verdict(False, f"API server unavailable: {e}", unavailable=True)
 

@@ -117,6 +117,7 @@ class Engine:
         self.epoch: int | None = None
         self.arbitration: Acquire | None = None  # an acquisition waiting for the Lease
         self.renewing = False
+        self.renewal_early = False  # the renewal in flight only anticipates a quiet peer's take
         self.fence_owed: str | None = None  # the Lease was lost while resources were in flux
         self.next_arbitration: float | None = None
         self.link_down = False  # the peer is silent but alive per the Lease
@@ -155,9 +156,17 @@ class Engine:
         out += self._check_peer(now)
         out += self._check_links(now)
         out += self._check_rexmit(now)
+        early = self._early_renewal_at()
+        if early is not None and now >= early:
+            # The peer has been quiet for d - k: it may declare us dead from now on. Renew before
+            # it can read the Lease, so its window sees us alive whatever the skew between our two
+            # detections (it was up to a keepalive; sim: a single cut at 500 ms / 3 s overlapped).
+            self._count("early_renewal")
+            quiet_ms = (now - (self.peer.last_status or now)) * 1000
+            out += self._renew(f"{self.cfg.peer} quiet for {quiet_ms:.0f}ms", early=True)
         if self.next_arbitration is not None and now >= self.next_arbitration:
             self.next_arbitration = None
-            if (self.hold or self.lease_held) and (self.peer.alive is False or now < self.unheard_until):
+            if self._must_prove(now):
                 out += self._renew(
                     "peer still silent" if self.peer.alive is False else "peer still deaf to us"
                 )
@@ -189,6 +198,9 @@ class Engine:
             times.append(self.standby_asked_at + self.cfg.standby_timeout)
         if self.next_arbitration is not None:
             times.append(self.next_arbitration)
+        early = self._early_renewal_at()
+        if early is not None:
+            times.append(early)
         return min(times)
 
     def receive(self, msg: Message, medium: str, now: float) -> list[Action]:
@@ -657,7 +669,7 @@ class Engine:
             if granted:
                 self.lease_held = True
                 self.link_down = self.peer.alive is False
-                if self.link_down or now < self.unheard_until:
+                if self._must_prove(now):
                     # keep proving we are alive: a standby watches for W > R + F
                     self.next_arbitration = now + self.cfg.arbitration_window / 4
                 notes: list[Action] = (
@@ -673,6 +685,11 @@ class Engine:
                 return notes + self._reconcile(now, "the Lease answered")
             if unavailable and self.cfg.take_over_without_arbiter:
                 return [Note("warning", f"keeping resources without the arbiter: {reason}")]
+            if unavailable and self.renewal_early and self.peer.alive is True and not self._must_prove(now):
+                # An early renewal (the peer was quiet for d - k) that the API server did not answer,
+                # and the peer has been heard since: it cannot be taking over. Keep the groups.
+                self._count("early_renewal_unanswered")
+                return [Note("warning", f"Lease renewal unanswered ({reason}); the peer is heard again")]
             self.lease_held = False
             if not self.hold and not isinstance(self.flux, Acquire):
                 return self._reconcile(now, "the Lease answered")  # nothing to fence
@@ -726,16 +743,46 @@ class Engine:
             out += self._renew(f"{self.cfg.peer} cannot hear us")
         return out
 
+    def _quiet_at(self) -> float | None:
+        """When the live peer, still unheard, may start to declare us dead: deadtime after our
+        last heartbeat it heard, which left at most a keepalive before its last one we heard."""
+        p = self.peer
+        if not self.cfg.arbitrated or p.alive is not True or p.last_status is None:
+            return None
+        return p.last_status + max(self.cfg.deadtime - self.cfg.keepalive, 0.0)
+
+    def _early_renewal_at(self) -> float | None:
+        """When to start renewing although the peer is alive (quiet for d - k), if nothing else
+        is already renewing: the same condition for tick() and next_deadline()."""
+        if (
+            not (self.hold or self.lease_held)
+            or self.shutting_down
+            or self.renewing
+            or self.next_arbitration is not None
+        ):
+            return None
+        return self._quiet_at()
+
+    def _must_prove(self, now: float) -> bool:
+        """We hold (or hold the Lease) and the peer may be about to take over: it is dead to us,
+        it says it cannot hear us, or it has been quiet for d - k. Renew every W/4 meanwhile."""
+        if not (self.hold or self.lease_held) or self.shutting_down:
+            return False
+        quiet_at = self._quiet_at()
+        return (
+            self.peer.alive is False or now < self.unheard_until or (quiet_at is not None and now >= quiet_at)
+        )
+
     def _arm_renewal(self, now: float) -> None:
         """Renew every W/4 while the peer cannot hear us (silent, or says it hears nothing)."""
         if self.peer.alive is not True or now < self.unheard_until:  # noqa: SIM102
             if self.next_arbitration is None:
                 self.next_arbitration = now + self.cfg.arbitration_window / 4
 
-    def _renew(self, reason: str) -> list[Action]:
+    def _renew(self, reason: str, early: bool = False) -> list[Action]:
         if self.renewing:
             return []
-        self.renewing = True
+        self.renewing, self.renewal_early = True, early
         return [Arbitrate("renew", -1, reason)]
 
     def _set_hold(self, hold: frozenset[Side], now: float, reason: str) -> None:
