@@ -27,10 +27,11 @@ for extra in (ROOT, ROOT / "node-agent", ROOT / "operator"):
         sys.path.insert(0, str(extra))
 
 from tests.sim.faults import KINDS, Fault, nemesis  # noqa: E402
+from tests.sim.invariants import RESUMED_VM_BOUND  # noqa: E402
 from tests.sim.shrink import shrink  # noqa: E402
 from tests.sim.world import Config, RunResult, parse_timing, run_one  # noqa: E402
 
-Summary = tuple[int, list[tuple[str, float, float, str, tuple[str, ...]]], float | None]
+Summary = tuple[int, list[tuple[str, float, float, str, tuple[str, ...]]], float | None, list[float]]
 
 
 def config_of(a: argparse.Namespace) -> Config:
@@ -52,7 +53,8 @@ def one(args: tuple[int, Config, str | None]) -> Summary:
     kinds = {only: 1.0} if only else None
     sched = nemesis(seed, cfg.span, cfg.deadtime, kinds=kinds) if kinds else None
     r = run_one(seed, cfg, sched)
-    return seed, [(v.kind, v.at, v.duration, v.detail, involved(r, v.at, cfg)) for v in r.violations], r.heal
+    violations = [(v.kind, v.at, v.duration, v.detail, involved(r, v.at, cfg)) for v in r.violations]
+    return seed, violations, r.heal, r.resumed
 
 
 def print_schedule(schedule: list[Fault]) -> None:
@@ -108,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = [one(w) for w in work]
     elapsed = time.perf_counter() - t0
-    failing = [(s, vs) for s, vs, _ in results if vs]
-    heals = [h for _, _, h in results if h is not None]
+    failing = [(s, vs) for s, vs, _, _ in results if vs]
+    heals = [h for _, _, h, _ in results if h is not None]
+    resumed = [d for _, _, _, rs in results for d in rs]
     table: dict[tuple[str, tuple[str, ...]], list[int]] = collections.defaultdict(list)
     worst: dict[tuple[str, tuple[str, ...]], float] = collections.defaultdict(float)
     for s, vs in failing:
@@ -129,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{kind:<18} {len(ss):>6} {worst[(kind, faults)] * 1000:>9.0f}  {'+'.join(faults)}   ({ss[0]})"
             )
+    if resumed:
+        print(f"resumed VMs answering for their VIP before their agent ran (not violations, bound "
+              f"{RESUMED_VM_BOUND * 1000:.0f} ms): {len(resumed)}, worst {max(resumed) * 1000:.1f} ms")  # fmt: skip
     worst_heal = max(heals) * 1000 if heals else 0.0
     print(f"RESULT seeds={a.seeds} violations={len(failing)} worst_heal_ms={worst_heal:.0f}")
     return 1 if failing else 0

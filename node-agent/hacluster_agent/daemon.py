@@ -250,6 +250,13 @@ class Agent:
                         self.held.discard(side)
                     raise
             else:
+                if act.fence:
+                    # Self-fencing: the peer may own the group already. Clients must stop reaching
+                    # us before anything else, so every VIP goes first, then the services stop.
+                    for side in sides:
+                        for runner in self.runners[side]:
+                            for err in await runner.drop_addresses():
+                                log.error("self-fencing: could not remove an address at once: %s", err)
                 for side in reversed(sides):
                     for runner in reversed(self.runners[side]):
                         await runner.stop()

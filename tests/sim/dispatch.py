@@ -253,6 +253,12 @@ class Agent:
                         self.held.discard(side)
                     raise
             else:
+                if act.fence:  # as the daemon: every VIP first, then the services
+                    self.stopping = True
+                    for side in sides:
+                        for _ in range(self._runners(side)):
+                            with contextlib.suppress(ResourceError):
+                                await self._vip_stop()
                 for side in reversed(sides):
                     for _ in range(self._runners(side)):
                         await self._group_stop()

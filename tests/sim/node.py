@@ -97,6 +97,7 @@ class Node:
         self.exact: float | None = None  # set while a timer of this node runs: its due time
         self.paused = False
         self.paused_at = 0.0
+        self.resumed_at: float | None = None
         self.powered = True
         self.deferred: list[NodeEvent] = []
         self.wall_skew = (world.sim.rng.random() - 0.5) * 0.2
@@ -310,7 +311,7 @@ class Node:
         if not self.paused:
             return
         self.offset += self.sim.now - self.paused_at
-        self.paused = False
+        self.paused, self.resumed_at = False, self.sim.now
         self.trace(f"VM resumed after {(self.sim.now - self.paused_at) * 1000:.0f} ms")
         self.world.vip_changed(self)
         deferred, self.deferred = self.deferred, []

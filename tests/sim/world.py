@@ -77,6 +77,7 @@ class RunResult:
     steps: int
     trace: list[str]
     overlaps: list[tuple[float, float]]
+    resumed: list[float] = field(default_factory=list)  # overlaps opened by a VM resume, within bound
 
     @property
     def failed(self) -> bool:
@@ -182,7 +183,14 @@ class World:
         sim.run_until(faults_end + cfg.bound + 5.0)
         heal = self.check.finish()
         return RunResult(
-            self.seed, self.schedule, self.check.violations, heal, sim.steps, self.lines, self.check.overlaps
+            self.seed,
+            self.schedule,
+            self.check.violations,
+            heal,
+            sim.steps,
+            self.lines,
+            self.check.overlaps,
+            self.check.resumed,
         )
 
     def _faults_over(self) -> None:

@@ -58,11 +58,14 @@ class Acquire:
 
 @dataclass(frozen=True)
 class Release:
-    """Stop the groups of these sides, right to left; report back with Engine.resources_done."""
+    """Stop the groups of these sides, right to left; report back with Engine.resources_done.
+    `fence`: we may no longer own them (the Lease is lost): remove every VIP first, at once, then
+    stop the services."""
 
     sides: frozenset[Side]
     reason: str
     op: int = 0
+    fence: bool = False
 
 
 @dataclass(frozen=True)

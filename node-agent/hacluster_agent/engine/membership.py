@@ -8,6 +8,7 @@ lives here and is testable with a fake clock.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,7 @@ class _Peer:
     links: dict[str, _Link] = field(default_factory=dict)
     ordering: Ordering = field(default_factory=Ordering)
     hold: frozenset[Side] | None = None  # in OUR terms (their local is our foreign)
+    epoch: int | None = None  # the Lease epoch it says it holds the groups at (Kubernetes mode)
     standby: bool = False
     flow_control: bool = True
     since: float = 0.0
@@ -94,6 +96,10 @@ class _Peer:
 
 UNHEARD = "hacunheard"
 """Status field (Kubernetes mode): the sender hears nothing from the node it names."""
+EPOCH = "hacepoch"
+"""Status and resource field (Kubernetes mode): the Lease epoch the sender holds the groups at.
+A node that finds the peer holding its groups at a higher epoch was replaced (it was paused or
+cut off): it removes its VIPs at once, without waiting for an API round trip."""
 
 
 class Engine:
@@ -277,7 +283,7 @@ class Engine:
             if after:
                 self._set_hold(after, now, flux.reason)
                 reason, self.fence_owed = self.fence_owed, None
-                return [self._begin(Release(after, f"self-fencing: {reason}"))]
+                return [self._begin(Release(after, f"self-fencing: {reason}", fence=True))]
             self.fence_owed = None
         if isinstance(flux, Acquire):
             if ok:
@@ -374,6 +380,9 @@ class Engine:
             out.append(PeerChanged(self.cfg.peer, True, f"status {p.st}"))
             out.append(self._send(now, Message.of(("t", "starting"))))
             out.append(self._resource_msg(now))
+        if self.cfg.arbitrated:
+            p.epoch = _dec(msg.get(EPOCH))
+            out += self._check_outranked(now)
         if self.cfg.arbitrated and (msg.get(UNHEARD) or "").lower() == self.cfg.node:
             out += self._unheard(now)
         trigger = seq is not None and seq % 10 == self.cfg.generation % 10
@@ -398,6 +407,11 @@ class Engine:
             self.peer.standby = True
         elif sides:
             self.peer.standby = False
+        if self.cfg.arbitrated:
+            self.peer.epoch = _dec(msg.get(EPOCH))
+            outranked = self._check_outranked(now)
+            if outranked:
+                return outranked
         if info == "mach_down" and self.peer.hold & self.hold:
             return [Note("warning", "peer took over resources we still hold"), *self._reconcile(now)]
         return self._reconcile(now)
@@ -606,7 +620,7 @@ class Engine:
 
     def _begin(self, action: Acquire | Release) -> Acquire | Release | Arbitrate:
         self.op += 1
-        numbered = type(action)(action.sides, action.reason, self.op)
+        numbered = dataclasses.replace(action, op=self.op)
         if isinstance(numbered, Acquire) and self.cfg.arbitrated and not self.lease_held:
             self.arbitration = numbered  # resources start only once the Lease is ours
             return Arbitrate("take", self.op, action.reason)
@@ -696,7 +710,7 @@ class Engine:
             self._count("self_fenced")
             out: list[Action] = [Note("error", f"self-fencing: {reason}", counter="self_fenced")]
             if self.flux is None:
-                out.append(self._begin(Release(self.hold, f"self-fencing: {reason}")))
+                out.append(self._begin(Release(self.hold, f"self-fencing: {reason}", fence=True)))
             else:
                 # An acquisition (or release) is running: fence as soon as it ends. A renewal refused
                 # while the groups were starting left them held without the Lease (sim seed 4).
@@ -751,6 +765,32 @@ class Engine:
             return None
         return p.last_status + max(self.cfg.deadtime - self.cfg.keepalive, 0.0)
 
+    def _check_outranked(self, now: float) -> list[Action]:
+        """The peer holds our groups at a higher Lease epoch: it took them over while we were
+        paused or cut off. Remove our VIPs now (sim: a resumed VM served until its renewal came
+        back refused)."""
+        p = self.peer
+        if (
+            not self.hold
+            or p.hold is None
+            or not (p.hold & self.hold)
+            or p.epoch is None
+            or (self.epoch is not None and p.epoch <= self.epoch)
+            or self.shutting_down
+            or self.fence_owed is not None
+            or (isinstance(self.flux, Release) and self.flux.fence)
+        ):
+            return []  # (already fencing: once is enough)
+        self.lease_held = False
+        self._count("outranked")
+        reason = f"{self.cfg.peer} holds the groups at epoch {p.epoch} (ours: {self.epoch})"
+        out: list[Action] = [Note("error", f"self-fencing: {reason}", counter="self_fenced")]
+        if self.flux is None:
+            out.append(self._begin(Release(self.hold, f"self-fencing: {reason}", fence=True)))
+        elif isinstance(self.flux, Acquire):
+            self.fence_owed = reason
+        return out
+
     def _early_renewal_at(self) -> float | None:
         """When to start renewing although the peer is alive (quiet for d - k), if nothing else
         is already renewing: the same condition for tick() and next_deadline()."""
@@ -801,7 +841,13 @@ class Engine:
         fields: list[tuple[str, str | bytes]] = [("t", "status"), ("st", st), ("dt", dt), ("protocol", "1")]
         if self.cfg.arbitrated and self.peer.alive is False:
             fields.append((UNHEARD, self.cfg.peer))  # Kubernetes mode only: our peers are our agents
+        fields += self._epoch_field()
         return self._send(now, Message.of(*fields))
+
+    def _epoch_field(self) -> list[tuple[str, str | bytes]]:
+        if self.cfg.arbitrated and self.lease_held and self.hold and self.epoch is not None:
+            return [(EPOCH, str(self.epoch))]
+        return []
 
     def _resource_msg(self, now: float, info: str | None = None) -> Send:
         fields: list[tuple[str, str | bytes]] = [
@@ -812,6 +858,7 @@ class Engine:
         ]
         if info:
             fields.append(("info", info))
+        fields += self._epoch_field()
         return self._send(now, Message.of(*fields))
 
     def _send(self, now: float, body: Message) -> Send:

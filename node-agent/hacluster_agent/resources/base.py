@@ -53,3 +53,11 @@ class Announcing(Protocol):
     """A resource that tells its neighbours it moved here (gratuitous ARP / unsolicited NA)."""
 
     async def announce(self) -> None: ...
+
+
+@runtime_checkable
+class Fenceable(Protocol):
+    """A resource that clients reach this node through (a VIP): when the node fences itself it is
+    removed first, at once, before any service is stopped, so clients stop arriving here."""
+
+    async def fence(self) -> None: ...

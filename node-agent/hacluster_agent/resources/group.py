@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config.haresources import parse_ip_spec
 from ..config.haresources_model import IP_AGENTS, IPResource, ResourceGroup, ScriptResource
-from .base import Announcing, Renewable, Resource, ResourceError, ResourceState
+from .base import Announcing, Fenceable, Renewable, Resource, ResourceError, ResourceState
 from .ipaddr import IPAddrDriver, VIPOptions
 from .script import ScriptDriver, ScriptOptions
 
@@ -138,6 +138,20 @@ class GroupRunner:
         resource that cannot be stopped, leaving the ones before it running (as Heartbeat would)."""
         self._stopping = True
         await self._stop_members(self.resources)
+
+    async def drop_addresses(self) -> list[ResourceError]:
+        """Self-fencing's first step: remove the group's addresses at once, whatever the order,
+        so that no client reaches this node while its services stop. Errors are returned (the
+        stop that follows retries them); the monitor restarts nothing from now on."""
+        self._stopping = True
+        errors: list[ResourceError] = []
+        for res in self.resources:
+            if isinstance(res, Fenceable):
+                try:
+                    await res.fence()
+                except ResourceError as e:
+                    errors.append(e)
+        return errors
 
     async def _stop_members(self, members: Sequence[Resource]) -> None:
         for pos in range(len(members) - 1, -1, -1):

@@ -485,6 +485,10 @@ class IPAddrDriver:
             await self._stop()
         raise self._error(action, why)
 
+    async def fence(self) -> None:
+        """Self-fencing: remove the VIP now (one netlink call), before the services stop."""
+        await self.stop()
+
     async def stop(self) -> None:
         """Stop announcing and remove the VIP; already absent is fine."""
         async with self._lock:
