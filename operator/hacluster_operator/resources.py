@@ -339,13 +339,23 @@ def agent_role_binding(hacluster: Mapping[str, Any]) -> Manifest:
 
 
 def ownership_lease(hacluster: Mapping[str, Any]) -> Manifest:
-    """The Lease `<name>`, released (no holder) at epoch 0: the agents take it."""
+    """The Lease `<name>`. For a new HACluster: released (no holder) at epoch 0, the agents take
+    it. Recreated after someone deleted it: at the epoch the status last recorded + 1, naming the
+    owner it recorded, so the epoch never goes down and the owner keeps its groups without a move
+    (recreated empty at 0, the epoch went 6 -> 0 and the pair never settled)."""
     meta = hacluster["metadata"]
+    status = hacluster.get("status") or {}
+    epoch, owner = status.get("epoch"), status.get("owner")
+    spec: dict[str, Any] = {"leaseTransitions": 0}
+    if isinstance(epoch, int) and epoch > 0:
+        spec["leaseTransitions"] = epoch + 1
+        if isinstance(owner, str) and owner:
+            spec["holderIdentity"] = owner
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": _metadata(hacluster, ownership_lease_name(meta["name"]), "ownership"),
-        "spec": {"leaseTransitions": 0},
+        "spec": spec,
     }
 
 

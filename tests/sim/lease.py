@@ -9,8 +9,8 @@ Semantics of the real thing (`hacluster_agent/arbiter/kube.py` against a kube-ap
   timeout, 2 s in the daemon); the answer of an APPLIED write can be lost (the write happened, the
   client sees Unavailable); during an API freeze requests hang until it ends (and are applied
   then, even if the client gave up);
-- the operator recreates a deleted Lease empty at epoch 0 (today's behaviour,
-  `operator/hacluster_operator/resources.py: ownership_lease`).
+- the operator recreates a deleted Lease naming the owner its status recorded, at the recorded
+  epoch + 1 (`operator/hacluster_operator/resources.py: ownership_lease`).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class LeaseServer:
         self.epoch_drops: list[tuple[float, int, int, str]] = []  # (time, from, to, by)
         self.writes: list[tuple[float, str, str, int]] = []  # (time, by, holder, transitions)
         self.recreate_delay = (0.5, 3.0)
+        self.last_recorded: LeaseView | None = None
         self.trace: Any = None  # a callable(text) when tracing
 
     # -- faults ---------------------------------------------------------------------------
@@ -74,13 +75,20 @@ class LeaseServer:
         if self.view is None:
             return
         self._log(f"Lease deleted (was {self.view.holder or '-'} epoch {self.view.transitions})")
+        self.last_recorded = self.view  # what the operator's status recorded (its last observation)
         self.view = None
         lo, hi = self.recreate_delay
         self.sim.later(lo + (hi - lo) * self.sim.rng.random(), self._recreate)
 
     def _recreate(self) -> None:
+        """As operator/hacluster_operator/resources.py `ownership_lease`: the recorded owner, at the
+        recorded epoch + 1 (empty at 0 only for a Lease never written)."""
         if self.view is None:
-            self._write("", 0, "operator")
+            last = self.last_recorded
+            if last is None or last.transitions <= 0:
+                self._write("", 0, "operator")
+            else:
+                self._write(last.holder, last.transitions + 1, "operator")
 
     # -- requests -------------------------------------------------------------------------
     def submit(self, node: Node, op: str, args: tuple[Any, ...]) -> Future:

@@ -96,6 +96,9 @@ def test_the_report_leases_are_created_empty_and_owned() -> None:
         assert lease["metadata"]["ownerReferences"] == [OWNER]
         assert lease["spec"] == {}  # never renewed: the agent's first merge-patch fills it in
     assert ownership_lease(HAC)["spec"] == {"leaseTransitions": 0}
+    # recreated after a deletion: the recorded owner at the recorded epoch + 1, never lower
+    recorded = {**HAC, "status": {"owner": "node-b", "epoch": 6}}
+    assert ownership_lease(recorded)["spec"] == {"leaseTransitions": 7, "holderIdentity": "node-b"}
 
 
 def _covers(rule: dict[str, Any], group: str, resource: str, verb: str, name: str | None) -> bool:

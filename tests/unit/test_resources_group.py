@@ -90,6 +90,10 @@ class FakeVIP(Fake):
     async def announce(self) -> None:
         self.announced += 1
 
+    async def fence(self) -> None:
+        self.log.append(f"fence {self.name}")
+        await self.stop()
+
 
 def make(
     *names: str, clock: FakeClock | None = None, **kw: object
@@ -314,3 +318,24 @@ def test_ipaddr_named_as_a_script_gets_the_vip_driver_not_a_script(tmp_path: Pat
     assert isinstance(d, IPAddrDriver)
     assert d.resource.interface == "eth1" and d.lifetime is None
     assert runner_for(group, tmp_path).name == "IPaddr::192.0.2.102/24/eth1"
+
+
+@pytest.mark.asyncio
+async def test_self_fencing_removes_every_address_before_any_service_stops() -> None:
+    """A database must not keep answering clients through the VIP while it stops: the VIPs of a
+    fencing release go first (sim: overlap = the service's stop time when the VIP went last)."""
+    log: list[str] = []
+    vip1, svc, vip2 = (
+        FakeVIP("IPaddr::192.0.2.100", log),
+        Fake("db", log),
+        FakeVIP("IPaddr::198.51.100.7", log),
+    )
+    runner = GroupRunner([vip1, svc, vip2])
+    await runner.start()
+    log.clear()
+    assert await runner.drop_addresses() == []
+    assert not vip1.running and not vip2.running and svc.running
+    await runner.stop()
+    assert log[:4] == ["fence IPaddr::192.0.2.100", "stop IPaddr::192.0.2.100",
+                       "fence IPaddr::198.51.100.7", "stop IPaddr::198.51.100.7"]  # fmt: skip
+    assert log.index("stop db") > 3 and not svc.running

@@ -30,7 +30,6 @@ HOLES = {
     "its peer long enough, does not renew",
     "stall_in_refresh": "the VIP refresh's `addr replace` re-creates the address the guard "
     "removed while the loop stalled",
-    "lease_delete": "the operator recreates a deleted Lease at epoch 0; the pair never settles",
 }
 
 
@@ -123,7 +122,7 @@ def test_lease_compare_and_swap() -> None:
     assert _collect(sim, create()) == ["HTTP 403"]  # agents may not create the Lease
 
 
-def test_lease_deleted_then_recreated_empty_at_epoch_zero() -> None:
+def test_lease_deleted_then_recreated_at_the_recorded_owner_and_epoch() -> None:
     world, server, store = _store()
     sim = world.sim
     seen = _collect(sim, store.get())[0]
@@ -141,8 +140,9 @@ def test_lease_deleted_then_recreated_empty_at_epoch_zero() -> None:
 
     assert _collect(sim, swap_deleted()) == ["HTTP 404"]
     sim.run_until(sim.now + 20)
-    assert server.view is not None and server.view.transitions == 0 and server.view.holder == ""
-    assert server.epoch_drops and server.epoch_drops[0][1:3] == (6, 0)
+    # as the operator now does: the recorded owner at the recorded epoch + 1 (it was empty at 0: 6 -> 0)
+    assert server.view is not None and server.view.transitions == 7 and server.view.holder == "n1"
+    assert not server.epoch_drops
 
 
 def test_lost_answer_of_an_applied_write() -> None:
@@ -213,14 +213,16 @@ def test_standalone_split_brain_on_a_cut_is_not_a_violation() -> None:
 
 
 def test_shrinker_keeps_the_failure_and_drops_the_rest() -> None:
+    # seed 72 at 100 ms / 300 ms: a stall inside the VIP refresh (still open, issue 11)
+    cfg = Config()
     sched = [
-        Fault("switchover", 1.0, 5.0),
-        Fault("lease_delete", 3.0),
-        Fault("guard_kill", 9.0, 0.0, "standby"),
+        Fault("switchover", 20.0, 5.0),
+        Fault("stall_in_refresh", 37.187, 0.528, "owner"),
+        Fault("lease_delete", 45.0),
     ]
-    small, r = shrink(5, FAST, sched)
+    small, r = shrink(72, cfg, sched)
     assert r.failed
-    assert [f.kind for f in small] == ["lease_delete"]
+    assert [f.kind for f in small] == ["stall_in_refresh"]
 
 
 @pytest.mark.parametrize(
@@ -278,8 +280,17 @@ def test_a_resumed_vm_drops_its_vip_on_its_first_step() -> None:
     assert r.resumed and max(r.resumed) < 0.01, r.resumed  # the kernel's answers before the agent ran
 
 
-@pytest.mark.xfail(strict=False, reason="issue 11: today's engine breaks one-owner under compound faults")
+def test_lease_deleted_by_hand_keeps_the_epoch_and_the_owner() -> None:
+    """Seed 30 at 500 ms / 3 s (lease_delete alone): the operator recreated the Lease empty at epoch
+    0 (the epoch went down; the pair never settled: the owner served, the Lease named nobody)."""
+    cfg = Config(keepalive=0.5, deadtime=3.0)
+    r = run_one(30, cfg, nemesis(30, cfg.span, cfg.deadtime))
+    assert not r.violations, [v.describe() for v in r.violations]
+
+
 def test_short_run_of_composed_faults() -> None:
+    """20 seeds of composed faults at 500 ms / 3 s: failed on the engine this issue started from
+    (cold start, cut + slow API, lease deletion, VM pause); the long form is bench/simulate.py."""
     bad = []
     for seed in range(20):
         r = run_one(seed, FAST)

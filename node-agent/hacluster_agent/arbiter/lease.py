@@ -60,6 +60,16 @@ class Arbiter:
     ) -> None:
         self.store, self.me, self.window, self.poll = store, me, window, poll
         self.clock, self.sleep = clock, sleep
+        # The highest epoch this node has seen in the Lease. A Lease deleted and recreated lower
+        # (by hand, or by an older operator at 0) must not take the epoch down: our writes never
+        # go below it.
+        self.highest = 0
+
+    async def _get(self) -> LeaseView | None:
+        seen = await self.store.get()  # the one raw read
+        if seen is not None:
+            self.highest = max(self.highest, seen.transitions)
+        return seen
 
     async def take(self, wanted: Callable[[], bool] = lambda: True) -> Verdict:
         """Become the holder. A free Lease (or ours) is taken at once; one held by the peer only
@@ -67,12 +77,12 @@ class Arbiter:
         off from the API server has fenced itself by then). `wanted` is asked before the swap: the
         peer heard again meanwhile means it is alive, and we do not take over."""
         try:
-            seen = await self.store.get()
+            seen = await self._get()
             if seen is None:
                 try:
                     return self._granted(await self.store.create(self.me), "no Lease yet: created")
                 except Conflict:
-                    seen = await self.store.get()
+                    seen = await self._get()
                     if seen is None:
                         raise Unavailable("Lease vanished") from None
             if seen.holder in ("", self.me):
@@ -80,7 +90,7 @@ class Arbiter:
             deadline = self.clock() + self.window
             while self.clock() < deadline:
                 await self.sleep(min(self.poll, max(0.0, deadline - self.clock())))
-                now = await self.store.get()
+                now = await self._get()
                 if now is None or now.holder in ("", self.me):
                     return await self.take(wanted)
                 if now.version != seen.version:
@@ -99,12 +109,17 @@ class Arbiter:
         """Prove we are alive (the holder's answer to a silent peer). Not holding it = lost."""
         try:
             for _attempt in range(3):
-                seen = await self.store.get()
+                seen = await self._get()
+                if seen is not None and seen.holder == "":
+                    # Free while we hold the groups: nobody else can hold them (a holder frees it
+                    # only after stopping them), so it was recreated empty: claim it again.
+                    return await self._swap(seen, "the Lease was free: claimed again")
                 if seen is None or seen.holder != self.me:
                     holder = seen.holder if seen else "nobody"
                     return Verdict(False, f"the Lease is held by {holder or 'nobody'}: we lost it")
                 try:
-                    return self._granted(await self.store.swap(seen, self.me, seen.transitions), "renewed")
+                    epoch = max(seen.transitions, self.highest)
+                    return self._granted(await self.store.swap(seen, self.me, epoch), "renewed")
                 except Conflict:
                     # Someone else wrote it (the operator's annotations, or a take): read it again;
                     # still ours means the write was not a take. The caller's deadline bounds this.
@@ -116,11 +131,12 @@ class Arbiter:
     async def hand_back(self, to: str) -> Verdict:
         """Give a Lease we just took back to `to` (a new epoch): it turned out alive and holding."""
         try:
-            seen = await self.store.get()
+            seen = await self._get()
             if seen is None or seen.holder != self.me:
                 return Verdict(True, "not ours")
             return self._granted(
-                await self.store.swap(seen, to, seen.transitions + 1), f"handed back to {to}"
+                await self.store.swap(seen, to, max(seen.transitions, self.highest) + 1),
+                f"handed back to {to}",
             )
         except (Conflict, Unavailable) as e:
             return Verdict(
@@ -130,7 +146,7 @@ class Arbiter:
     async def release(self) -> Verdict:
         """After our resources are stopped: free the Lease so the peer may take it at once."""
         try:
-            seen = await self.store.get()
+            seen = await self._get()
             if seen is None or seen.holder != self.me:
                 return Verdict(True, "not ours")
             await self.store.swap(seen, "", seen.transitions)
@@ -139,10 +155,12 @@ class Arbiter:
             return Verdict(False, f"could not release the Lease: {e}", unavailable=isinstance(e, Unavailable))
 
     async def _swap(self, seen: LeaseView, why: str) -> Verdict:
-        transitions = seen.transitions if seen.holder == self.me else seen.transitions + 1
+        base = max(seen.transitions, self.highest)
+        transitions = base if seen.holder == self.me and seen.transitions >= self.highest else base + 1
         return self._granted(await self.store.swap(seen, self.me, transitions), why)
 
     def _granted(self, view: LeaseView, why: str) -> Verdict:
+        self.highest = max(self.highest, view.transitions)
         return Verdict(True, why, view.transitions)
 
 
