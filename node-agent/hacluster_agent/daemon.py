@@ -470,6 +470,12 @@ class Agent:
             log_format=current_log_format(),
             on_up=self.metrics.fence_guard,
             on_restart=self.metrics.fence_guard_restarted,
+            # While the owner proves itself in the Lease the peer may take it W after a renewal: a
+            # stalled owner must lose its VIP within W/2 then (docs/safety.md).
+            tight_after_ms=int(self.engine.cfg.arbitration_window * 500)
+            if self.engine.cfg.arbitrated
+            else None,
+            tight=lambda: self.engine.proving(time.monotonic()),
         )
         if guard is not None:
             guard.start()

@@ -117,6 +117,7 @@ class Node:
         self.guard_alive = False
         self.guard_spawned_at = -1e9
         self.guard_killed_with_agent = False
+        self.stall_after = 0.0  # the guard's G for the current stall (tight while proving)
         # what the nemesis arms
         self.fail_starts = 0  # the next N service starts fail
         self.fail_stops = 0  # the next N service stops fail
@@ -216,7 +217,7 @@ class Node:
 
     def _guard_check(self, stall_id: int) -> None:
         if self.stalled and stall_id == self.stall_id and self.guard_alive:
-            self.guard_fence(f"no beat for {self.fence_after * 1000:.0f} ms")
+            self.guard_fence(f"no beat for {self.stall_after * 1000:.0f} ms")
 
     def _guard_eof(self) -> None:
         if self.guard_alive:
@@ -278,10 +279,14 @@ class Node:
         self.stalled = True
         self.stall_id += 1
         self.trace(f"agent stalled for {duration * 1000:.0f} ms")
-        last_beat = self.local_now() - BEAT * self.sim.rng.random()
-        self.sys_later(
-            GUARD, last_beat + self.fence_after - self.local_now(), self._guard_check, self.stall_id
-        )
+        after, beat = self.fence_after, BEAT
+        tight = self.world.window / 2
+        if self.world.kube and 0 < tight < after and self.agent.engine.proving(self.local_now()):
+            # FenceGuard's TIGHT beats: the owner was proving itself in the Lease
+            after, beat = tight, min(tight / 4, BEAT)
+        last_beat = self.local_now() - beat * self.sim.rng.random()
+        self.stall_after = after
+        self.sys_later(GUARD, last_beat + after - self.local_now(), self._guard_check, self.stall_id)
         self.sys_later(KERNEL, duration, self._unstall, self.stall_id, self.proc_gen)
 
     def _unstall(self, stall_id: int, gen: int) -> None:

@@ -16,6 +16,7 @@ from hacluster_agent.resources import fenceguard
 from hacluster_agent.resources.fenceguard import (
     BEAT,
     QUIT,
+    TIGHT,
     FenceGuard,
     Verdict,
     Watchdog,
@@ -133,6 +134,34 @@ def test_watch_silence_fences_then_eof(pipe: tuple[int, int]) -> None:
     assert fenced == [0.3, 0.3]
 
 
+def test_tight_beats_shorten_g_until_a_plain_beat() -> None:
+    """While the owner proves itself in the Lease the peer can take over W after its last renewal:
+    a stall must cost the VIP within W/2, not deadtime/2 (sim seed 42 at 500 ms / 3 s: 723 ms of
+    two owners when the guard waited 1.5 s)."""
+    dog = Watchdog(1.5, tight_after=0.1)
+    dog.beat(0.0, tight=True)
+    assert dog.timeout(0.0) == pytest.approx(0.1)
+    assert dog.decide(0.09) is Verdict.WAIT and dog.decide(0.1) is Verdict.FENCE
+    dog.beat(1.0)  # a plain beat: back to G
+    assert dog.decide(1.2) is Verdict.WAIT and dog.timeout(1.2) == pytest.approx(1.3)
+
+
+def test_watch_a_tight_beat_fences_after_the_tight_timeout(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.write(w, BEAT + TIGHT)  # the last byte read decides
+    fenced: list[float] = []
+    clock = Clock([0.0, 0.0, 0.12, 0.12])
+
+    def remove() -> list[str]:
+        fenced.append(clock.last)
+        if len(fenced) == 1:
+            os.close(w)
+        return []
+
+    assert watch(r, Watchdog(1.5, tight_after=0.1), remove, clock) == 0
+    assert fenced == [0.12, 0.12]
+
+
 def test_guarded_addresses_both_sides_once() -> None:
     res, _ = parse_haresources(
         "n1 IPaddr::192.0.2.100/24/eth0 web\nn2 192.0.2.101 IPv6addr::2001:db8::100/64 db\n"
@@ -156,6 +185,10 @@ def test_defaults_and_command() -> None:
     assert FenceGuard([ip_interface("192.0.2.100/24")], 1000).interval == 0.05
     with pytest.raises(ValueError):
         FenceGuard([], 0)
+    tight = FenceGuard([ip_interface("192.0.2.100/24")], 1500, tight_after_ms=100)
+    assert tight.tight_interval == pytest.approx(0.025)
+    cmd = guard_command(7, [ip_interface("192.0.2.100/24")], 1500, "text", 100)
+    assert cmd[3:9] == ["--fd", "7", "--after-ms", "1500", "--tight-after-ms", "100"]
 
 
 def test_for_agent_needs_a_vip_and_a_nonzero_g() -> None:

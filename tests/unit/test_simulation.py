@@ -26,8 +26,6 @@ FAST = Config(keepalive=0.5, deadtime=3.0, span=20.0)
 # Fault kinds that break the invariants on their own today, with what the simulation shows
 # (see issue 11). Their short runs are xfail until the engine is fixed.
 HOLES = {
-    "link_loss": "a lossy link: the standby takes the Lease while the owner, which never lost "
-    "its peer long enough, does not renew",
     "stall_in_refresh": "the VIP refresh's `addr replace` re-creates the address the guard "
     "removed while the loop stalled",
 }
@@ -240,20 +238,29 @@ def test_short_run_of_one_fault_kind(kind: str) -> None:
     assert not bad, "\n".join(bad)
 
 
-# Seeds that broke an earlier engine, replayed exactly (100 ms / 300 ms, 60 s of faults): each must
-# now run without a violation. (seed, only this fault kind or None, what it found)
+# Seeds that broke an earlier engine, replayed exactly (60 s of faults): each must now run without
+# a violation. (seed, keepalive, deadtime, only this fault kind or None, what it found)
 PINNED = [
-    (4, None, "api_slow + link_cut: the holder that took the Lease during the cut never renewed, and a "
-     "renewal refused while the groups were starting left them held without the Lease (6.4 s of two owners)"),
-    (0, "cold_start_cut", "cold start with the link cut: the CAS winner never renewed (21.8 s of two owners)"),
+    (4, 0.1, 0.3, None, "api_slow + link_cut: the holder that took the Lease during the cut never renewed, "
+     "and a renewal refused while the groups were starting left them held without the Lease (6.4 s)"),
+    (0, 0.1, 0.3, "cold_start_cut", "cold start with the link cut: the CAS winner never renewed (21.8 s)"),
+    (27, 0.5, 3.0, None, "a lossy link heard better one way: the standby declared the owner dead while the "
+     "owner still heard it and never renewed (1.9 s); now its statuses say how long it has not heard us"),
+    (44, 0.1, 0.3, None, "an early renewal unanswered after a fence ended: nobody took the group again"),
+    (42, 0.5, 3.0, None, "the owner stalled while proving itself during a cut: the guard waited deadtime/2, "
+     "the standby took over W after the last renewal (723 ms); the guard is tight (W/2) while proving"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("seed", "only", "found"), PINNED, ids=[f"seed{s}-{o or 'composed'}" for s, o, _ in PINNED]
+    ("seed", "keepalive", "deadtime", "only", "found"),
+    PINNED,
+    ids=[f"seed{s}-{int(k * 1000)}ms-{o or 'composed'}" for s, k, _, o, _ in PINNED],
 )
-def test_pinned_seed_replays_without_a_violation(seed: int, only: str | None, found: str) -> None:
-    cfg = Config()
+def test_pinned_seed_replays_without_a_violation(
+    seed: int, keepalive: float, deadtime: float, only: str | None, found: str
+) -> None:
+    cfg = Config(keepalive=keepalive, deadtime=deadtime)
     kinds = {only: 1.0} if only else None
     r = run_one(seed, cfg, nemesis(seed, cfg.span, cfg.deadtime, kinds=kinds))
     assert not r.violations, f"{found}: {[v.describe() for v in r.violations]}"

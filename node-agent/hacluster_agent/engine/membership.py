@@ -81,6 +81,7 @@ class _Peer:
     alive: bool | None = None  # None: not heard yet, still within initdead
     st: str | None = None
     last_status: float | None = None
+    silent_for: float = 0.0  # its last status said: nothing heard from us for this long (s)
     deadtime: float = 0.0
     links: dict[str, _Link] = field(default_factory=dict)
     ordering: Ordering = field(default_factory=Ordering)
@@ -96,6 +97,10 @@ class _Peer:
 
 UNHEARD = "hacunheard"
 """Status field (Kubernetes mode): the sender hears nothing from the node it names."""
+SILENT = "hacsilent"
+"""Status field (Kubernetes mode): milliseconds since the sender last heard a status from the
+node it sends to. The receiver, if it holds the groups, renews the Lease before the sender can
+declare it dead, even while it still hears the sender (a lossy link, worse one way)."""
 EPOCH = "hacepoch"
 """Status and resource field (Kubernetes mode): the Lease epoch the sender holds the groups at.
 A node that finds the peer holding its groups at a higher epoch was replaced (it was paused or
@@ -382,6 +387,7 @@ class Engine:
             out.append(self._resource_msg(now))
         if self.cfg.arbitrated:
             p.epoch = _dec(msg.get(EPOCH))
+            p.silent_for = (_dec(msg.get(SILENT)) or 0) / 1000
             out += self._check_outranked(now)
         if self.cfg.arbitrated and (msg.get(UNHEARD) or "").lower() == self.cfg.node:
             out += self._unheard(now)
@@ -703,7 +709,12 @@ class Engine:
                 # An early renewal (the peer was quiet for d - k) that the API server did not answer,
                 # and the peer has been heard since: it cannot be taking over. Keep the groups.
                 self._count("early_renewal_unanswered")
-                return [Note("warning", f"Lease renewal unanswered ({reason}); the peer is heard again")]
+                note: list[Action] = [
+                    Note("warning", f"Lease renewal unanswered ({reason}); the peer is heard again")
+                ]
+                # Whatever waited for this answer is decided now (a fence that ended meanwhile left
+                # nothing held: the home node must take its group again; sim seed 44).
+                return note + (self._reconcile(now, "the Lease answered") if not self.hold else [])
             self.lease_held = False
             if not self.hold and not isinstance(self.flux, Acquire):
                 return self._reconcile(now, "the Lease answered")  # nothing to fence
@@ -758,12 +769,15 @@ class Engine:
         return out
 
     def _quiet_at(self) -> float | None:
-        """When the live peer, still unheard, may start to declare us dead: deadtime after our
-        last heartbeat it heard, which left at most a keepalive before its last one we heard."""
+        """When the live peer may start to declare us dead: its last status (received at
+        `last_status`) said it had not heard us for `silent_for`; it declares us dead deadtime after
+        its last status from us, so no earlier than `last_status + d - silent_for` (less a keepalive
+        for the status in flight). Symmetric loss: silent_for is 0 and this is d - k after we last
+        heard it; lossy one way (it hears us less than we hear it): earlier (sim seed 27)."""
         p = self.peer
         if not self.cfg.arbitrated or p.alive is not True or p.last_status is None:
             return None
-        return p.last_status + max(self.cfg.deadtime - self.cfg.keepalive, 0.0)
+        return p.last_status + max(self.cfg.deadtime - self.cfg.keepalive - p.silent_for, 0.0)
 
     def _check_outranked(self, now: float) -> list[Action]:
         """The peer holds our groups at a higher Lease epoch: it took them over while we were
@@ -799,9 +813,15 @@ class Engine:
             or self.shutting_down
             or self.renewing
             or self.next_arbitration is not None
+            or isinstance(self.flux, Release)  # giving them up anyway
         ):
             return None
         return self._quiet_at()
+
+    def proving(self, now: float) -> bool:
+        """We hold and the peer may be taking over: renewals run every W/4, and the fence guard
+        must remove the VIP within W/2 of a stall (its tight timeout)."""
+        return self.cfg.arbitrated and self._must_prove(now)
 
     def _must_prove(self, now: float) -> bool:
         """We hold (or hold the Lease) and the peer may be about to take over: it is dead to us,
@@ -841,6 +861,10 @@ class Engine:
         fields: list[tuple[str, str | bytes]] = [("t", "status"), ("st", st), ("dt", dt), ("protocol", "1")]
         if self.cfg.arbitrated and self.peer.alive is False:
             fields.append((UNHEARD, self.cfg.peer))  # Kubernetes mode only: our peers are our agents
+        if self.cfg.arbitrated and self.peer.alive is not False:
+            # Not heard yet (alive None): silent since our start, and initdead runs from there.
+            since = self.peer.last_status if self.peer.alive else self.started
+            fields.append((SILENT, str(max(0, int((now - (since or self.started)) * 1000)))))
         fields += self._epoch_field()
         return self._send(now, Message.of(*fields))
 

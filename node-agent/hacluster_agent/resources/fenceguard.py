@@ -55,6 +55,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("hacluster.fenceguard")
 
 BEAT = b"."
+TIGHT = b"!"
+"""A beat that also tightens G to the tight timeout (--tight-after-ms) until the next plain beat:
+sent while the agent holds the groups and proves itself in the Lease to a peer that may be
+taking over. Then the peer takes the Lease W after the owner's last renewal, so a stalled owner
+must lose its VIP within W of that renewal, not within deadtime/2 (sim: a stall during a cut
+overlapped 723 ms)."""
 QUIT = b"q"
 """Exit without removing anything (the agent keeps its resources on exit: --no-release-on-exit)."""
 MAX_BEAT_INTERVAL = 0.05
@@ -91,15 +97,23 @@ class Watchdog:
 
     after: float
     """G, in seconds."""
+    tight_after: float | None = None
+    """G while the agent proves itself in the Lease (its last beat was TIGHT)."""
     last_beat: float | None = None
     fenced: bool = False
+    tight: bool = False
 
-    def beat(self, now: float) -> None:
+    @property
+    def current(self) -> float:
+        return self.tight_after if self.tight and self.tight_after is not None else self.after
+
+    def beat(self, now: float, tight: bool = False) -> None:
         self.last_beat = now
         self.fenced = False
+        self.tight = tight
 
     def decide(self, now: float, eof: bool = False) -> Verdict:
-        verdict = decide(self.last_beat, self.fenced, now, eof, self.after)
+        verdict = decide(self.last_beat, self.fenced, now, eof, self.current)
         if verdict is Verdict.FENCE:
             self.fenced = True
         return verdict
@@ -112,7 +126,7 @@ class Watchdog:
         """How long to wait for a beat before deciding again; None: until something is read."""
         if self.last_beat is None or self.fenced:
             return None
-        return max(0.0, self.last_beat + self.after - now)
+        return max(0.0, self.last_beat + self.current - now)
 
     def retry(self, now: float) -> None:
         """The removal failed: try again G from now, unless a beat comes first."""
@@ -207,7 +221,7 @@ def watch(
             elif QUIT in data:
                 return 0
             else:
-                dog.beat(now)
+                dog.beat(now, tight=data.endswith(TIGHT))
         silence_ms = dog.silence(now) * 1000
         verdict = dog.decide(now, eof)
         if verdict is Verdict.WAIT:
@@ -221,7 +235,9 @@ def watch(
                 log.warning("the agent is gone (pipe closed): removed %s", ", ".join(removed))
             return 0
         if removed is None:
-            log.error("fence failed: no beat for %.0f ms; retrying in %.0f ms", silence_ms, dog.after * 1000)
+            log.error(
+                "fence failed: no beat for %.0f ms; retrying in %.0f ms", silence_ms, dog.current * 1000
+            )
             dog.retry(now)
         elif removed:
             log.warning("fenced: no beat for %.0f ms: removed %s", silence_ms, ", ".join(removed))
@@ -235,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--fd", type=int, required=True, help="the read end of the agent's beat pipe")
     p.add_argument("--after-ms", type=int, required=True, help="fence after this long without a beat (G)")
+    p.add_argument(
+        "--tight-after-ms", type=int, default=None, help="G after a tight beat (the agent is proving itself)"
+    )
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.add_argument("addresses", nargs="+", type=ip_interface, help="ADDRESS/PREFIX of each VIP")
     a = p.parse_args(argv)
@@ -246,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     remover = Remover(a.addresses)
     remover.open()
     try:
-        return watch(a.fd, Watchdog(a.after_ms / 1000), remover.remove)
+        tight = a.tight_after_ms / 1000 if a.tight_after_ms else None
+        return watch(a.fd, Watchdog(a.after_ms / 1000, tight), remover.remove)
     finally:
         remover.close()
 
@@ -272,10 +292,13 @@ def default_fence_after(deadtime_ms: int) -> int:
     return max(1, deadtime_ms // 2)
 
 
-def guard_command(fd: int, addresses: Sequence[Address], after_ms: int, log_format: str) -> list[str]:
+def guard_command(
+    fd: int, addresses: Sequence[Address], after_ms: int, log_format: str, tight_after_ms: int | None = None
+) -> list[str]:
+    tight = ["--tight-after-ms", str(tight_after_ms)] if tight_after_ms else []
     return [
         sys.executable, "-P", os.path.abspath(__file__), "--fd", str(fd), "--after-ms", str(after_ms),
-        "--log-format", log_format, *(str(a) for a in addresses),
+        *tight, "--log-format", log_format, *(str(a) for a in addresses),
     ]  # fmt: skip
 
 
@@ -296,12 +319,20 @@ class FenceGuard:
         log_format: str = "json",
         on_up: Callable[[bool], None] | None = None,
         on_restart: Callable[[], None] | None = None,
+        tight_after_ms: int | None = None,
+        tight: Callable[[], bool] | None = None,
     ) -> None:
         if after_ms <= 0:
             raise ValueError("the guard needs G > 0 ms")
         self.addresses = list(addresses)
         self.after_ms = after_ms
         self.interval = min(after_ms / 4000, MAX_BEAT_INTERVAL)
+        # While `tight()` (the agent proves itself in the Lease): G = tight_after_ms, beats 4x as often.
+        self.tight_after_ms = tight_after_ms if tight_after_ms and tight_after_ms < after_ms else None
+        self.tight_interval = (
+            min(self.tight_after_ms / 4000, self.interval) if self.tight_after_ms else self.interval
+        )
+        self._tight = tight or (lambda: False)
         self.log_format = log_format
         self._on_up = on_up or (lambda up: None)
         self._on_restart = on_restart or (lambda: None)
@@ -349,7 +380,7 @@ class FenceGuard:
         r, w = os.pipe()  # both non-inheritable: resource scripts never get the write end
         try:
             self.proc = subprocess.Popen(
-                guard_command(r, self.addresses, self.after_ms, self.log_format),
+                guard_command(r, self.addresses, self.after_ms, self.log_format, self.tight_after_ms),
                 pass_fds=(r,),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -374,11 +405,13 @@ class FenceGuard:
 
     async def _beat(self) -> None:
         while True:
-            self.beat()
-            await asyncio.sleep(self.interval)
+            tight = self.tight_after_ms is not None and self._tight()
+            self.beat(tight)
+            await asyncio.sleep(self.tight_interval if tight else self.interval)
 
-    def beat(self) -> None:
-        """One beat; restarts the guard first if it died."""
+    def beat(self, tight: bool = False) -> None:
+        """One beat (TIGHT: G is the tight timeout until the next plain one); restarts the guard
+        first if it died."""
         proc = self.proc
         if proc is None or proc.poll() is not None:
             if proc is not None and self._w is not None:
@@ -395,7 +428,7 @@ class FenceGuard:
             # BlockingIOError: a full pipe, the guard is not reading (stopped too); nothing to add.
             # BrokenPipeError: it just died; the next beat restarts it.
             with contextlib.suppress(BlockingIOError, BrokenPipeError):
-                os.write(self._w, BEAT)
+                os.write(self._w, TIGHT if tight else BEAT)
 
     def _close_pipe(self) -> None:
         w, self._w = self._w, None
