@@ -72,6 +72,21 @@ async def main():
                 result = str(await drv.status())
             elif op == "refresh":
                 await drv.refresh()
+            elif op == "refresh_guard_fences_during_a_stall":
+                # the loop stalls right after the presence check answered; meanwhile the fence guard
+                # removes the address (here: `ip addr del`, as the guard's netlink call would)
+                real = drv._present
+
+                async def stalled(ipr, index):
+                    found = await real(ipr, index)
+                    drv._present = real
+                    import subprocess, time
+                    subprocess.run(cmd["remove"], check=True)
+                    time.sleep(0.06)
+                    return found
+
+                drv._present = stalled
+                await drv.refresh()
             elif op == "keep":
                 tasks.append(asyncio.create_task(keep(cmd["every"])))
             elif op == "errors":
@@ -352,6 +367,22 @@ def test_vip_without_refresh_expires_by_itself_and_is_not_recreated(net: Network
         RuntimeError, match=r"IPaddr::192\.0\.2\.100/24/eth0: refresh failed: .*lifetime ran out"
     ):
         agent.call("refresh")
+    assert not has_address(net, h1, VIP4)
+    assert agent.call("status") == "stopped"
+
+
+def test_a_refresh_stalled_after_its_check_does_not_recreate_what_the_guard_removed(
+    net: Network, spawn_agent: Any
+) -> None:
+    """sim stall_in_refresh: the loop stalled between the presence check and `addr replace`; the
+    guard removed the VIP meanwhile, and the write re-created it next to the new owner's."""
+    h1 = net[0]
+    agent = spawn_agent(h1, "IPaddr", f"{VIP4}/24/eth0", lifetime=3, arp_count=1, arp_refresh=0)
+    agent.call("start")
+    assert has_address(net, h1, VIP4)
+    remove = ["ip", "addr", "del", f"{VIP4}/24", "dev", "eth0"]
+    with pytest.raises(RuntimeError, match=r"refresh failed: the address is gone"):
+        agent.call("refresh_guard_fences_during_a_stall", remove=remove)
     assert not has_address(net, h1, VIP4)
     assert agent.call("status") == "stopped"
 

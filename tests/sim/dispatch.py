@@ -33,6 +33,7 @@ from hacluster_agent.engine.actions import (
 )
 from hacluster_agent.engine.membership import Engine, EngineConfig
 from hacluster_agent.resources.base import ResourceError
+from hacluster_agent.resources.ipaddr import STALE_CHECK
 from hacluster_agent.wire.message import Message
 
 from .lease import SimLeaseStore
@@ -363,12 +364,18 @@ class Agent:
             return
         if self.now() >= deadline:
             await self._lose("its lifetime ran out before it was renewed")
-        present_fut = self._netlink(lambda: node.vip)
-        if node.stall_in_refresh is not None:  # the nemesis: stall right after the check was sent
-            duration, node.stall_in_refresh = node.stall_in_refresh, None
-            node.sys_later(KERNEL, 0.0, node.stall, duration)
-        if not await present_fut:
-            await self._lose("the address is gone")
+        for _attempt in range(3):  # as IPAddrDriver.refresh: only a fresh presence check counts
+            t_check = self.now()
+            present_fut = self._netlink(lambda: node.vip)
+            if node.stall_in_refresh is not None:  # the nemesis: stall right after the check was sent
+                duration, node.stall_in_refresh = node.stall_in_refresh, None
+                node.sys_later(KERNEL, 0.0, node.stall, duration)
+            if not await present_fut:
+                await self._lose("the address is gone")
+            if self.now() - t_check < STALE_CHECK:
+                break
+        else:
+            return
         t0 = self.now()
         node.vip_write("refresh")  # the write leaves with the call; its answer comes later
         await self._netlink(lambda: None)

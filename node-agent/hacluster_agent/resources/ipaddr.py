@@ -249,6 +249,10 @@ INFINITY_LIFE_TIME = 0xFFFFFFFF
 _GONE = (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT, errno.ESRCH)
 
 
+STALE_CHECK = 0.02
+"""A presence check that answered later than this (s) is not trusted for the refresh's write."""
+
+
 class IPAddrDriver:
     """One virtual IP (`IPaddr::ip[/bits[/iface[/bcast]]]` or an IPv6 address) on this node."""
 
@@ -468,8 +472,17 @@ class IPAddrDriver:
             if self._clock() >= deadline:
                 await self._lose("refresh", f"its {self.lifetime} s lifetime ran out before it was renewed")
             async with self._netlink("refresh") as ipr:
-                if not await self._present(ipr, p.index):
-                    await self._lose("refresh", f"the address is gone from {p.ifname}")
+                # `addr replace` re-creates an address that is gone: the presence check must be
+                # fresh. A check that took long means the loop stalled after it, and the fence guard
+                # may have removed the address meanwhile (sim: stall_in_refresh): check again.
+                for _attempt in range(3):
+                    t_check = self._clock()
+                    if not await self._present(ipr, p.index):
+                        await self._lose("refresh", f"the address is gone from {p.ifname}")
+                    if self._clock() - t_check < STALE_CHECK:
+                        break
+                else:
+                    return  # never a fresh answer (an overloaded host): renew next time
                 t0 = self._clock()
                 await self._write(ipr, p)
             # A renewal that completed after the old deadline may have re-created an expired address.
