@@ -49,6 +49,7 @@ from .reload import ConfigSource, Reloader
 from .resources.base import ResourceError
 from .resources.fenceguard import FenceGuard, current_log_format
 from .resources.group import GroupRunner, GroupStopError, drivers_for
+from .resources.ipaddr import default_address_lifetime
 from .resources.script import ScriptOptions
 from .state import next_generation, node_uuid
 from .wire.codec import Decoded, decode, encode
@@ -569,7 +570,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init-dir", default="/etc/init.d")
     p.add_argument("--lock-dir", default="/var/lock")
     p.add_argument("--no-release-on-exit", action="store_true", help="keep resources on SIGTERM")
-    p.add_argument("--address-lifetime", type=int, default=3, help="VIP valid_lft seconds (0: permanent)")
+    p.add_argument(
+        "--address-lifetime",
+        type=int,
+        default=None,
+        help="VIP valid_lft seconds (0: permanent); default: deadtime - keepalive (+ W), between 1 and 3",
+    )
     p.add_argument(
         "--monitor-interval", type=float, default=5.0, help="seconds between checks of held groups"
     )
@@ -619,7 +625,13 @@ def main(argv: list[str] | None = None) -> int:
         state_dir=Path(a.state_dir),
         control_socket=Path(a.control_socket),
         release_on_exit=not a.no_release_on_exit,
-        address_lifetime=a.address_lifetime,
+        address_lifetime=(
+            a.address_lifetime
+            if a.address_lifetime is not None
+            else default_address_lifetime(
+                cfg.hacf.deadtime_ms, cfg.hacf.keepalive_ms, a.arbitration_window if a.kube else 0.0
+            )
+        ),
         monitor_interval=a.monitor_interval,
         status_timeout=a.status_timeout,
         metrics_port=a.metrics_port,

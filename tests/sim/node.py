@@ -33,7 +33,7 @@ AGENT, GUARD, KERNEL = 0, 1, 2
 
 @dataclass
 class NodeParams:
-    address_lifetime: float = 3.0  # L (--address-lifetime)
+    address_lifetime: float | None = None  # L (--address-lifetime); None: default_address_lifetime
     fence_after: float | None = None  # G; None: deadtime/2 (default_fence_after)
     start_service: tuple[float, float] = (0.05, 0.5)  # service start duration range (s)
     stop_service: tuple[float, float] = (0.05, 0.5)

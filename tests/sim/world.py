@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+
+from hacluster_agent.resources.ipaddr import default_address_lifetime
 
 from .faults import Fault, apply
 from .invariants import Checker, Violation
@@ -102,8 +105,14 @@ class World:
         self.directive_seq = 0
         self.check = Checker(self)
         self.nodes: dict[str, Node] = {}
+        params = cfg.params
+        if params.address_lifetime is None:  # as the daemon: derived from the timings
+            lifetime = default_address_lifetime(
+                round(cfg.deadtime * 1000), round(cfg.keepalive * 1000), cfg.window if cfg.kube else 0.0
+            )
+            params = dataclasses.replace(params, address_lifetime=float(lifetime))
         for name in ("n1", "n2"):
-            node = Node(self, name, cfg.params)
+            node = Node(self, name, params)
             self.nodes[name] = node
             self.net.attach(node)
 

@@ -249,6 +249,17 @@ INFINITY_LIFE_TIME = 0xFFFFFFFF
 _GONE = (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT, errno.ESRCH)
 
 
+def default_address_lifetime(deadtime_ms: int, keepalive_ms: int, window_s: float = 0.0) -> int:
+    """L, the VIP's kernel lifetime (valid_lft, whole seconds), when --address-lifetime is not
+    given: the last bound when the agent and its fence guard die together (the whole process tree
+    killed). The peer takes over no earlier than deadtime - keepalive (+ W in Kubernetes mode) after
+    the last heartbeat, so L at most that leaves no overlap; the kernel counts whole seconds, so
+    1 s is the floor (at deadtime 300 ms the overlap is then at most about 0.6 s, not 2.6 s), and
+    3 s the ceiling (a lifetime renewed every L/3 survives a short stall)."""
+    room = (deadtime_ms - keepalive_ms) / 1000 + window_s
+    return max(1, min(3, int(room)))
+
+
 STALE_CHECK = 0.02
 """A presence check that answered later than this (s) is not trusted for the refresh's write."""
 
