@@ -235,6 +235,15 @@ PINNED = [
     (44, 0.1, 0.3, None, "an early renewal unanswered after a fence ended: nobody took the group again"),
     (42, 0.5, 3.0, None, "the owner stalled while proving itself during a cut: the guard waited deadtime/2, "
      "the standby took over W after the last renewal (723 ms); the guard is tight (W/2) while proving"),
+    (1254, 0.5, 3.0, None, "a delayed status said the standby had heard the owner recently: the owner's "
+     "early renewal came too late (616 ms); the report is now the seq of our status it heard, timed on "
+     "our own clock"),
+    (1129, 1.0, 10.0, None, "a restarted node's `resource` overtook its `starting`: the peer dropped "
+     "`starting` and never said what it held; nobody took the group"),
+    (1013, 1.0, 10.0, None, "both nodes cold-started over a lossy link: each waited forever for the "
+     "other's report; now asked again every two keepalives"),
+    (1081, 1.0, 10.0, None, "a lost `resource` left the home node believing the peer held its group; "
+     "statuses now carry what the sender holds"),
 ]  # fmt: skip
 
 

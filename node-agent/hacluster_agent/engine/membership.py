@@ -33,6 +33,7 @@ from .actions import (
 from .ordering import Ordering, Verdict
 
 HISTORY = 500  # sequenced messages kept for retransmission, as Heartbeat
+STATUS_SENT_KEPT = 512  # send times of our last statuses, for the peer's HEARD reports
 REXMIT_FIRST = 0.05
 REXMIT_EVERY = 0.25
 REXMIT_TRIES = 8
@@ -81,7 +82,9 @@ class _Peer:
     alive: bool | None = None  # None: not heard yet, still within initdead
     st: str | None = None
     last_status: float | None = None
-    silent_for: float = 0.0  # its last status said: nothing heard from us for this long (s)
+    status_seq: int | None = None  # the seq of its last status we heard (we report it back)
+    generation: int = 0  # its generation (hg), to report with status_seq
+    heard_us_at: float | None = None  # when we sent the last status of ours it says it heard (our clock)
     deadtime: float = 0.0
     links: dict[str, _Link] = field(default_factory=dict)
     ordering: Ordering = field(default_factory=Ordering)
@@ -97,10 +100,16 @@ class _Peer:
 
 UNHEARD = "hacunheard"
 """Status field (Kubernetes mode): the sender hears nothing from the node it names."""
-SILENT = "hacsilent"
-"""Status field (Kubernetes mode): milliseconds since the sender last heard a status from the
-node it sends to. The receiver, if it holds the groups, renews the Lease before the sender can
-declare it dead, even while it still hears the sender (a lossy link, worse one way)."""
+HEARD = "hacheard"
+"""Status field (Kubernetes mode): `GEN:SEQ` (hex) of the last status the sender heard from the node
+it sends to, or `-` if none. That node knows when it sent that status, on its own clock, so it
+knows the sender cannot declare it dead before deadtime after that: it renews the Lease from then
+on if it holds the groups, even while it still hears the sender (a link that loses or delays
+more one way: the simulation's seeds 27 and 1254), whatever the transit time of the report."""
+HOLDS = "hacholds"
+"""Status field (Kubernetes mode): what the sender holds (rsc_hold's word), in every status, so a
+lost `resource` message cannot leave the peer believing it forever (sim seed 1081: a stale "it
+holds my group" after a cut kept the home node from taking it back; nobody owned it)."""
 EPOCH = "hacepoch"
 """Status and resource field (Kubernetes mode): the Lease epoch the sender holds the groups at.
 A node that finds the peer holding its groups at a higher epoch was replaced (it was paused or
@@ -115,6 +124,8 @@ class Engine:
         self.st = "init"
         self.seq = 0
         self.history: OrderedDict[int, Message] = OrderedDict()
+        self.status_sent: OrderedDict[int, float] = OrderedDict()  # our status seq -> when sent
+        self.ask_again_at: float | None = None  # Kubernetes mode: ask the peer again what it holds
         self.peer = _Peer(deadtime=cfg.deadtime)
         self.hold: frozenset[Side] = frozenset()
         self.flux: Acquire | Release | None = None
@@ -166,6 +177,7 @@ class Engine:
                 self.next_keepalive = now + self.cfg.keepalive
         out += self._check_peer(now)
         out += self._check_links(now)
+        out += self._ask_again(now)
         out += self._check_rexmit(now)
         early = self._early_renewal_at()
         if early is not None and now >= early:
@@ -212,6 +224,8 @@ class Engine:
         early = self._early_renewal_at()
         if early is not None:
             times.append(early)
+        if self.ask_again_at is not None:
+            times.append(self.ask_again_at)
         return min(times)
 
     def receive(self, msg: Message, medium: str, now: float) -> list[Action]:
@@ -264,6 +278,11 @@ class Engine:
             self.peer.hold = None
             self.peer.joined = True
             self.peer.stable, self.peer.giving_up = True, None
+            if self.peer.alive:
+                # It asks with `starting`, but that may arrive before its restart is known here (the
+                # sim reordered starting/resource: n2 dropped `starting` as old, n1 waited forever for
+                # what n2 holds): tell it now.
+                out.append(self._resource_msg(now))
         dest = msg.get("dest")
         if dest is not None and dest.lower() != self.cfg.node:
             self._count("not_for_us")
@@ -385,9 +404,14 @@ class Engine:
             out.append(PeerChanged(self.cfg.peer, True, f"status {p.st}"))
             out.append(self._send(now, Message.of(("t", "starting"))))
             out.append(self._resource_msg(now))
+        stale_hold = False
         if self.cfg.arbitrated:
             p.epoch = _dec(msg.get(EPOCH))
-            p.silent_for = (_dec(msg.get(SILENT)) or 0) / 1000
+            p.generation, p.status_seq = _hex(msg.get("hg") or "0") or 0, seq
+            self._heard_report(msg.get(HEARD))
+            holds = sides_of(msg.get(HOLDS))
+            if holds is not None and p.hold is not None and flip(holds) != p.hold:
+                p.hold, stale_hold = flip(holds), True
             out += self._check_outranked(now)
         if self.cfg.arbitrated and (msg.get(UNHEARD) or "").lower() == self.cfg.node:
             out += self._unheard(now)
@@ -395,6 +419,9 @@ class Engine:
         if p.flow_control and trigger and seq is not None and not p.ordering.missing:
             ack = Message.of(("t", "NS_ackmsg"), ("dest", self.cfg.peer), ("ackseq", f"{seq:x}"))
             out.append(self._send(now, ack))
+        if stale_hold:
+            self._count("hold_corrected")
+            out += self._reconcile(now, f"{self.cfg.peer} holds {hold_word(flip(p.hold or frozenset()))}")
         return out
 
     def _on_starting(self, msg: Message, now: float, seq: int | None) -> list[Action]:
@@ -545,6 +572,7 @@ class Engine:
         p = self.peer
         was = p.alive
         p.alive, p.since, p.hold, p.standby, p.joined = False, now, None, False, False
+        p.status_seq, p.heard_us_at = None, None
         p.last_status = None
         p.stable, p.giving_up = True, None
         self.rexmit.clear()
@@ -680,7 +708,7 @@ class Engine:
             self._count("arbitration_denied")
             return [Note("warning", f"not taking over: {reason}")]
         if self.renewing and op == -1:
-            self.renewing = False
+            early, self.renewing, self.renewal_early = self.renewal_early, False, False
             if granted and not self.hold and not isinstance(self.flux, Acquire):
                 # Sent while we held, answered after we released (and freed the Lease): the grant
                 # is stale. Taking it as "held" would skip the next take (sim seed 126).
@@ -705,7 +733,7 @@ class Engine:
                 return notes + self._reconcile(now, "the Lease answered")
             if unavailable and self.cfg.take_over_without_arbiter:
                 return [Note("warning", f"keeping resources without the arbiter: {reason}")]
-            if unavailable and self.renewal_early and self.peer.alive is True and not self._must_prove(now):
+            if unavailable and early and self.peer.alive is True and not self._must_prove(now):
                 # An early renewal (the peer was quiet for d - k) that the API server did not answer,
                 # and the peer has been heard since: it cannot be taking over. Keep the groups.
                 self._count("early_renewal_unanswered")
@@ -777,7 +805,44 @@ class Engine:
         p = self.peer
         if not self.cfg.arbitrated or p.alive is not True or p.last_status is None:
             return None
-        return p.last_status + max(self.cfg.deadtime - self.cfg.keepalive - p.silent_for, 0.0)
+        # Without reports (a peer that does not send them): it last heard us no earlier than a
+        # keepalive before we last heard it, if the link is symmetric.
+        base = p.last_status - self.cfg.keepalive if p.heard_us_at is None else p.heard_us_at
+        return base + max(self.cfg.deadtime - self.cfg.keepalive, 0.0)
+
+    def _ask_again(self, now: float) -> list[Action]:
+        """Kubernetes mode: the peer is up but we still do not know what it holds (its `resource`
+        answer to our `starting` was lost, or came before its first status and was dropped): ask
+        again every two keepalives. Both nodes cold-started over a lossy link waited forever for
+        each other's report, the group unowned (sim seed 1013 at 1 s / 10 s)."""
+        p = self.peer
+        if not self.cfg.arbitrated or p.alive is not True or p.hold is not None:
+            self.ask_again_at = None
+            return []
+        if self.ask_again_at is None:
+            self.ask_again_at = now + 2 * self.cfg.keepalive
+            return []
+        if now < self.ask_again_at:
+            return []
+        self.ask_again_at = now + 2 * self.cfg.keepalive
+        self._count("asked_again")
+        return [self._send(now, Message.of(("t", "starting"))), self._resource_msg(now)]
+
+    def _heard_report(self, text: str | None) -> None:
+        """The peer's HEARD field: when, on our clock, we sent the last status it heard."""
+        p = self.peer
+        if text is None:
+            return  # not our agent's report: keep the symmetric-link rule
+        gen, _, seq_text = text.partition(":")
+        seq = _hex(seq_text)
+        if text == "-" or _hex(gen) != self.cfg.generation or seq is None:
+            p.heard_us_at = float("-inf")  # it has heard nothing of ours (this generation)
+            return
+        sent = self.status_sent.get(seq)
+        if sent is None:
+            p.heard_us_at = float("-inf")  # older than we remember: as good as nothing
+        elif p.heard_us_at is None or sent > p.heard_us_at:
+            p.heard_us_at = sent
 
     def _check_outranked(self, now: float) -> list[Action]:
         """The peer holds our groups at a higher Lease epoch: it took them over while we were
@@ -862,11 +927,17 @@ class Engine:
         if self.cfg.arbitrated and self.peer.alive is False:
             fields.append((UNHEARD, self.cfg.peer))  # Kubernetes mode only: our peers are our agents
         if self.cfg.arbitrated and self.peer.alive is not False:
-            # Not heard yet (alive None): silent since our start, and initdead runs from there.
-            since = self.peer.last_status if self.peer.alive else self.started
-            fields.append((SILENT, str(max(0, int((now - (since or self.started)) * 1000)))))
+            p = self.peer
+            heard = f"{p.generation:x}:{p.status_seq:x}" if p.alive and p.status_seq is not None else "-"
+            fields.append((HEARD, heard))
+        if self.cfg.arbitrated:
+            fields.append((HOLDS, hold_word(self.hold)))
         fields += self._epoch_field()
-        return self._send(now, Message.of(*fields))
+        sent = self._send(now, Message.of(*fields))
+        self.status_sent[self.seq] = now
+        while len(self.status_sent) > STATUS_SENT_KEPT:
+            self.status_sent.popitem(last=False)
+        return sent
 
     def _epoch_field(self) -> list[tuple[str, str | bytes]]:
         if self.cfg.arbitrated and self.lease_held and self.hold and self.epoch is not None:
