@@ -323,6 +323,7 @@ class Agent:
                 d = None
             if d is not None:
                 now = time.monotonic()
+                self.execute(self.engine.lease_observed(d.holder, d.epoch, now))
                 self.execute(self.engine.set_frozen(d.freeze, now))
                 if d.release and not self.engine.shutting_down:
                     log.warning("the HACluster is being deleted: releasing everything")

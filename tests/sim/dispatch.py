@@ -448,6 +448,13 @@ class Agent:
         node, engine = self.node, self.engine
         await node.sleep(0.5 * node.sim.rng.random())
         while True:
+            # as daemon._directives: the Lease is read every 0.5 s (through the API, with its faults)
+            try:
+                view = await self.arbiter.store.get()
+            except Unavailable:
+                view = None
+            if view is not None:
+                self.execute(engine.lease_observed(view.holder, view.transitions, self.now()))
             d = self.world.directive
             if d is not None:
                 handover_to = d[1]

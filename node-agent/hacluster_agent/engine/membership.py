@@ -849,12 +849,23 @@ class Engine:
         paused or cut off. Remove our VIPs now (sim: a resumed VM served until its renewal came
         back refused)."""
         p = self.peer
+        if p.hold is None or not (p.hold & self.hold) or p.epoch is None:
+            return []
+        return self._outranked(now, f"{self.cfg.peer} holds the groups at epoch {p.epoch}", p.epoch)
+
+    def lease_observed(self, holder: str, epoch: int | None, now: float) -> list[Action]:
+        """The Lease as the agent's periodic read of it saw it (every 0.5 s, with the operator's
+        directives). Another holder at a higher epoch while we hold the groups: we were replaced
+        while paused or cut off, and our own timers may not know it (a paused VM's clocks stop, so
+        its renewals are not due yet on resume: sim seed 1273, 2.3 s). Drop the VIPs now."""
+        if not self.cfg.arbitrated or not holder or holder == self.cfg.node or epoch is None:
+            return []
+        return self._outranked(now, f"the Lease names {holder} at epoch {epoch}", epoch)
+
+    def _outranked(self, now: float, why: str, epoch: int) -> list[Action]:
         if (
             not self.hold
-            or p.hold is None
-            or not (p.hold & self.hold)
-            or p.epoch is None
-            or (self.epoch is not None and p.epoch <= self.epoch)
+            or (self.epoch is not None and epoch <= self.epoch)
             or self.shutting_down
             or self.fence_owed is not None
             or (isinstance(self.flux, Release) and self.flux.fence)
@@ -862,7 +873,7 @@ class Engine:
             return []  # (already fencing: once is enough)
         self.lease_held = False
         self._count("outranked")
-        reason = f"{self.cfg.peer} holds the groups at epoch {p.epoch} (ours: {self.epoch})"
+        reason = f"{why} (ours: {self.epoch})"
         out: list[Action] = [Note("error", f"self-fencing: {reason}", counter="self_fenced")]
         if self.flux is None:
             out.append(self._begin(Release(self.hold, f"self-fencing: {reason}", fence=True)))

@@ -23,15 +23,19 @@ class Directives:
     freeze: bool = False
     release: bool = False
     holder: str = ""
+    epoch: int | None = None  # the Lease's leaseTransitions, as read
 
 
-def directives_of(annotations: dict[str, str] | None, holder: str | None) -> Directives:
+def directives_of(
+    annotations: dict[str, str] | None, holder: str | None, epoch: int | None = None
+) -> Directives:
     a = annotations or {}
     return Directives(
         handover_to=a.get(HANDOVER_TO) or None,
         freeze=a.get(FREEZE, "").lower() == "true",
         release=a.get(RELEASE, "").lower() == "true",
         holder=holder or "",
+        epoch=epoch,
     )
 
 
@@ -47,4 +51,4 @@ async def read_directives(api: client.ApiClient, namespace: str, name: str) -> D
         if e.status == 404:
             return None
         raise
-    return directives_of(lease.metadata.annotations, lease.spec.holder_identity)
+    return directives_of(lease.metadata.annotations, lease.spec.holder_identity, lease.spec.lease_transitions)
