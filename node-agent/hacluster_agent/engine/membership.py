@@ -181,12 +181,14 @@ class Engine:
         out += self._check_rexmit(now)
         early = self._early_renewal_at()
         if early is not None and now >= early:
-            # The peer has been quiet for d - k: it may declare us dead from now on. Renew before
-            # it can read the Lease, so its window sees us alive whatever the skew between our two
-            # detections (it was up to a keepalive; sim: a single cut at 500 ms / 3 s overlapped).
+            # The peer may declare us dead from now on (_quiet_at). Renew before it can read the
+            # Lease, so its window sees us alive whatever the skew between our two detections (it
+            # was up to a keepalive; sim: a single cut at 500 ms / 3 s overlapped 345 ms).
             self._count("early_renewal")
             quiet_ms = (now - (self.peer.last_status or now)) * 1000
-            out += self._renew(f"{self.cfg.peer} quiet for {quiet_ms:.0f}ms", early=True)
+            out += self._renew(
+                f"{self.cfg.peer} may declare us dead from now on (heard {quiet_ms:.0f}ms ago)", early=True
+            )
         if self.next_arbitration is not None and now >= self.next_arbitration:
             self.next_arbitration = None
             if self._must_prove(now):
@@ -797,11 +799,11 @@ class Engine:
         return out
 
     def _quiet_at(self) -> float | None:
-        """When the live peer may start to declare us dead: its last status (received at
-        `last_status`) said it had not heard us for `silent_for`; it declares us dead deadtime after
-        its last status from us, so no earlier than `last_status + d - silent_for` (less a keepalive
-        for the status in flight). Symmetric loss: silent_for is 0 and this is d - k after we last
-        heard it; lossy one way (it hears us less than we hear it): earlier (sim seed 27)."""
+        """When the live peer may start to declare us dead: deadtime after it received the last status
+        of ours it reports having heard (HEARD), which we sent at `heard_us_at` on our own clock; less
+        a keepalive of margin for our renewal to land first. The report's own transit time does not
+        matter: a late report only names an older status, which makes this earlier (sim seeds 27,
+        1254)."""
         p = self.peer
         if not self.cfg.arbitrated or p.alive is not True or p.last_status is None:
             return None
