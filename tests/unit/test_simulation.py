@@ -300,6 +300,19 @@ def test_a_vm_paused_through_a_cut_is_bounded_by_the_lease_read() -> None:
     assert r.overlaps and max(d for _, d in r.overlaps) < 0.5 + 0.1, r.overlaps
 
 
+@pytest.mark.parametrize(("keepalive", "deadtime"), [(0.1, 0.3), (0.5, 3.0), (1.0, 10.0)])
+def test_owner_restarted_during_a_cut_never_makes_two_owners(keepalive: float, deadtime: float) -> None:
+    """Issue 11's third row (full stack: 7.9 s of two owners): the link cut, the owner's agent
+    SIGKILLed and started again during the cut, with and without its state directory."""
+    cfg = Config(keepalive=keepalive, deadtime=deadtime)
+    cut = 12.0 if deadtime < 10 else 25.0
+    for seed in range(4):
+        for kind in ("agent_kill", "agent_kill_nostate"):
+            sched = [Fault("link_cut", 5.0, cut, "both"), Fault(kind, 8.0 + seed * 0.7, 0.5, "owner")]
+            r = run_one(seed, cfg, sched)
+            assert not r.violations, (seed, kind, [v.describe() for v in r.violations])
+
+
 def test_short_run_of_composed_faults() -> None:
     """20 seeds of composed faults at 500 ms / 3 s: failed on the engine this issue started from
     (cold start, cut + slow API, lease deletion, VM pause); the long form is bench/simulate.py."""
