@@ -29,10 +29,10 @@ done
 say() { printf 'fresh-check: %s\n' "$*"; }
 
 [ "$(id -u)" = 0 ] || { echo "fresh-check: needs root (mmdebstrap, chroot, namespaces)" >&2; exit 2; }
-if ! command -v mmdebstrap >/dev/null; then
-  say "installing mmdebstrap (Debian)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
-fi
+command -v mmdebstrap >/dev/null || {
+  echo "fresh-check: mmdebstrap not installed (Debian package mmdebstrap; ./dev fresh-check installs it)" >&2
+  exit 2
+}
 
 # The trap of shared/vm-lab.md: a lab address range on a host interface that contains the mirror's
 # address sends package traffic into the lab. Refuse rather than fail half-way.

@@ -310,7 +310,7 @@ def test_peer_heard_again_during_the_window_is_not_taken_over() -> None:
     p.run(2.0)
     p.never_two_owners()
     assert p.owners() == {"a": {"local"}}
-    # b's statuses over the working direction say how long b has not heard a (hacsilent): a renews
+    # b's statuses over the working direction say which of a's statuses b last heard (hacheard): a renews
     # before b can declare it dead, so b's take is refused and nothing changes hands. (Before that
     # field: taken by b at epoch 2, handed back at 3.)
     assert p.lease.holder == "a" and p.lease.transitions == 1
