@@ -47,9 +47,10 @@ from .media.base import Medium, open_media
 from .metrics import AgentMetrics, serve
 from .reload import ConfigSource, Reloader
 from .resources.base import ResourceError
-from .resources.fenceguard import FenceGuard, current_log_format
+from .resources.fenceguard import FenceGuard, current_log_format, guarded_addresses
 from .resources.group import GroupRunner, GroupStopError, drivers_for
 from .resources.ipaddr import default_address_lifetime
+from .resources.kernelfence import FenceError, KernelFence, table_name
 from .resources.script import ScriptOptions
 from .state import next_generation, node_uuid
 from .wire.codec import Decoded, decode, encode
@@ -157,6 +158,7 @@ class Agent:
         self.tasks: set[asyncio.Task[None]] = set()
         self.metrics = AgentMetrics(self.node, self.peer, self.generation)
         self.reloader = Reloader(opts.config_source, self, self.metrics) if opts.config_source else None
+        self.kfence: KernelFence | None = None
 
     # -- media events (MediumEvents) ------------------------------------------------------------
     def packet_received(self, medium: str, data: bytes) -> None:
@@ -211,7 +213,20 @@ class Agent:
                 if act.counter is not None:
                     self.metrics.note(act.counter, act.labels)
                 log.log(logging.getLevelName(act.level.upper()), act.text)
+        self._fence_sync()  # before any spawned release runs: a fencing node goes dark first
         self.wake.set()
+
+    def _fence_sync(self) -> None:
+        """The kernel fence follows the engine's deadline (resources/kernelfence.py)."""
+        if self.kfence is not None:
+            self.kfence.keep(self.engine.serve_until(time.monotonic()))
+
+    async def _fence_loop(self) -> None:
+        """Certificates run out with time alone, and the peer's reports extend them: look often."""
+        every = min(0.05, self.engine.cfg.arbitration_window / 4)
+        while True:
+            await asyncio.sleep(every)
+            self._fence_sync()
 
     def _send(self, act: Send) -> None:
         cache: dict[str, bytes] = {}
@@ -306,7 +321,9 @@ class Agent:
             extra=fields(epoch=v.epoch, op=act.op),
         )
         self.execute(
-            self.engine.arbitrated(act.op, v.granted, v.reason, time.monotonic(), v.epoch, v.unavailable)
+            self.engine.arbitrated(
+                act.op, v.granted, v.reason, time.monotonic(), v.epoch, v.unavailable, v.sent_at
+            )
         )
         self.metrics.set_epoch(self.engine.epoch)
 
@@ -481,6 +498,20 @@ class Agent:
         )
         if guard is not None:
             guard.start()
+        k = self.opts.kube
+        addresses = [a.ip for a in guarded_addresses(g for groups in self.groups.values() for g in groups)]
+        if k is not None and not k.take_over_without_arbiter and addresses:
+            # Kubernetes mode: the VIPs answer only until the engine's deadline, enforced by the
+            # kernel (docs/safety.md). A restarted agent keeps its predecessor's deadline.
+            try:
+                self.kfence = KernelFence(table_name(k.cluster), addresses)
+                self.kfence.install()
+            except FenceError as e:
+                log.error("cannot install the kernel fence: %s", e)
+                return 1
+            log.info(
+                "kernel fence: nftables tables inet/arp %s guard %d VIPs", self.kfence.name, len(addresses)
+            )
         self.opts.control_socket.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.opts.control_socket.unlink()
@@ -524,6 +555,8 @@ class Agent:
         self.execute(self.engine.start(time.monotonic(), time.time()))
         clock = loop.create_task(self._clock())
         maint = loop.create_task(self._maintain())
+        if self.kfence is not None:
+            self._spawn(self._fence_loop())
         monitor = loop.create_task(self._monitor())
         if self.reloader is not None:
             self._spawn(self.reloader.run(self.stopping))
@@ -550,6 +583,11 @@ class Agent:
             self.stopping.set()
         if guard is not None:  # after the release: the guard finds nothing left and exits
             await guard.close(keep=not self.opts.release_on_exit)
+        if self.kfence is not None and self.opts.release_on_exit and not self.held:
+            try:
+                self.kfence.remove()
+            except FenceError as e:
+                log.warning("could not remove the kernel fence's tables: %s", e)
         for task in (clock, maint, monitor, *self.tasks):
             task.cancel()
         server.close()

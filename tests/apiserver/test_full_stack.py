@@ -7,9 +7,11 @@ test starts what the DaemonSet would run, with the ServiceAccount token the agen
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +139,27 @@ def assert_eq(a: object, b: object) -> None:
 
 def assert_true(a: object) -> None:
     assert a
+
+
+def test_owner_process_tree_killed_goes_dark_before_the_peer_answers(stack: Stack) -> None:
+    """Issue 11's fourth row: every process of the owner's agent killed at once (agent and fence
+    guard: what a container's PID 1 death does). Nothing is left to remove the VIP, whose kernel
+    lifetime is a whole second; the kernel fence drops its traffic at the engine's deadline, before
+    the peer can take the Lease: no ARP request is answered by both nodes."""
+    st = stack
+    start_agents(st)
+    st.lab.wait_for("n1", timeout=30)
+    eventually(lambda: assert_eq(st.lease(), ("n1", 1)), what="Lease on n1")
+    probe = st.lab.arp_probe(count=200, interval=0.01)  # ~2 s of ARP requests from the client
+    time.sleep(0.3)
+    agent = st.lab.procs["n1"]
+    os.killpg(agent.pid, signal.SIGKILL)  # the agent's whole process group: its fence guard too
+    agent.wait(10)
+    t_kill = time.time()
+    t_n2 = st.lab.wait_for("n2", timeout=15)
+    out, _ = probe.communicate(timeout=30)
+    print(
+        f"\nprocess tree killed: n2 answered {(t_n2 - t_kill) * 1000:.0f} ms later; arping: {out.splitlines()[-2:]}"
+    )
+    assert st.lab.extra_arp_answers(out) == 0, f"two MACs answered one ARP request:\n{out}"
+    eventually(lambda: assert_eq(st.lease(), ("n2", 2)), what="Lease on n2")

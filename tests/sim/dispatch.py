@@ -16,6 +16,7 @@ The engine and the Arbiter are the real ones; only their I/O is simulated.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,10 +35,11 @@ from hacluster_agent.engine.actions import (
 from hacluster_agent.engine.membership import Engine, EngineConfig
 from hacluster_agent.resources.base import ResourceError
 from hacluster_agent.resources.ipaddr import STALE_CHECK
+from hacluster_agent.resources.kernelfence import next_write
 from hacluster_agent.wire.message import Message
 
 from .lease import SimLeaseStore
-from .node import KERNEL, Node
+from .node import BEAT, KERNEL, Node
 from .runtime import Future, Task
 
 STOP_RETRIES = 10  # GroupRunner defaults
@@ -115,6 +117,8 @@ class Agent:
         self.stopping = False
         self.failures: dict[str, int] = {"vip": 0, "service": 0}
         self.last_directive: object = None
+        self.fence_installed: float | None = None  # the deadline last written (None: unknown)
+        self.fence_last_write = -math.inf  # when the last fence write reaches the kernel (true time)
 
     # -- helpers ------------------------------------------------------------------------------
     def now(self) -> float:
@@ -177,6 +181,7 @@ class Agent:
         self.execute(self.engine.start(self.now(), node.wall()))
         self.spawn(self._maintain())
         self.spawn(self._monitor())
+        self.spawn(self._fence_loop())
         if self.world.kube:
             self.spawn(self._directives())
 
@@ -205,6 +210,7 @@ class Agent:
                     node.trace(f"[{act.level}] {act.text}")
             elif isinstance(act, PeerChanged):
                 self.trace(f"peer {act.peer} {'up' if act.alive else 'DEAD'} ({act.reason})")
+        self.fence_sync()
         epoch = self.engine.epoch
         if epoch is not None:
             if epoch < node.max_epoch_seen:
@@ -219,6 +225,28 @@ class Agent:
             if self.clock_ev is not None:
                 self.clock_ev.cancel()
             self.clock_ev = node.agent_later(0.0, self._clock)
+
+    # -- the kernel fence (daemon.Agent._fence_sync, resources/kernelfence.KernelFence.keep) -----
+    def fence_sync(self) -> None:
+        node = self.node
+        if node.fence_until is None or not self.listening:
+            return
+        now = self.now()
+        until = self.engine.serve_until(now)
+        write = next_write(until, self.fence_installed, now)
+        if write is None:
+            return
+        self.fence_installed = -math.inf if write.timeout is None or until is None else until
+        timeout = write.timeout
+        # libnftables is called synchronously: writes reach the kernel in the order they were made
+        at = max(node.sim.now + self._rand(node.params.netlink), self.fence_last_write + 1e-6)
+        self.fence_last_write = at
+        node.sys_later(KERNEL, at - node.sim.now, node.fence_write, timeout)
+
+    async def _fence_loop(self) -> None:
+        while True:
+            await self.node.sleep(BEAT)
+            self.fence_sync()
 
     def _clock(self) -> None:
         self.wake_pending = False
@@ -481,7 +509,9 @@ class Agent:
         else:
             v = await arbiter.take(self.engine.take_still_wanted)
         self.trace(f"Lease {act.kind}: {'granted' if v.granted else 'refused'} ({v.reason}) epoch {v.epoch}")
-        self.execute(self.engine.arbitrated(act.op, v.granted, v.reason, self.now(), v.epoch, v.unavailable))
+        self.execute(
+            self.engine.arbitrated(act.op, v.granted, v.reason, self.now(), v.epoch, v.unavailable, v.sent_at)
+        )
 
     def _wait_for(self, coro: Coroutine[Any, Any, Verdict], timeout: float) -> Future:
         """asyncio.wait_for(renew(), W/2): on timeout the renewal is cancelled (a request already

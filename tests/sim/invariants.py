@@ -68,7 +68,7 @@ class Checker:
     def vip_changed(self) -> None:
         world = self.world
         now = world.sim.now
-        serving = [n for n in world.nodes.values() if n.vip and n.powered and not n.paused]
+        serving = [n for n in world.nodes.values() if n.serving()]
         if len(serving) >= 2:
             if self.overlap_since is None:
                 self.overlap_since = now

@@ -12,6 +12,7 @@ notices the pause; on resume the kernel still has the VIP before the agent runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,10 @@ class Node:
         self.fail_starts = 0  # the next N service starts fail
         self.fail_stops = 0  # the next N service stops fail
         self.stall_in_refresh: float | None = None  # stall right after the next presence check
+        # the kernel fence (resources/kernelfence.py): nftables drops the VIPs' traffic after
+        # `fence_until` (this node's clock); None: no fence table (standalone mode)
+        self.fence_until: float | None = -math.inf if world.kernel_fence else None
+        self.fence_token = 0
         # bookkeeping for the invariants and the trace
         self.vip_changes = 0
 
@@ -192,6 +197,29 @@ class Node:
     def _vip_expire(self, token: int) -> None:
         if token == self.vip_token and self.vip:
             self.vip_remove(f"kernel: lifetime {self.params.address_lifetime:g}s ran out")
+
+    def serving(self) -> bool:
+        """Clients reach the VIP here: the address is on, the machine runs, the fence is open."""
+        if not (self.vip and self.powered and not self.paused):
+            return False
+        return self.fence_until is None or self.local_now() < self.fence_until
+
+    def fence_write(self, timeout: float | None) -> None:
+        """The kernel applies a fence write: open for `timeout` seconds from now, or close (None)."""
+        if not self.powered or self.fence_until is None:
+            return
+        self.fence_token += 1
+        now = self.local_now()
+        self.fence_until = now + timeout if timeout is not None and timeout > 0 else -math.inf
+        self.world.vip_changed(self)
+        if self.fence_until > now:
+            self.sys_later(KERNEL, self.fence_until - now, self._fence_expire, self.fence_token)
+
+    def _fence_expire(self, token: int) -> None:
+        if token == self.fence_token:
+            if self.vip:
+                self.trace("kernel fence: the VIP's traffic is dropped (its time ran out)")
+            self.world.vip_changed(self)
 
     def set_service(self, running: bool, why: str) -> None:
         if running != self.service:
@@ -336,6 +364,9 @@ class Node:
         self.paused = False
         self.vip_remove("power off")
         self.set_service(False, "power off")
+        if self.fence_until is not None:  # the nftables table goes with the kernel
+            self.fence_token += 1
+            self.fence_until = -math.inf
         self.powered = False
 
     def power_on(self) -> None:

@@ -42,6 +42,7 @@ class Config:
     auto_failback: bool = True
     params: NodeParams = field(default_factory=NodeParams)
     agents_may_create: bool = False
+    kernel_fence: bool = True  # Kubernetes mode: the agents' nftables fence (resources/kernelfence.py)
 
     @property
     def initdead(self) -> float:
@@ -96,6 +97,7 @@ class World:
         self.keepalive, self.deadtime, self.window = cfg.keepalive, cfg.deadtime, cfg.window
         self.initdead, self.warntime = cfg.initdead, cfg.warntime
         self.kube, self.auto_failback = cfg.kube, cfg.auto_failback
+        self.kernel_fence = cfg.kube and cfg.kernel_fence
         self.home = "n1"
         self.api = LeaseServer(self.sim, agents_may_create=cfg.agents_may_create)
         if tracing:

@@ -361,7 +361,9 @@ def test_take_is_still_wanted_only_while_the_peer_is_silent_or_holds_nothing_we_
     assert not b.take_still_wanted()  # heard again, holdings unknown: an owner proving itself
     b.peer.hold = frozenset(b.arbitration.sides)
     assert not b.take_still_wanted()  # heard again holding them
-    b.peer.hold = frozenset()
+    b.peer.hold, b.peer.epoch = frozenset(), 3
+    assert not b.take_still_wanted()  # holding nothing yet, but it holds the Lease (sim seed 1337)
+    b.peer.epoch = None
     assert b.take_still_wanted()  # heard again holding nothing: a stale holder (both restarted)
 
 

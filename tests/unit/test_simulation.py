@@ -185,9 +185,24 @@ def test_quiet_run_settles_with_one_owner() -> None:
     assert r.heal is not None and r.heal < FAST.bound
 
 
-def test_a_planted_second_owner_is_caught() -> None:
+def test_a_vip_added_by_hand_on_the_standby_does_not_answer() -> None:
+    """The standby's kernel fence is closed: a stray address there serves nobody."""
     world = World(1, [], FAST)
     world.sim.at(FAST.warmup + 1.0, world.nodes["n2"].vip_write, "added by hand")
+    r = world.run()
+    assert world.nodes["n2"].vip_changes >= 1, "the address was never added"
+    assert "two_owners" not in {v.kind for v in r.violations}
+
+
+def test_a_planted_second_owner_is_caught() -> None:
+    world = World(1, [], FAST)
+    n2 = world.nodes["n2"]
+
+    def plant() -> None:  # as if someone deleted the fence's table and added the address by hand
+        n2.fence_until = None
+        n2.vip_write("added by hand")
+
+    world.sim.at(FAST.warmup + 1.0, plant)
     r = world.run()
     kinds = {v.kind for v in r.violations}
     assert "two_owners" in kinds
@@ -202,17 +217,25 @@ def test_standalone_split_brain_on_a_cut_is_not_a_violation() -> None:
     assert "two_owners" not in {v.kind for v in r.violations}
 
 
+TREE_KILL_0 = [
+    Fault("switchover", 20.0, 5.0),
+    Fault("lease_delete", 45.0),
+    Fault("tree_kill", 58.052, 0.06, "owner"),
+]
+"""Seed 0 at 100 ms / 300 ms: the whole process tree of the owner killed (agent and guard)."""
+
+
 def test_shrinker_keeps_the_failure_and_drops_the_rest() -> None:
-    # seed 0 at 100 ms / 300 ms: the whole process tree killed (agent and guard; still open, issue 11)
-    cfg = Config()
-    sched = [
-        Fault("switchover", 20.0, 5.0),
-        Fault("lease_delete", 45.0),
-        Fault("tree_kill", 58.052, 0.06, "owner"),
-    ]
-    small, r = shrink(0, cfg, sched)
+    # Without the kernel fence only the address's lifetime (whole seconds) bounded it: 0.6 s.
+    cfg = Config(kernel_fence=False)
+    small, r = shrink(0, cfg, TREE_KILL_0)
     assert r.failed
     assert [f.kind for f in small] == ["tree_kill"]
+
+
+def test_the_kernel_fence_bounds_a_killed_process_tree() -> None:
+    r = run_one(0, Config(), TREE_KILL_0)
+    assert not r.failed, [v.describe() for v in r.violations]
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

@@ -43,6 +43,10 @@ class Verdict:
     reason: str
     epoch: int | None = None
     unavailable: bool = False
+    sent_at: float | None = None
+    """Granted: when (the arbiter's clock) the write that was granted was sent. The API server
+    applied it after this instant, so a peer cannot take the Lease before `sent_at + W`: the
+    engine's kernel fence keeps the VIP open until then (docs/safety.md)."""
 
 
 class Arbiter:
@@ -80,7 +84,8 @@ class Arbiter:
             seen = await self._get()
             if seen is None:
                 try:
-                    return self._granted(await self.store.create(self.me), "no Lease yet: created")
+                    sent = self.clock()
+                    return self._granted(await self.store.create(self.me), "no Lease yet: created", sent)
                 except Conflict:
                     seen = await self._get()
                     if seen is None:
@@ -119,7 +124,8 @@ class Arbiter:
                     return Verdict(False, f"the Lease is held by {holder or 'nobody'}: we lost it")
                 try:
                     epoch = max(seen.transitions, self.highest)
-                    return self._granted(await self.store.swap(seen, self.me, epoch), "renewed")
+                    sent = self.clock()
+                    return self._granted(await self.store.swap(seen, self.me, epoch), "renewed", sent)
                 except Conflict:
                     # Someone else wrote it (the operator's annotations, or a take): read it again;
                     # still ours means the write was not a take. The caller's deadline bounds this.
@@ -157,11 +163,12 @@ class Arbiter:
     async def _swap(self, seen: LeaseView, why: str) -> Verdict:
         base = max(seen.transitions, self.highest)
         transitions = base if seen.holder == self.me and seen.transitions >= self.highest else base + 1
-        return self._granted(await self.store.swap(seen, self.me, transitions), why)
+        sent = self.clock()
+        return self._granted(await self.store.swap(seen, self.me, transitions), why, sent)
 
-    def _granted(self, view: LeaseView, why: str) -> Verdict:
+    def _granted(self, view: LeaseView, why: str, sent: float | None = None) -> Verdict:
         self.highest = max(self.highest, view.transitions)
-        return Verdict(True, why, view.transitions)
+        return Verdict(True, why, view.transitions, sent_at=sent)
 
 
 class MemoryLeaseStore:

@@ -9,6 +9,7 @@ lives here and is testable with a fake clock.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,12 @@ REXMIT_FIRST = 0.05
 REXMIT_EVERY = 0.25
 REXMIT_TRIES = 8
 HOPFUDGE_TTL = "3"
+FENCE_MARGIN = 0.005
+"""Seconds the kernel fence closes before a certificate runs out: the kernel's timer granularity
+(a jiffy, 1-4 ms) and the netlink call that installs it."""
+FENCE_DRIFT = 0.001
+"""The clock-rate difference between the two nodes the fence allows for (1000 ppm; crystals are
+within 100 ppm): each certificate is an interval the peer measures on its own clock."""
 RESEND_EVERY = 0.24  # Heartbeat resends (or naks) a given seq at most once per ~240 ms
 # Heartbeat's message types (section 8 of the protocol notes): counted by name; anything else is
 # counted as rx_unknown, so a peer cannot grow the counters (and the status snapshot) without bound.
@@ -111,7 +118,8 @@ HOLDS = "hacholds"
 lost `resource` message cannot leave the peer believing it forever (sim seed 1081: a stale "it
 holds my group" after a cut kept the home node from taking it back; nobody owned it)."""
 EPOCH = "hacepoch"
-"""Status and resource field (Kubernetes mode): the Lease epoch the sender holds the groups at.
+"""Status and resource field (Kubernetes mode): the Lease epoch the sender holds the Lease (and so
+the groups, or the right to start them) at.
 A node that finds the peer holding its groups at a higher epoch was replaced (it was paused or
 cut off): it removes its VIPs at once, without waiting for an API round trip."""
 
@@ -139,6 +147,8 @@ class Engine:
         self.epoch: int | None = None
         self.arbitration: Acquire | None = None  # an acquisition waiting for the Lease
         self.renewing = False
+        self.proven_at: float | None = None  # when our last granted take/renewal was sent
+        self.took_at: float | None = None  # when our last take of the Lease was granted
         self.renewal_early = False  # the renewal in flight only anticipates a quiet peer's take
         self.fence_owed: str | None = None  # the Lease was lost while resources were in flux
         self.next_arbitration: float | None = None
@@ -672,10 +682,14 @@ class Engine:
         now: float,
         epoch: int | None = None,
         unavailable: bool = False,
+        sent_at: float | None = None,
     ) -> list[Action]:
-        """The Lease answered an Arbitrate action."""
+        """The Lease answered an Arbitrate action. `sent_at`: when the granted write was sent (on our
+        clock); without it the grant proves nothing to the kernel fence (serve_until)."""
         if epoch is not None:
             self.epoch = epoch
+        if granted and sent_at is not None and (self.proven_at is None or sent_at > self.proven_at):
+            self.proven_at = sent_at
         pending = self.arbitration
         if pending is not None and pending.op == op:
             self.arbitration = None
@@ -690,6 +704,7 @@ class Engine:
                 ]  # fmt: skip
             if granted:
                 self.lease_held, self.link_down = True, False
+                self.took_at = now
                 self.flux = pending
                 taken: list[Action] = [Note("info", f"Lease taken, epoch {self.epoch}: {reason}"), pending]
                 # A holder the peer cannot hear must prove itself from now on, or the peer's next
@@ -777,6 +792,8 @@ class Engine:
             return False
         if p.alive is not True:
             return True
+        if p.epoch is not None:
+            return False  # it says it holds the Lease (its groups may be starting): not stale
         return p.hold is not None and not (p.hold & pending.sides)
 
     def hold_lost(self, now: float, reason: str) -> list[Action]:
@@ -896,6 +913,35 @@ class Engine:
             return None
         return self._quiet_at()
 
+    def serve_until(self, now: float) -> float | None:
+        """Kubernetes mode: until when (our clock) this node may answer for its VIPs, whatever
+        happens to its processes from now on. The kernel fence (resources/kernelfence.py) drops the
+        VIPs' traffic after it, so an agent killed with its fence guard (a container's PID 1 died)
+        or frozen stops answering before the peer can serve, not a kernel lifetime later (whole
+        seconds: up to 0.6 s of two owners at 100 ms / 300 ms, sim seed 1018). None: no fence
+        (standalone, or whenArbiterUnavailable: TakeOver, which chose Heartbeat's availability).
+
+        The later of two certificates, each a time before which the peer cannot serve:
+        - the peer hears us: it declares us dead no earlier than deadtime after it received the
+          last status of ours it reports having heard (HEARD, sent at `heard_us_at`);
+        - the Lease: the peer takes it no earlier than W after our last granted write, which the
+          API server applied after we sent it (`proven_at`).
+        Less FENCE_MARGIN for the two clocks' drift and the kernel's timer granularity."""
+        cfg = self.cfg
+        if not cfg.arbitrated or cfg.take_over_without_arbiter:
+            return None
+        if not (self.hold or self.lease_held):
+            return -math.inf  # a standby answers for nothing (not even while it takes the Lease)
+        if self.fence_owed is not None or (isinstance(self.flux, Release) and self.flux.fence):
+            return -math.inf  # fencing: close at once, before the VIPs are even removed
+        certs = [-math.inf]
+        p = self.peer
+        if p.alive is True and p.heard_us_at is not None:
+            certs.append(p.heard_us_at + cfg.deadtime)
+        if self.lease_held and self.proven_at is not None:
+            certs.append(self.proven_at + cfg.arbitration_window)
+        return max(certs) - (FENCE_MARGIN + FENCE_DRIFT * (cfg.deadtime + cfg.arbitration_window))
+
     def proving(self, now: float) -> bool:
         """We hold and the peer may be taking over: renewals run every W/4, and the fence guard
         must remove the VIP within W/2 of a stall (its tight timeout)."""
@@ -908,12 +954,27 @@ class Engine:
             return False
         quiet_at = self._quiet_at()
         return (
-            self.peer.alive is False or now < self.unheard_until or (quiet_at is not None and now >= quiet_at)
+            self.peer.alive is False
+            or now < self.unheard_until
+            or (quiet_at is not None and now >= quiet_at)
+            or self._take_unseen()
         )
 
+    def _take_unseen(self) -> bool:
+        """We took the Lease and the peer has not yet reported hearing a status we sent after that.
+        Its own take may still be in flight (started while we were dead to it, then it heard us
+        again): it watches the Lease for W after reading our take and CASes if nothing changed. We
+        no longer had to prove ourselves (it hears us), so it took the Lease from under our
+        starting groups (sim seed 1337: 551 ms of two owners). Renew until it has heard us since."""
+        if not self.lease_held or self.took_at is None:
+            return False
+        seen = self.peer.heard_us_at
+        return seen is None or seen < self.took_at
+
     def _arm_renewal(self, now: float) -> None:
-        """Renew every W/4 while the peer cannot hear us (silent, or says it hears nothing)."""
-        if self.peer.alive is not True or now < self.unheard_until:  # noqa: SIM102
+        """Renew every W/4 while the peer cannot hear us (silent, or says it hears nothing), or has
+        not heard us since our take."""
+        if self.peer.alive is not True or now < self.unheard_until or self._take_unseen():  # noqa: SIM102
             if self.next_arbitration is None:
                 self.next_arbitration = now + self.cfg.arbitration_window / 4
 
@@ -953,7 +1014,9 @@ class Engine:
         return sent
 
     def _epoch_field(self) -> list[tuple[str, str | bytes]]:
-        if self.cfg.arbitrated and self.lease_held and self.hold and self.epoch is not None:
+        # Also while the groups are only starting: a peer whose take is still in flight must learn
+        # that we hold the Lease before its CAS (take_still_wanted; sim seed 1337).
+        if self.cfg.arbitrated and self.lease_held and self.epoch is not None:
             return [(EPOCH, str(self.epoch))]
         return []
 

@@ -1,0 +1,209 @@
+"""The kernel fence: nftables drops this node's VIP traffic once the engine's deadline passes.
+
+Why: the fence guard removes the VIPs when the agent dies, but it dies with the agent when the
+whole process tree goes (a container's PID 1 exits, an OOM kill of the cgroup), and then only the
+address's kernel lifetime was left: whole seconds, up to 0.6 s of two owners at keepalive 100 ms /
+deadtime 300 ms (sim seed 1018). This fence is a kernel timer with millisecond resolution that no
+process has to be alive for: the agent keeps a set element alive with a timeout, and a rule drops
+every packet to or from a VIP, and every ARP reply for one, once its element has expired. The
+engine computes the deadline (`Engine.serve_until`: the peer cannot serve before it); this module
+only writes it.
+
+    table inet <name> {                       table arp <name> {
+      set vips4/vips6 { the VIPs }              set vips4, live4
+      set live4/live6 { flags timeout }         chain out { hook output: arp replies for
+      chain in/out { hook input/output:                     vips4 not in live4 dropped }
+        vips not in live dropped }            }
+    }
+
+Installing keeps the live sets (a restarted agent keeps its predecessor's deadline, which was
+safe when written and stays so: it is absolute in kernel time); every write is one nftables
+transaction (`flush set` + `add element … timeout`), so the set is never seen empty in between.
+Gratuitous ARP sent through a packet socket (arping) bypasses the arp hooks: the agent announces
+only addresses it holds (docs/safety.md).
+
+The library (libnftables, Debian package libnftables1, which `nft` uses too) is called through
+ctypes: one netlink transaction per write, about a millisecond, at most one per status received.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+log = logging.getLogger("hacluster.kernelfence")
+
+REFRESH_STEP = 0.01
+"""A later deadline is written only when it gains at least this much (s): one write per status."""
+PRIORITY = -300
+"""Before conntrack and anything a CNI or kube-proxy installs (raw priority)."""
+
+
+class FenceError(RuntimeError):
+    """nftables refused or is missing; the message says what to install or check."""
+
+
+@dataclass(frozen=True)
+class Write:
+    """One change to make: open for `timeout` seconds from the moment it is applied, or close."""
+
+    timeout: float | None  # None: close now
+
+
+def next_write(until: float | None, installed: float | None, now: float) -> Write | None:
+    """The write (if any) that brings the kernel from `installed` (the deadline last written, None
+    when unknown, -inf when closed) to the engine's `until`, at `now`. Pure: the daemon and the
+    simulation both decide with it."""
+    if until is None:
+        return None
+    if until <= now:
+        if installed is None or installed > -math.inf:
+            return Write(None)
+        return None
+    if installed is None or until < installed or until > installed + REFRESH_STEP:
+        return Write(until - now)
+    return None
+
+
+def table_name(cluster: str) -> str:
+    """nftables identifiers: letters, digits, underscore; one table per HACluster on a node."""
+    return "hacluster_" + re.sub(r"[^A-Za-z0-9_]", "_", cluster)[:40]
+
+
+class Nft:
+    """libnftables through ctypes: run one command buffer as one transaction."""
+
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError as e:
+            raise FenceError(
+                f"the kernel fence needs libnftables ({name}: {e}); install the Debian package "
+                "libnftables1 (or nftables)"
+            ) from None
+        lib.nft_ctx_new.restype = ctypes.c_void_p
+        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+        self.lib = lib
+        self.ctx = lib.nft_ctx_new(0)
+        if not self.ctx:
+            raise FenceError("libnftables: nft_ctx_new failed")
+        lib.nft_ctx_buffer_output(self.ctx)
+        lib.nft_ctx_buffer_error(self.ctx)
+
+    def run(self, commands: str) -> None:
+        rc = self.lib.nft_run_cmd_from_buffer(self.ctx, commands.encode())
+        if rc != 0:
+            err = (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode(errors="replace").strip()
+            raise FenceError(f"nftables refused the kernel fence ({err or f'error {rc}'})")
+
+
+class KernelFence:
+    """This node's VIPs behind one nftables table per family (inet, arp), named after the cluster."""
+
+    def __init__(
+        self,
+        name: str,
+        addresses: Iterable[IPv4Address | IPv6Address],
+        *,
+        run: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.v4 = sorted({a for a in addresses if isinstance(a, IPv4Address)})
+        self.v6 = sorted({a for a in addresses if isinstance(a, IPv6Address)})
+        self._run = run if run is not None else Nft().run
+        self.clock = clock
+        self.installed: float | None = None  # the deadline last written (our clock); None: unknown
+        self.writes = 0
+        self.failures = 0
+
+    # -- the table ---------------------------------------------------------------------------------
+    def install(self) -> None:
+        """Create or update the tables and rules; the live sets keep what they hold."""
+        t = self.name
+        v4 = ", ".join(map(str, self.v4))
+        v6 = ", ".join(map(str, self.v6))
+        cmds = [
+            f"add table inet {t}",
+            f"add set inet {t} vips4 {{ type ipv4_addr; }}",
+            f"add set inet {t} vips6 {{ type ipv6_addr; }}",
+            f"add set inet {t} live4 {{ type ipv4_addr; flags timeout; }}",
+            f"add set inet {t} live6 {{ type ipv6_addr; flags timeout; }}",
+            f"flush set inet {t} vips4",
+            f"flush set inet {t} vips6",
+            f"add chain inet {t} in {{ type filter hook input priority {PRIORITY}; policy accept; }}",
+            f"add chain inet {t} out {{ type filter hook output priority {PRIORITY}; policy accept; }}",
+            f"flush chain inet {t} in",
+            f"flush chain inet {t} out",
+            f"add rule inet {t} in ip daddr @vips4 ip daddr != @live4 counter drop",
+            f"add rule inet {t} in ip6 daddr @vips6 ip6 daddr != @live6 counter drop",
+            f"add rule inet {t} out ip saddr @vips4 ip saddr != @live4 counter drop",
+            f"add rule inet {t} out ip6 saddr @vips6 ip6 saddr != @live6 counter drop",
+            f"add table arp {t}",
+            f"add set arp {t} vips4 {{ type ipv4_addr; }}",
+            f"add set arp {t} live4 {{ type ipv4_addr; flags timeout; }}",
+            f"flush set arp {t} vips4",
+            f"add chain arp {t} out {{ type filter hook output priority {PRIORITY}; policy accept; }}",
+            f"flush chain arp {t} out",
+            f"add rule arp {t} out arp saddr ip @vips4 arp saddr ip != @live4 counter drop",
+        ]
+        if v4:
+            cmds += [f"add element inet {t} vips4 {{ {v4} }}", f"add element arp {t} vips4 {{ {v4} }}"]
+        if v6:
+            cmds.append(f"add element inet {t} vips6 {{ {v6} }}")
+        self._run("\n".join(cmds) + "\n")
+        self.installed = None  # what the live sets hold is the predecessor's: write at the next keep
+
+    def remove(self) -> None:
+        """Delete the tables (a clean exit that released everything)."""
+        t = self.name  # add-then-delete: no error when it is not there (nft < 1.0.8 has no destroy)
+        self._run(f"add table inet {t}\ndelete table inet {t}\nadd table arp {t}\ndelete table arp {t}\n")
+
+    # -- the deadline ------------------------------------------------------------------------------
+    def keep(self, until: float | None) -> None:
+        """Make the kernel drop the VIPs' traffic from `until` on (our clock; -inf: now)."""
+        now = self.clock()
+        write = next_write(until, self.installed, now)
+        if write is None:
+            return
+        self._apply(-math.inf if write.timeout is None or until is None else until)
+
+    def close(self) -> None:
+        self._apply(-math.inf)
+
+    def _apply(self, until: float) -> None:
+        t = self.name
+        cmds = [f"flush set inet {t} live4", f"flush set inet {t} live6", f"flush set arp {t} live4"]
+        # relative to the moment the kernel applies it: computed as late as possible, rounded down
+        ms = int((until - self.clock()) * 1000) if until > -math.inf else 0
+        if ms <= 0:
+            until = -math.inf
+        if ms > 0 and self.v4:
+            el = ", ".join(f"{a} timeout {ms}ms" for a in self.v4)
+            cmds += [f"add element inet {t} live4 {{ {el} }}", f"add element arp {t} live4 {{ {el} }}"]
+        if ms > 0 and self.v6:
+            el6 = ", ".join(f"{a} timeout {ms}ms" for a in self.v6)
+            cmds.append(f"add element inet {t} live6 {{ {el6} }}")
+        try:
+            self._run("\n".join(cmds) + "\n")
+        except FenceError as e:
+            self.failures += 1
+            self.installed = None  # unknown: try again at the next keep
+            log.error("kernel fence: %s", e)
+            return
+        self.writes += 1
+        self.installed = until
