@@ -50,7 +50,7 @@ from .resources.base import ResourceError
 from .resources.fenceguard import FenceGuard, current_log_format, guarded_addresses
 from .resources.group import GroupRunner, GroupStopError, drivers_for
 from .resources.ipaddr import default_address_lifetime
-from .resources.kernelfence import FenceError, KernelFence, table_name
+from .resources.kernelfence import FenceError, KernelFence, sync_interval, table_name
 from .resources.script import ScriptOptions
 from .state import next_generation, node_uuid
 from .wire.codec import Decoded, decode, encode
@@ -217,13 +217,18 @@ class Agent:
         self.wake.set()
 
     def _fence_sync(self) -> None:
-        """The kernel fence follows the engine's deadline (resources/kernelfence.py)."""
+        """The kernel fence follows the engine's deadline (resources/kernelfence.py); first the
+        engine hears whether our clock stopped (a paused VM) since the last look."""
         if self.kfence is not None:
+            jumped = self.engine.clocks(time.monotonic(), time.time())
+            if jumped:
+                self.execute(jumped)  # (which syncs the fence itself)
+                return
             self.kfence.keep(self.engine.serve_until(time.monotonic()))
 
     async def _fence_loop(self) -> None:
         """Certificates run out with time alone, and the peer's reports extend them: look often."""
-        every = min(0.05, self.engine.cfg.arbitration_window / 4)
+        every = sync_interval(self.engine.cfg.arbitration_window)
         while True:
             await asyncio.sleep(every)
             self._fence_sync()

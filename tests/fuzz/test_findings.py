@@ -282,3 +282,18 @@ def test_f13_interface_without_prefix_survives_a_render(spec: str) -> None:
     again, _ = parse_haresources(render_haresources(m))
     assert again is not None and again.model_dump() == m.model_dump()
     assert res.name.endswith(spec.split("::")[-1])
+
+
+def test_f14_a_last_argument_ending_in_a_backslash_survives_a_render() -> None:
+    """Input (test_fuzz_config): haresources `a 192.0.2.7 Filesystem::/dev/sdb1\\ \\`: the last
+    backslash continues the line, so the argument is `/dev/sdb1\\`. Symptom: the rendered line ended
+    in that backslash, which read back as a continuation: the argument lost it (and a next group's
+    line would have been joined to this one). Fix: such a line continues onto an empty line."""
+    m, f = parse_haresources("a 192.0.2.7 Filesystem::/dev/sdb1\\ \\\nb 192.0.2.8\n")
+    assert m is not None, f.items
+    assert m.groups[0].resources[1].model_dump()["args"] == ["/dev/sdb1\\"]
+    assert len(m.groups) == 1  # `b 192.0.2.8` was joined: two more resources of group a
+    m, f = parse_haresources("a Filesystem::/dev/sdb1\\ \\\n\nb 192.0.2.8\n")
+    assert m is not None and [g.home for g in m.groups] == ["a", "b"], f.items
+    again, _ = parse_haresources(render_haresources(m))
+    assert again is not None and again.model_dump() == m.model_dump()

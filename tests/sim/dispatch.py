@@ -35,11 +35,11 @@ from hacluster_agent.engine.actions import (
 from hacluster_agent.engine.membership import Engine, EngineConfig
 from hacluster_agent.resources.base import ResourceError
 from hacluster_agent.resources.ipaddr import STALE_CHECK
-from hacluster_agent.resources.kernelfence import next_write
+from hacluster_agent.resources.kernelfence import next_write, sync_interval
 from hacluster_agent.wire.message import Message
 
 from .lease import SimLeaseStore
-from .node import BEAT, KERNEL, Node
+from .node import KERNEL, Node
 from .runtime import Future, Task
 
 STOP_RETRIES = 10  # GroupRunner defaults
@@ -231,6 +231,10 @@ class Agent:
         node = self.node
         if node.fence_until is None or not self.listening:
             return
+        jumped = self.engine.clocks(self.now(), node.wall())
+        if jumped:
+            self.execute(jumped, wake=False)
+            return
         now = self.now()
         until = self.engine.serve_until(now)
         write = next_write(until, self.fence_installed, now)
@@ -244,8 +248,9 @@ class Agent:
         node.sys_later(KERNEL, at - node.sim.now, node.fence_write, timeout)
 
     async def _fence_loop(self) -> None:
+        every = sync_interval(self.world.window)
         while True:
-            await self.node.sleep(BEAT)
+            await self.node.sleep(every)
             self.fence_sync()
 
     def _clock(self) -> None:

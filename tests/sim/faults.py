@@ -141,6 +141,11 @@ def shorter(f: Fault) -> Fault:
 # -- applying a fault -----------------------------------------------------------------------------
 
 
+PROCESS_FAULTS = frozenset(
+    {"agent_kill", "agent_kill_nostate", "tree_kill", "guard_kill", "stall", "stall_in_refresh"}
+)
+
+
 def apply(world: World, f: Fault) -> None:
     """Called at time f.at (+ the warm-up) of the run."""
     sim, now = world.sim, world.sim.now
@@ -178,6 +183,10 @@ def apply(world: World, f: Fault) -> None:
             sim.later(f.param + 0.2 * sim.rng.random(), n.power_on)
         return
     node = world.resolve(f.target)
+    if node.paused and f.kind in PROCESS_FAULTS:
+        # A paused VM runs nothing: a signal or a stall reaches its processes once it runs again.
+        sim.later(0.01, apply, world, f)
+        return
     world.trace(f"nemesis: {f.kind} on {node.name} ({f.duration:g}s)")
     if f.kind in ("agent_kill", "agent_kill_nostate", "tree_kill"):
         node.kill_agent(with_guard=f.kind == "tree_kill", service_dies=f.kind == "tree_kill")

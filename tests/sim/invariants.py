@@ -19,15 +19,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from hacluster_agent.engine.membership import FENCE_HORIZON
+
 if TYPE_CHECKING:
     from .world import World
 
 HALF_TOLERANCE = 2.0  # s a node may be half-started after the bound (a restart in place)
 # A VM resumed from a pause answers for its VIP from its first instant, before its agent runs
-# (its clocks stopped with it: neither its guard nor its kernel lifetime saw the pause). No
-# process can close that; the agent's first step removes the VIP. An overlap that starts at a
-# resume and ends within this bound is measured and reported (RunResult.resumed), not a violation.
-RESUMED_VM_BOUND = 0.05
+# (its clocks stopped with it: neither its guard nor its kernel fence saw the pause). No process
+# can close that: the agent's first look (within kernelfence.sync_interval) closes the fence, and
+# when no agent runs (killed just before the pause, or at the resume) the kernel fence's horizon
+# does (FENCE_HORIZON, the longest it is ever written ahead), plus the kernel's timer slack. An
+# overlap that starts at a resume and ends within this bound is measured and reported
+# (RunResult.resumed), not a violation.
+RESUMED_VM_BOUND = FENCE_HORIZON + 0.005
 
 
 @dataclass

@@ -267,6 +267,18 @@ PINNED = [
      "other's report; now asked again every two keepalives"),
     (1081, 1.0, 10.0, None, "a lost `resource` left the home node believing the peer held its group; "
      "statuses now carry what the sender holds"),
+    (1018, 0.1, 0.3, None, "the owner's agent and guard killed together: only the address's kernel "
+     "lifetime (1 s) removed the VIP (558 ms of two owners); now the kernel fence closes at the engine's "
+     "deadline"),
+    (1337, 0.1, 0.3, None, "a take still in flight when the peer was heard again: the peer had just "
+     "taken the Lease and no longer had to prove itself; the take won while its groups started (551 ms)"),
+    (1949, 0.1, 0.3, None, "a resumed VM counted the peer's report of a status sent after the resume as "
+     "a certificate although the peer had taken the Lease meanwhile (40 ms)"),
+    (1463, 0.1, 0.3, None, "the owner's process tree killed 30 ms before its VM was paused: on resume "
+     "its kernel fence stayed open for the rest of the certificate (124 ms; at most FENCE_HORIZON now)"),
+    (1126, 0.1, 0.3, None, "a VM paused through a cut resumed with a valid-looking certificate on its "
+     "stopped clock (57 ms); the stopped clock is now detected against the wall clock"),
+    (1702, 0.1, 0.3, None, "a peer's handover whose done never came: the home node waited forever"),
 ]  # fmt: skip
 
 

@@ -125,5 +125,11 @@ def render_haresources(cfg: HaResources) -> str:
                 words.append(r.spec)
             else:
                 words.append(r.name)
-        out.append(" ".join(words))
+        line = " ".join(words)
+        if line.endswith("\\"):
+            # A last word ending in a backslash would read as a continuation of the next group's
+            # line: continue onto an empty line instead, which ends it (found by the fuzzer).
+            out += [line + " \\", ""]
+        else:
+            out.append(line)
     return "\n".join(out) + "\n"

@@ -42,6 +42,16 @@ HOPFUDGE_TTL = "3"
 FENCE_MARGIN = 0.005
 """Seconds the kernel fence closes before a certificate runs out: the kernel's timer granularity
 (a jiffy, 1-4 ms) and the netlink call that installs it."""
+FENCE_HORIZON = 0.1
+"""The kernel fence is never written further ahead than this (s), whatever the certificates allow:
+a VM paused while its agent was dead (killed just before the pause, or at the resume, before
+its first look) answers for at most this long after it resumes, since the kernel's timers
+stopped with it (sim seed 1463: 124 ms at 100 ms / 300 ms, up to 2.5 s at 500 ms / 3 s with the
+certificates alone). The agent refreshes it every 25 ms (kernelfence.sync_interval), so its loop
+may be late by 75 ms before the VIP blinks; a loop stalled longer is fenced by its guard anyway."""
+CLOCK_JUMP = 0.02
+"""Seconds the monotonic clock may fall behind the wall clock between two readings before we take
+it for a stopped clock (a paused VM). NTP slews at most 0.5 ms/s; a loop stall moves both."""
 FENCE_DRIFT = 0.001
 """The clock-rate difference between the two nodes the fence allows for (1000 ppm; crystals are
 within 100 ppm): each certificate is an interval the peer measures on its own clock."""
@@ -103,6 +113,7 @@ class _Peer:
     joined: bool = False  # first contact or return: failback and partition rules apply once
     stable: bool = True  # its last `resource` said isstable=1 (Heartbeat: take only when the other is stable)
     giving_up: str | None = None  # it sent ask_resources me (this rsc_hold): take nothing until its done
+    giving_up_since: float = 0.0
 
 
 UNHEARD = "hacunheard"
@@ -149,6 +160,8 @@ class Engine:
         self.renewing = False
         self.proven_at: float | None = None  # when our last granted take/renewal was sent
         self.took_at: float | None = None  # when our last take of the Lease was granted
+        self.clock_jump_at = -math.inf  # when our clock was last found to have stopped (clock_jumped)
+        self.wall_skew: float | None = None  # wall - monotonic at the last clocks() reading
         self.renewal_early = False  # the renewal in flight only anticipates a quiet peer's take
         self.fence_owed: str | None = None  # the Lease was lost while resources were in flux
         self.next_arbitration: float | None = None
@@ -207,6 +220,7 @@ class Engine:
                 )
             else:  # the Lease said no (or could not answer): ask again, whatever the peer's state
                 out += self._reconcile(now, "asking the Lease again")
+        out += self._giving_up_expired(now)
         if (
             self.standby_asked_at is not None
             and self.cfg.standby_timeout is not None
@@ -231,6 +245,9 @@ class Engine:
         times += [t for t, _ in self.rexmit.values()]
         if self.standby_asked_at is not None and self.cfg.standby_timeout is not None:
             times.append(self.standby_asked_at + self.cfg.standby_timeout)
+        given = self._giving_up_deadline()
+        if given is not None:
+            times.append(given)
         if self.next_arbitration is not None:
             times.append(self.next_arbitration)
         early = self._early_renewal_at()
@@ -469,7 +486,7 @@ class Engine:
         if info == "me":  # the peer goes standby: it releases first, then says done
             if word != "foreign":  # foreign only: an auto_failback handing our groups back
                 self.peer.standby = True
-            self.peer.giving_up = word
+            self.peer.giving_up, self.peer.giving_up_since = word, now
             return [self._send(now, _ask("other", word))]
         if info == "other" and self.standby_asked_at is not None:
             if self.flux is not None:
@@ -688,7 +705,12 @@ class Engine:
         clock); without it the grant proves nothing to the kernel fence (serve_until)."""
         if epoch is not None:
             self.epoch = epoch
-        if granted and sent_at is not None and (self.proven_at is None or sent_at > self.proven_at):
+        if (
+            granted
+            and sent_at is not None
+            and sent_at >= self.clock_jump_at
+            and (self.proven_at is None or sent_at > self.proven_at)
+        ):
             self.proven_at = sent_at
         pending = self.arbitration
         if pending is not None and pending.op == op:
@@ -773,6 +795,63 @@ class Engine:
                 self.fence_owed = reason
             return out
         return []
+
+    def _giving_up_deadline(self) -> float | None:
+        p, timeout = self.peer, self.cfg.standby_timeout
+        if not self.cfg.arbitrated or p.giving_up is None or timeout is None:
+            return None
+        return p.giving_up_since + timeout
+
+    def _giving_up_expired(self, now: float) -> list[Action]:
+        """Kubernetes mode: the peer said it would give groups up and never said done (its done
+        was lost, or it abandoned the standby after its own standby_timeout): stop waiting after
+        that timeout. The pair stayed unowned for good (sim seed 1702). Safe because the Lease
+        decides: a peer still holding it is heard claiming it, and our take is refused."""
+        deadline = self._giving_up_deadline()
+        if deadline is None or now < deadline:
+            return []
+        self.peer.giving_up = None
+        self._count("giving_up_expired")
+        return [
+            Note("warning", f"{self.cfg.peer} said it would give its groups up and never said done"),
+            *self._reconcile(now, "the peer's handover timed out"),
+        ]
+
+    def clocks(self, now: float, wall: float) -> list[Action]:
+        """Both clocks, read by the driver at every dispatch: the monotonic one falling behind the
+        wall clock by more than CLOCK_JUMP between two readings means it stopped (clock_jumped).
+        A wall clock stepped forward by NTP looks the same: one needless revalidation, no harm."""
+        skew, last = wall - now, self.wall_skew
+        self.wall_skew = skew
+        if last is None or skew - last <= CLOCK_JUMP:
+            return []
+        return self.clock_jumped(now, skew - last)
+
+    def clock_jumped(self, now: float, lost: float) -> list[Action]:
+        """Our monotonic clock lost `lost` seconds against the wall clock: the VM was paused (its
+        clocks stop with it, the kernel's timers too), so every interval we measured across the
+        pause is short by that much. Our certificates (serve_until) were such intervals: drop them,
+        and every status sent or renewal written before now, so the kernel fence closes at once;
+        then prove ourselves again (a renewal granted, or the peer reporting a status sent from now
+        on). Sim seed 1126: a VM paused through a cut served 57 ms beside the new owner on resume,
+        until its next renewal came back refused."""
+        if not self.cfg.arbitrated:
+            return []
+        self._count("clock_jumped")
+        self.clock_jump_at = now
+        self.proven_at = None
+        self.status_sent.clear()  # a report naming one of them would restore a stale certificate
+        if self.peer.heard_us_at is not None:
+            self.peer.heard_us_at = -math.inf
+        out: list[Action] = [
+            Note(
+                "warning",
+                f"our clock stopped for {lost * 1000:.0f} ms (a paused VM?): proving ourselves again",
+            )
+        ]
+        if (self.hold or self.lease_held) and not self.shutting_down:
+            out += self._renew("our clock stopped: revalidating")
+        return out
 
     def set_frozen(self, frozen: bool, now: float) -> list[Action]:
         """Maintenance: no automatic takeover or failback while frozen (planned moves still go)."""
@@ -864,13 +943,13 @@ class Engine:
             p.heard_us_at = sent
 
     def _check_outranked(self, now: float) -> list[Action]:
-        """The peer holds our groups at a higher Lease epoch: it took them over while we were
-        paused or cut off. Remove our VIPs now (sim: a resumed VM served until its renewal came
-        back refused)."""
+        """The peer holds the Lease at a higher epoch (its groups held or still starting): it took
+        over while we were paused or cut off. Remove our VIPs now (sim: a resumed VM served until
+        its renewal came back refused; seed 1949: the peer's groups were still starting)."""
         p = self.peer
-        if p.hold is None or not (p.hold & self.hold) or p.epoch is None:
+        if p.epoch is None or not self.hold:
             return []
-        return self._outranked(now, f"{self.cfg.peer} holds the groups at epoch {p.epoch}", p.epoch)
+        return self._outranked(now, f"{self.cfg.peer} holds the Lease at epoch {p.epoch}", p.epoch)
 
     def lease_observed(self, holder: str, epoch: int | None, now: float) -> list[Action]:
         """The Lease as the agent's periodic read of it saw it (every 0.5 s, with the operator's
@@ -922,8 +1001,9 @@ class Engine:
         (standalone, or whenArbiterUnavailable: TakeOver, which chose Heartbeat's availability).
 
         The later of two certificates, each a time before which the peer cannot serve:
-        - the peer hears us: it declares us dead no earlier than deadtime after it received the
-          last status of ours it reports having heard (HEARD, sent at `heard_us_at`);
+        - the peer hears us and does not claim the Lease: it declares us dead no earlier than
+          deadtime after it received the last status of ours it reports having heard (HEARD, sent
+          at `heard_us_at`);
         - the Lease: the peer takes it no earlier than W after our last granted write, which the
           API server applied after we sent it (`proven_at`).
         Less FENCE_MARGIN for the two clocks' drift and the kernel's timer granularity."""
@@ -936,11 +1016,13 @@ class Engine:
             return -math.inf  # fencing: close at once, before the VIPs are even removed
         certs = [-math.inf]
         p = self.peer
-        if p.alive is True and p.heard_us_at is not None:
+        if p.alive is True and p.heard_us_at is not None and p.epoch is None:
+            # (not while it claims the Lease: it declared us dead once already; sim seed 1949)
             certs.append(p.heard_us_at + cfg.deadtime)
         if self.lease_held and self.proven_at is not None:
             certs.append(self.proven_at + cfg.arbitration_window)
-        return max(certs) - (FENCE_MARGIN + FENCE_DRIFT * (cfg.deadtime + cfg.arbitration_window))
+        until = max(certs) - (FENCE_MARGIN + FENCE_DRIFT * (cfg.deadtime + cfg.arbitration_window))
+        return min(until, now + FENCE_HORIZON)
 
     def proving(self, now: float) -> bool:
         """We hold and the peer may be taking over: renewals run every W/4, and the fence guard

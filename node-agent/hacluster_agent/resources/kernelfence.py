@@ -42,6 +42,8 @@ log = logging.getLogger("hacluster.kernelfence")
 
 REFRESH_STEP = 0.01
 """A later deadline is written only when it gains at least this much (s): one write per status."""
+SYNC_EVERY = 0.025
+"""The agent looks at the engine's deadline (and its clocks) at least this often (s)."""
 PRIORITY = -300
 """Before conntrack and anything a CNI or kube-proxy installs (raw priority)."""
 
@@ -70,6 +72,12 @@ def next_write(until: float | None, installed: float | None, now: float) -> Writ
     if installed is None or until < installed or until > installed + REFRESH_STEP:
         return Write(until - now)
     return None
+
+
+def sync_interval(window: float) -> float:
+    """How often the agent syncs the fence: SYNC_EVERY, or W/8 for a short arbitration window. After
+    a paused VM resumes, its first look closes the fence: this bounds how long it answered."""
+    return min(SYNC_EVERY, window / 8)
 
 
 def table_name(cluster: str) -> str:
