@@ -649,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         help="see docs/safety.md",
     )
     a = p.parse_args(argv)
+    if not 0.1 <= a.arbitration_window <= 10:
+        # the CRD's rule (spec.failover.arbitrationWindow): below 100 ms a renewal has under 50 ms
+        p.error(f"--arbitration-window {a.arbitration_window:g}: must be between 0.1 and 10 seconds")
     setup(a.log_format)
     config_dir = Path(a.config_dir)
     if a.config_prefix:

@@ -86,6 +86,7 @@ class Lab:
     vip_agent: str = "IPaddr"  # IPaddr | IPaddr2 (what the real daemon runs best in a namespace)
     media: str = "ucast"  # ucast | bcast | serial | ucast+serial
     agent_args: list[str] = field(default_factory=list)
+    agent_wrapper: list[str] = field(default_factory=list)  # e.g. unshare --pid --fork: a container's PID 1
     prefix: str = field(default_factory=lambda: "hac" + secrets.token_hex(2))
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hacluster-lab-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -141,6 +142,10 @@ class Lab:
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
+
+    def netns_pids(self, node: str) -> list[int]:
+        """The host PIDs of every process in the node's network namespace."""
+        return [int(p) for p in _run("ip", "netns", "pids", self.ns(node), check=False).stdout.split()]
 
     def revive(self, node: str) -> None:
         """The lost node is back: a fresh namespace with the same addresses (agent not started)."""
@@ -226,7 +231,7 @@ class Lab:
     def start_agent(self, node: str) -> subprocess.Popen[bytes]:
         log = open(self.root / node / "agent.log", "ab")  # noqa: SIM115 - owned by the process
         cmd = [
-            "ip", "netns", "exec", self.ns(node), sys.executable, "-m", "hacluster_agent.daemon",
+            "ip", "netns", "exec", self.ns(node), *self.agent_wrapper, sys.executable, "-m", "hacluster_agent.daemon",
             "--config-dir", str(self.root / node / "ha.d"), "--node", node,
             "--state-dir", str(self.root / node / "state"), "--control-socket", str(self.socket(node)),
             "--lock-dir", str(self.root / node / "state"), "--log-format", "text", *self.agent_args,

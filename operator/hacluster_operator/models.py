@@ -471,6 +471,11 @@ class ResourceSpec(_Model):
 # spec: failover and the whole spec
 
 
+MIN_WINDOW_MS, MAX_WINDOW_MS = 100, 10_000
+"""W below 100 ms leaves a renewal under 50 ms to reach the API server; above 10 s a failover waits
+that long for nothing."""
+
+
 class FailoverSpec(_Model):
     """Failover policy: what the operator and the agents may move, and when."""
 
@@ -486,6 +491,27 @@ class FailoverSpec(_Model):
         description="Peer silent and the API server (Lease) unreachable: keep the current placement, "
         "or take over anyway (risks split brain).",
     )
+    arbitration_window: Duration = Field(
+        default="200ms",
+        description="W (docs/safety.md): how long a standby watches the ownership Lease for a renewal "
+        "before it takes over. The owner renews every W/4 and each renewal must reach the API server "
+        "within W/2, or it fences itself: raise it for a remote or loaded control plane. A failover "
+        "takes about deadtime + W.",
+    )
+
+    cel_rules = (
+        Rule(
+            "duration(self.arbitrationWindow) >= duration('100ms') && "
+            "duration(self.arbitrationWindow) <= duration('10s')",
+            "arbitrationWindow must be between 100ms and 10s",
+            lambda f: MIN_WINDOW_MS <= parse_duration_ms(f.arbitration_window) <= MAX_WINDOW_MS,
+            ".arbitrationWindow",
+        ),
+    )
+
+    @property
+    def arbitration_window_ms(self) -> int:
+        return parse_duration_ms(self.arbitration_window)
 
 
 NodePair = Annotated[

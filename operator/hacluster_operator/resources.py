@@ -16,7 +16,7 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .models import API_VERSION, KIND, HAClusterSpec
+from .models import API_VERSION, KIND, FailoverSpec, HAClusterSpec
 from .render import RenderError, render_all
 
 CONFIG_DIR = "/etc/hacluster"
@@ -162,7 +162,10 @@ def secret_text(secret: Mapping[str, Any], key: str) -> str | None:
 AGENT_METRICS_PORT = 9694  # the chart's metrics.agentPort default; hostNetwork: a node port
 
 
-def agent_command(namespace: str, cluster: str) -> list[str]:
+def agent_command(namespace: str, cluster: str, failover: FailoverSpec | None = None) -> list[str]:
+    """The agent's command line. The failover policy's W and whenArbiterUnavailable are flags: a
+    change rolls the DaemonSet (the agents restart one at a time)."""
+    failover = failover or FailoverSpec()
     return [
         "hacluster-agent",
         "--config-dir",
@@ -178,6 +181,10 @@ def agent_command(namespace: str, cluster: str) -> list[str]:
         cluster,
         "--metrics-port",
         str(AGENT_METRICS_PORT),
+        "--arbitration-window",
+        f"{failover.arbitration_window_ms / 1000:g}",
+        "--when-arbiter-unavailable",
+        failover.when_arbiter_unavailable,
     ]
 
 
@@ -222,7 +229,7 @@ def daemonset(
     container: Manifest = {
         "name": AGENT_CONTAINER,
         "image": image,
-        "command": agent_command(namespace, name),
+        "command": agent_command(namespace, name, spec.failover),
         "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
         "ports": [{"name": "metrics", "containerPort": AGENT_METRICS_PORT, "protocol": "TCP"}],
         "securityContext": {

@@ -152,6 +152,12 @@ BAD: list[Bad] = [
         "switchoverTo must be one of nodes",
     ),
     Bad(
+        "arbitration-window-too-short",
+        lambda s: s.update(failover={"arbitrationWindow": "50ms"}),
+        "failover.arbitrationWindow",
+        "arbitrationWindow must be between 100ms and 10s",
+    ),
+    Bad(
         "deadtime-not-above-twice-keepalive",
         lambda s: s["heartbeat"].update(keepalive="2s", deadtime="4s"),
         "heartbeat.deadtime",
@@ -376,6 +382,7 @@ def test_serial_baud_defaults_and_camel_case_wire_names() -> None:
         "autoFailback": True,
         "maintenance": False,
         "whenArbiterUnavailable": "StayPut",
+        "arbitrationWindow": "200ms",
     }
     assert wire["auth"] == {"method": "sha1", "secretRef": {"name": "hb-auth", "key": "authkeys"}}
     assert wire["resources"][0]["ip"]["arp"] == {"count": 5, "intervalMs": 200, "refreshSeconds": 10}

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from hacluster_operator.handlers import SPEC_HASH, Context, Settings, ensure_object
-from hacluster_operator.models import API_VERSION, HAClusterSpec
+from hacluster_operator.models import API_VERSION, FailoverSpec, HAClusterSpec
 from hacluster_operator.resources import (
     agent_account_name,
     agent_lease_names,
@@ -178,3 +178,17 @@ def test_ensure_object_creates_then_leaves_alone_then_replaces_on_change() -> No
     stored = kube.objects[f"{roles}/web-agent"]
     assert stored["rules"][0]["resourceNames"] == ["web", "web-node-a", "web-node-c"]
     assert SPEC_HASH in stored["metadata"]["annotations"]
+
+
+def test_the_agents_get_the_failover_policy_they_must_enforce() -> None:
+    """whenArbiterUnavailable and W reach the agents' command line (whenArbiterUnavailable was
+    accepted and shown, and never passed: the agents always stayed put)."""
+    spec = SPEC.model_copy(
+        update={"failover": FailoverSpec(when_arbiter_unavailable="TakeOver", arbitration_window="350ms")}
+    )
+    cmd = daemonset(HAC, spec, image="agent:1")["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert cmd[cmd.index("--arbitration-window") + 1] == "0.35"
+    assert cmd[cmd.index("--when-arbiter-unavailable") + 1] == "TakeOver"
+    default = daemonset(HAC, SPEC, image="agent:1")["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert default[default.index("--arbitration-window") + 1] == "0.2"
+    assert default[default.index("--when-arbiter-unavailable") + 1] == "StayPut"

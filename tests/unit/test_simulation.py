@@ -279,6 +279,10 @@ PINNED = [
     (1126, 0.1, 0.3, None, "a VM paused through a cut resumed with a valid-looking certificate on its "
      "stopped clock (57 ms); the stopped clock is now detected against the wall clock"),
     (1702, 0.1, 0.3, None, "a peer's handover whose done never came: the home node waited forever"),
+    (2838, 0.1, 0.3, None, "a self-fencing stop that failed left the group half-stopped (VIP gone, "
+     "service up) for good, and the node won the Lease back: nobody served; failed stops are retried"),
+    (1818, 0.5, 3.0, None, "a status retransmitted on NS_rexmit carried an old \"holds nothing, no Lease\": "
+     "the home node's take won from the live holder (505 ms); only the newest state message counts"),
 ]  # fmt: skip
 
 

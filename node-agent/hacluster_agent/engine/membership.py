@@ -114,6 +114,7 @@ class _Peer:
     stable: bool = True  # its last `resource` said isstable=1 (Heartbeat: take only when the other is stable)
     giving_up: str | None = None  # it sent ask_resources me (this rsc_hold): take nothing until its done
     giving_up_since: float = 0.0
+    state_seq: tuple[int, int] | None = None  # (generation, seq) of its newest state message applied
 
 
 UNHEARD = "hacunheard"
@@ -160,6 +161,7 @@ class Engine:
         self.renewing = False
         self.proven_at: float | None = None  # when our last granted take/renewal was sent
         self.took_at: float | None = None  # when our last take of the Lease was granted
+        self.release_retry: tuple[float, Release] | None = None  # a failed release, tried again then
         self.clock_jump_at = -math.inf  # when our clock was last found to have stopped (clock_jumped)
         self.wall_skew: float | None = None  # wall - monotonic at the last clocks() reading
         self.renewal_early = False  # the renewal in flight only anticipates a quiet peer's take
@@ -221,6 +223,7 @@ class Engine:
             else:  # the Lease said no (or could not answer): ask again, whatever the peer's state
                 out += self._reconcile(now, "asking the Lease again")
         out += self._giving_up_expired(now)
+        out += self._retry_release(now)
         if (
             self.standby_asked_at is not None
             and self.cfg.standby_timeout is not None
@@ -248,6 +251,8 @@ class Engine:
         given = self._giving_up_deadline()
         if given is not None:
             times.append(given)
+        if self.release_retry is not None:
+            times.append(self.release_retry[0])
         if self.next_arbitration is not None:
             times.append(self.next_arbitration)
         early = self._early_renewal_at()
@@ -361,6 +366,12 @@ class Engine:
             else:
                 self._count("release_failed")
                 out.append(Note("error", f"could not stop resources: {reason}; still holding them"))
+                if self.cfg.arbitrated:
+                    # Try again later, as long as it takes: a group left half-stopped (its VIP gone
+                    # first, its service still up) was never touched again (sim seed 2838: the
+                    # node won the Lease back and nobody owned the VIP for good).
+                    again = Release(flux.sides, flux.reason, fence=flux.fence)
+                    self.release_retry = (now + max(self.cfg.deadtime, 1.0), again)
             if self.shutting_down:
                 if not self.hold:
                     out.append(self._send(now, Message.of(("t", "shutdone"), ("st", "dead"))))
@@ -435,13 +446,18 @@ class Engine:
             out.append(self._resource_msg(now))
         stale_hold = False
         if self.cfg.arbitrated:
-            p.epoch = _dec(msg.get(EPOCH))
-            p.generation, p.status_seq = _hex(msg.get("hg") or "0") or 0, seq
-            self._heard_report(msg.get(HEARD))
-            holds = sides_of(msg.get(HOLDS))
-            if holds is not None and p.hold is not None and flip(holds) != p.hold:
-                p.hold, stale_hold = flip(holds), True
-            out += self._check_outranked(now)
+            gen = _hex(msg.get("hg") or "0") or 0
+            self._heard_report(msg.get(HEARD))  # (only ever moves forward)
+            if self._fresh(gen, seq):
+                # What it holds and claims, from its newest message only: a status retransmitted
+                # on our NS_rexmit, or reordered, is an old state (sim seed 1818 at 500 ms / 3 s:
+                # an old "holds nothing, no Lease" let a take win from the live holder: 505 ms).
+                p.epoch = _dec(msg.get(EPOCH))
+                p.generation, p.status_seq = gen, seq
+                holds = sides_of(msg.get(HOLDS))
+                if holds is not None and p.hold is not None and flip(holds) != p.hold:
+                    p.hold, stale_hold = flip(holds), True
+                out += self._check_outranked(now)
         if self.cfg.arbitrated and (msg.get(UNHEARD) or "").lower() == self.cfg.node:
             out += self._unheard(now)
         trigger = seq is not None and seq % 10 == self.cfg.generation % 10
@@ -460,6 +476,9 @@ class Engine:
         sides = sides_of(msg.get("rsc_hold"))
         if sides is None:
             return [self._reject(Reject.BAD_FIELDS, f"resource with rsc_hold={msg.get('rsc_hold')!r}")]
+        if self.cfg.arbitrated and not self._fresh(_hex(msg.get("hg") or "0") or 0, seq):
+            self._count("stale_state")
+            return []  # an older state than one we applied already (a retransmission, reordered)
         self.peer.hold = flip(sides)
         stable = msg.get("isstable")  # absent (mach_down): unchanged, as Heartbeat
         if stable is not None:
@@ -796,6 +815,20 @@ class Engine:
             return out
         return []
 
+    def _retry_release(self, now: float) -> list[Action]:
+        retry = self.release_retry
+        if retry is None or now < retry[0]:
+            return []
+        if self.flux is not None:  # something else runs: look again once it is done
+            self.release_retry = (now + max(self.cfg.deadtime, 1.0), retry[1])
+            return []
+        self.release_retry = None
+        sides = retry[1].sides & self.hold
+        if not sides or self.shutting_down:
+            return []
+        self._count("release_retried")
+        return [self._begin(dataclasses.replace(retry[1], sides=sides, reason=f"{retry[1].reason} (again)"))]
+
     def _giving_up_deadline(self) -> float | None:
         p, timeout = self.peer, self.cfg.standby_timeout
         if not self.cfg.arbitrated or p.giving_up is None or timeout is None:
@@ -925,6 +958,20 @@ class Engine:
         self.ask_again_at = now + 2 * self.cfg.keepalive
         self._count("asked_again")
         return [self._send(now, Message.of(("t", "starting"))), self._resource_msg(now)]
+
+    def _fresh(self, generation: int, seq: int | None) -> bool:
+        """Kubernetes mode: is this status or resource message newer than every one whose state
+        (hacholds, hacepoch, rsc_hold) we applied? Then it is applied and becomes the newest."""
+        p = self.peer
+        if seq is None:
+            return True
+        last = p.state_seq
+        if last is not None and last[0] == generation and seq <= last[1]:
+            return False
+        if last is not None and generation < last[0]:
+            return False
+        p.state_seq = (generation, seq)
+        return True
 
     def _heard_report(self, text: str | None) -> None:
         """The peer's HEARD field: when, on our clock, we sent the last status it heard."""
