@@ -30,8 +30,9 @@ HALF_TOLERANCE = 2.0  # s a node may be half-started after the bound (a restart 
 # can close that: the agent's first look (within kernelfence.sync_interval) closes the fence, and
 # when no agent runs (killed just before the pause, or at the resume) the kernel fence's horizon
 # does (FENCE_HORIZON, the longest it is ever written ahead), plus the kernel's timer slack. An
-# overlap that starts at a resume and ends within this bound is measured and reported
-# (RunResult.resumed), not a violation.
+# overlap with a node that resumed, ending within this bound of its resume (whenever the peer
+# started serving: it may have taken over just after the resume, while the agent had not run
+# yet), is measured and reported (RunResult.resumed), not a violation.
 RESUMED_VM_BOUND = FENCE_HORIZON + 0.005
 
 
@@ -59,7 +60,7 @@ class Checker:
     healed_at: float | None = None
     half_since: dict[str, float] = field(default_factory=dict)
     half_reported: bool = False
-    overlap_at_resume: bool = False
+    overlap_resumed: float | None = None  # a serving node resumed from a pause at this time
     resumed: list[float] = field(default_factory=list)  # overlaps a VM resume opened (s)
 
     def violation(self, kind: str, detail: str, at: float | None = None, duration: float = 0.0) -> None:
@@ -78,7 +79,12 @@ class Checker:
             if self.overlap_since is None:
                 self.overlap_since = now
                 self.overlap_info = world.why_holding()
-                self.overlap_at_resume = any(n.resumed_at == now for n in serving)
+                recent = [
+                    n.resumed_at
+                    for n in serving
+                    if n.resumed_at is not None and now - n.resumed_at <= RESUMED_VM_BOUND
+                ]
+                self.overlap_resumed = max(recent) if recent else None
         elif self.overlap_since is not None:
             self._close_overlap(now)
 
@@ -87,8 +93,9 @@ class Checker:
         assert start is not None
         self.overlap_since = None
         self.overlaps.append((start, now - start))
-        if self.world.kube and self.overlap_at_resume and now - start <= RESUMED_VM_BOUND:
-            self.resumed.append(now - start)
+        resumed = self.overlap_resumed
+        if self.world.kube and resumed is not None and now - resumed <= RESUMED_VM_BOUND:
+            self.resumed.append(now - resumed)  # how long after its resume it still answered
             return
         if self.world.kube and now > start:
             self.violation(

@@ -283,6 +283,9 @@ PINNED = [
      "service up) for good, and the node won the Lease back: nobody served; failed stops are retried"),
     (1818, 0.5, 3.0, None, "a status retransmitted on NS_rexmit carried an old \"holds nothing, no Lease\": "
      "the home node's take won from the live holder (505 ms); only the newest state message counts"),
+    (1697, 0.5, 3.0, None, "a node that could not start its group went standby; the `resource` message "
+     "saying so was lost and the peer never took the group: statuses now say standby (hacstandby)"),
+    (2156, 0.5, 3.0, None, "the same, after a restart: nobody owned the group for good"),
 ]  # fmt: skip
 
 

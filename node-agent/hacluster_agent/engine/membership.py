@@ -129,6 +129,10 @@ HOLDS = "hacholds"
 """Status field (Kubernetes mode): what the sender holds (rsc_hold's word), in every status, so a
 lost `resource` message cannot leave the peer believing it forever (sim seed 1081: a stale "it
 holds my group" after a cut kept the home node from taking it back; nobody owned it)."""
+STANDBY = "hacstandby"
+"""Status field (Kubernetes mode): `1` while the sender is in standby (it gave its groups up, or
+could not start them): the peer must take them. Only a `resource` message said so, and a lost one
+left both nodes waiting for the other (sim seeds 1697, 2156 at 500 ms / 3 s)."""
 EPOCH = "hacepoch"
 """Status and resource field (Kubernetes mode): the Lease epoch the sender holds the Lease (and so
 the groups, or the right to start them) at.
@@ -457,6 +461,9 @@ class Engine:
                 holds = sides_of(msg.get(HOLDS))
                 if holds is not None and p.hold is not None and flip(holds) != p.hold:
                     p.hold, stale_hold = flip(holds), True
+                standby = msg.get(STANDBY) == "1"
+                if standby != p.standby and msg.get(HOLDS) is not None:
+                    p.standby, stale_hold = standby, True
                 out += self._check_outranked(now)
         if self.cfg.arbitrated and (msg.get(UNHEARD) or "").lower() == self.cfg.node:
             out += self._unheard(now)
@@ -1135,6 +1142,8 @@ class Engine:
             fields.append((HEARD, heard))
         if self.cfg.arbitrated:
             fields.append((HOLDS, hold_word(self.hold)))
+            if self.self_standby:
+                fields.append((STANDBY, "1"))
         fields += self._epoch_field()
         sent = self._send(now, Message.of(*fields))
         self.status_sent[self.seq] = now
