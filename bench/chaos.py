@@ -31,6 +31,15 @@ Usage (root; the kube-apiserver test binary is built or found as the tests do)::
     python bench/chaos.py --seed 1                # one trial of each fault (CI's short form)
     python bench/chaos.py --faults control-split-brain --trials 1   # the checks' own control
     python bench/chaos.py --faults sigstop-owner,link-cut-both --trials 10
+    python bench/chaos.py --faults compound --trials 500 --timing 500ms/3s   # the nemesis, long
+    python bench/chaos.py --faults cut-slow-renewal,cold-start-cut,cut-owner-restart,owner-tree-killed,lease-deleted,cut-15s
+
+The last six are issue 11's table, one fault per row; `compound` draws two to four faults of
+different kinds at once (a heartbeat link fault, an API server fault, a process fault, a control
+plane fault), at random moments, and notes what it ran. With the kernel fence, a node may keep the
+VIP's address a while after it may no longer serve (a killed agent's address until its lifetime
+runs out): both nodes having the address is a violation only when both answered an ARP request in
+that time; otherwise its length is noted.
 
 Everything it creates is removed on exit, on error, on Ctrl-C and on SIGTERM/SIGHUP.
 """
@@ -54,9 +63,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "node-agent"), str(ROOT / "operator")]
 
+from hacluster_agent.config.durations import parse_duration_ms  # noqa: E402
 from hacluster_agent.lab import VIP, Lab  # noqa: E402
+from hacluster_agent.resources.kernelfence import table_name  # noqa: E402
 from tests.support.controlplane import find_or_build_apiserver  # noqa: E402
-from tests.support.fullstack import NODES, FullStack, full_stack  # noqa: E402
+from tests.support.fullstack import NAME, NODES, FullStack, cluster_body, full_stack  # noqa: E402
 from tests.support.netns import register_cleanup, unregister_cleanup, wait_until  # noqa: E402
 from tests.support.vipevents import held_intervals, overlaps, vip_event  # noqa: E402
 
@@ -504,17 +515,115 @@ def f_operator_killed_mid_switchover(ctx: Ctx) -> None:
     ctx.clear()
 
 
+def _power_off(st: Chaos, node: str) -> None:
+    """What a power cut leaves: every process killed, the VIP and the kernel fence's tables gone
+    with the kernel's state (the disk, with the state directory, survives)."""
+    st.lab.kill_all(node, keep=st.watcher_pids(node))
+    ns, table = st.lab.ns(node), table_name(NAME)
+    sh("ip", "-n", ns, "addr", "del", f"{VIP}/24", "dev", "eth0")
+    gone = f"add table inet {table}\ndelete table inet {table}\nadd table arp {table}\ndelete table arp {table}\n"
+    sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=gone)
+    (st.lab.root / node / "state" / "web.pid").unlink(missing_ok=True)
+
+
 def f_both_restart(ctx: Ctx) -> None:
     """Both nodes power-cycled at once: every process of theirs killed, the VIP gone with the
     reboot, both agents started together."""
     st = ctx.st
     for node in NODES:
-        st.lab.kill_all(node, keep=st.watcher_pids(node))
-    for node in NODES:
-        sh("ip", "-n", st.lab.ns(node), "addr", "del", f"{VIP}/24", "dev", "eth0")
-        (st.lab.root / node / "state" / "web.pid").unlink(missing_ok=True)
+        _power_off(st, node)
     for node in NODES:
         st.start_agent(node)
+    ctx.clear()
+
+
+# -- issue 11's compound faults (each row of its table, by name) --------------------------------------
+
+
+def _cut(st: Chaos, on: bool) -> None:
+    for node in NODES:
+        st.lab.deafen(node, on=on)
+
+
+def f_cut_slow_renewal(ctx: Ctx) -> None:
+    """The heartbeat link cut both ways for 12 s; 3 s in, the API server paused for 400 ms (one
+    slow renewal). Before issue 11: both nodes held the VIP for 8.4 s."""
+    st = ctx.st
+    pid = st.cp.pid
+    assert pid is not None
+    _cut(st, True)
+    try:
+        time.sleep(3.0)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(0.4)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(8.6)
+    finally:
+        _cut(st, False)
+    ctx.clear()
+
+
+def f_cold_start_cut(ctx: Ctx) -> None:
+    """Both nodes power-cycled and started with the heartbeat link already cut (8 s). Before: both
+    held the VIP for 8.3 s (the CAS winner never renewed; the loser's next take was granted)."""
+    st = ctx.st
+    _cut(st, True)
+    try:
+        for node in NODES:
+            _power_off(st, node)
+        for node in NODES:
+            st.start_agent(node)
+        time.sleep(8.0)
+    finally:
+        _cut(st, False)
+    ctx.clear()
+
+
+def f_cut_owner_restart(ctx: Ctx) -> None:
+    """The link cut; the owner's agent SIGKILLed and started again during the cut (6 s in all).
+    Before: both held the VIP for 7.9 s."""
+    st = ctx.st
+    _cut(st, True)
+    try:
+        time.sleep(1.0)
+        st.lab.kill_agent(ctx.owner, signal.SIGKILL)
+        time.sleep(0.5)
+        st.restart_agent(ctx.owner)
+        time.sleep(4.5)
+    finally:
+        _cut(st, False)
+    ctx.clear()
+
+
+def f_owner_tree_killed(ctx: Ctx) -> None:
+    """Every process of the owner's agent killed at once: the agent and its fence guard (what a
+    container's PID 1 death does). Before: both held the VIP for 2.2 s (the kernel lifetime)."""
+    st = ctx.st
+    proc = st.lab.procs[ctx.owner]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the agent leads its process group; the guard is in it
+    proc.wait(10)
+    ctx.clear()
+    _wait_served(ctx, ctx.standby)
+    st.restart_agent(ctx.owner)
+
+
+def f_lease_deleted(ctx: Ctx) -> None:
+    """The ownership Lease deleted by hand. Before: recreated empty at epoch 0, the pair never
+    settled (45 s+)."""
+    ctx.st.leases.delete_namespaced_lease(NAME, "ha")
+    ctx.clear()
+
+
+def f_cut_15s(ctx: Ctx) -> None:
+    """The heartbeat link cut both ways for 15 s, nothing else (held before too)."""
+    _cut(ctx.st, True)
+    try:
+        time.sleep(15.0)
+    finally:
+        _cut(ctx.st, False)
     ctx.clear()
 
 
@@ -591,13 +700,155 @@ def f_bad_secret_kept_out(ctx: Ctx) -> None:
 
 def f_control_split_brain(ctx: Ctx) -> None:
     """Not a fault of ours: the campaign's own check. The VIP is put on the standby by hand for
-    1 s; the watchers must report it (two holders, two ARP answers)."""
+    1 s, its kernel fence opened by hand as well (a standby's fence is closed: an address added
+    there answers nothing); the watchers must report it (two holders, two ARP answers)."""
     ns = ctx.st.lab.ns(ctx.standby)
+    table = table_name(NAME)
+    opened = (
+        f"add element inet {table} live4 {{ {VIP} timeout 1200ms }}\n"
+        f"add element arp {table} live4 {{ {VIP} timeout 1200ms }}\n"
+    )
+    sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=opened, check=True)
     sh("ip", "-n", ns, "addr", "add", f"{VIP}/24", "dev", "eth0", check=True)
     try:
         time.sleep(1.0)
     finally:
         sh("ip", "-n", ns, "addr", "del", f"{VIP}/24", "dev", "eth0")
+    ctx.clear()
+
+
+def f_compound(ctx: Ctx) -> None:
+    """A nemesis schedule: two to four faults of different kinds at once, each at a random moment
+    in the first 3 s and of random length: a heartbeat link fault (a cut of 1-30 s both ways or one
+    way, or loss with delay), an API server fault (a freeze of 0.2-3 s, or a stop), a process fault
+    (an agent paused, killed and restarted, or the owner's whole process tree killed), and a control
+    plane fault (the Lease deleted, the operator killed). What ran is kept in the trial's notes."""
+    st, rng = ctx.st, ctx.rng
+    menu: dict[str, list[tuple[str, Callable[[], None]]]] = {
+        "link": [],
+        "api": [],
+        "process": [],
+        "control": [],
+    }
+
+    def cut(seconds: float, nodes: tuple[str, ...]) -> Callable[[], None]:
+        def run() -> None:
+            for n in nodes:
+                st.lab.deafen(n)
+            try:
+                time.sleep(seconds)
+            finally:
+                for n in nodes:
+                    st.lab.deafen(n, on=False)
+
+        return run
+
+    def loss(seconds: float) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                for n in NODES:
+                    st.lab.impair(n, 30)
+                time.sleep(seconds)
+            finally:
+                for n in NODES:
+                    st.lab.impair(n, 0)
+
+        return run
+
+    def freeze(seconds: float) -> Callable[[], None]:
+        def run() -> None:
+            pid = st.cp.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                time.sleep(seconds)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+        return run
+
+    def stop(seconds: float) -> Callable[[], None]:
+        def run() -> None:
+            st.cp.halt()
+            try:
+                time.sleep(seconds)
+            finally:
+                st.cp.resume()
+
+        return run
+
+    def pause(node: str, seconds: float) -> Callable[[], None]:
+        def run() -> None:
+            proc = st.lab.procs[node]
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                time.sleep(seconds)
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+
+        return run
+
+    def kill_restart(node: str, seconds: float, tree: bool) -> Callable[[], None]:
+        def run() -> None:
+            proc = st.lab.procs[node]
+            with contextlib.suppress(ProcessLookupError):
+                if tree:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            time.sleep(seconds)
+            st.restart_agent(node)
+
+        return run
+
+    def lease_delete() -> None:
+        st.leases.delete_namespaced_lease(NAME, "ha")
+
+    def operator_kill() -> None:
+        st.kill_operator(signal.SIGKILL)
+        time.sleep(1.0)
+        st.start_operator()
+
+    owner, node = ctx.owner, rng.choice(NODES)
+    secs = round(rng.uniform(1.0, 30.0), 1)
+    menu["link"] = [
+        (f"link cut both ways {secs} s", cut(secs, NODES)),
+        (f"{node} deaf {secs} s", cut(secs, (node,))),
+        (f"30 % heartbeat loss {min(secs, 8.0)} s", loss(min(secs, 8.0))),
+    ]
+    short = round(rng.uniform(0.2, 3.0), 1)
+    menu["api"] = [
+        (f"API server frozen {short} s", freeze(short)),
+        (f"API server stopped {short} s", stop(short)),
+    ]
+    menu["process"] = [
+        (f"{node}'s agent paused {short} s", pause(node, short)),
+        (f"{node}'s agent killed, restarted {short} s later", kill_restart(node, short, tree=False)),
+        (f"{owner}'s process tree killed, restarted {short} s later", kill_restart(owner, short, tree=True)),
+    ]
+    menu["control"] = [("the Lease deleted", lease_delete), ("the operator killed", operator_kill)]
+    kinds = rng.sample(list(menu), rng.randint(2, 4))
+    plan = [(rng.uniform(0.0, 3.0), *rng.choice(menu[k])) for k in kinds]
+    ctx.notes.append("; ".join(f"{what} at +{at:.1f} s" for at, what, _ in sorted(plan)))
+    errors: list[str] = []
+
+    def run_at(at: float, what: str, fn: Callable[[], None]) -> None:
+        time.sleep(at)
+        try:
+            fn()
+        except Exception as e:  # reported as a failed fault, not hidden
+            errors.append(f"{what}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=run_at, args=p, daemon=True) for p in plan]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for n in NODES:
+        st.restart_agent(n)
+    if errors:
+        raise RuntimeError("; ".join(errors))
     ctx.clear()
 
 
@@ -639,8 +890,27 @@ FAULTS = [
     Fault("service-crash", "the service killed on the owner", f_service_crash, "stay"),
     Fault("script-hang", "the owner's script hangs on status for 4 s", f_script_hang, "any"),
     Fault("script-fail", "the service dies and cannot start again on the owner", f_script_fail, "move"),
+    Fault(
+        "cut-slow-renewal", "link cut 12 s, the API server paused 400 ms 3 s in", f_cut_slow_renewal, "any"
+    ),
+    Fault(
+        "cold-start-cut", "both nodes power-cycled, started with the link cut (8 s)", f_cold_start_cut, "any"
+    ),
+    Fault(
+        "cut-owner-restart",
+        "link cut, the owner's agent killed and restarted in it",
+        f_cut_owner_restart,
+        "any",
+    ),
+    Fault(
+        "owner-tree-killed", "the owner's agent and fence guard killed at once", f_owner_tree_killed, "move"
+    ),
+    Fault("lease-deleted", "the ownership Lease deleted by hand", f_lease_deleted, "stay"),
+    Fault("cut-15s", "link cut both ways for 15 s, nothing else", f_cut_15s, "stay"),
 ]
 
+
+COMPOUND = Fault("compound", "two to four faults of different kinds at once (a nemesis)", f_compound, "any")
 
 CONTROL = Fault(
     "control-split-brain",
@@ -662,14 +932,25 @@ class Trial:
     notes: list[str]
 
 
-def judge(st: Chaos, start: float, end: float, cleared: float, target_ms: float) -> tuple[list[str], float]:
-    """Every invariant over [start, end]; and the longest client outage (ms)."""
+def judge(
+    st: Chaos, start: float, end: float, cleared: float, target_ms: float, dark_overlaps: list[float]
+) -> tuple[list[str], float]:
+    """Every invariant over [start, end]; and the longest client outage (ms). Address overlaps
+    where only one node answered (the other fenced dark) go to `dark_overlaps` (ms)."""
     v: list[str] = []
+    doubles = st.arp.doubles(start, end)
     both = overlaps(st.vips["n1"].intervals(end), st.vips["n2"].intervals(end))
     for s, e in both:
         if e >= start and s <= end:
-            v.append(f"both nodes held the VIP for {(e - s) * 1000:.1f} ms at {s:.3f}")
-    for t, macs in st.arp.doubles(start, end):
+            # Both nodes had the address: a violation when both answered for it; the kernel fence
+            # keeps a node that may no longer serve dark (a killed agent's address lingers until
+            # its kernel lifetime runs out, answering nothing): a figure, not a violation, then.
+            answered = [t for t, _ in doubles if s - 0.05 <= t <= e + 0.05]
+            if answered:
+                v.append(f"both nodes held the VIP for {(e - s) * 1000:.1f} ms at {s:.3f}, both answering")
+            else:
+                dark_overlaps.append((e - s) * 1000)
+    for t, macs in doubles:
         v.append(f"two MACs answered one ARP request at {t:.3f}: {sorted(macs)}")
     v += st.lease_watch.regressions(start, end)
     worst = 0.0
@@ -701,8 +982,13 @@ def run_trial(st: Chaos, fault: Fault, rng: random.Random, owner: str, target_ms
         violations.append(f"did not settle within 45 s: {st.describe()}")
     end = time.time()
     time.sleep(0.3)  # the watchers' last lines
-    found, recovery = judge(st, start, end, ctx.cleared or end, target_ms)
+    dark: list[float] = []
+    found, recovery = judge(st, start, end, ctx.cleared or end, target_ms, dark)
     notes = list(ctx.notes)
+    if dark:
+        notes.append(
+            f"address on both nodes for {max(dark):.0f} ms, one fenced dark (no ARP request answered twice)"
+        )
     moved = new_owner is not None and new_owner != owner
     if fault.expect == "move" and new_owner is not None and not moved:
         notes.append("expected a move, the owner stayed")
@@ -735,7 +1021,7 @@ def recover(st: Chaos) -> str | None:
 
 def report(trials: list[Trial]) -> int:
     print(f"\n{'fault':<31} {'trials':>6} {'violations':>10} {'moved':>5} {'median_ms':>9} {'worst_ms':>8}")
-    for fault in [*FAULTS, CONTROL]:
+    for fault in [*FAULTS, COMPOUND, CONTROL]:
         ts = [t for t in trials if t.fault == fault.name]
         if not ts:
             continue
@@ -755,7 +1041,7 @@ def report(trials: list[Trial]) -> int:
 
 
 def campaign(a: argparse.Namespace) -> list[Trial]:
-    known = [*FAULTS, CONTROL]
+    known = [*FAULTS, COMPOUND, CONTROL]
     faults = FAULTS if not a.faults else [f for f in known if f.name in a.faults.split(",")]
     if not faults:
         raise SystemExit(f"no such fault in {a.faults!r}; known: {', '.join(f.name for f in known)}")
@@ -764,7 +1050,9 @@ def campaign(a: argparse.Namespace) -> list[Trial]:
     rng.shuffle(order)
     if a.trials <= len(faults):
         order = faults[: a.trials]  # the short form: each fault once, in the table's order
-    lab = Lab(keepalive="100ms", deadtime="300ms", warntime="200ms", auto_failback="off")
+    keepalive, deadtime = a.timing.split("/")
+    warntime = f"{max(1, parse_duration_ms(deadtime) * 2 // 3)}ms"
+    lab = Lab(keepalive=keepalive, deadtime=deadtime, warntime=warntime, auto_failback="off")
     agent_args = ["--monitor-interval", "1", "--status-timeout", "2"]
     trials: list[Trial] = []
     token = register_cleanup(lab.close)
@@ -772,7 +1060,7 @@ def campaign(a: argparse.Namespace) -> list[Trial]:
         with full_stack(
             find_or_build_apiserver(), lambda lab, cp: Chaos(lab, cp, agent_args), lab, echo_logs=a.verbose
         ) as st:
-            st.create_cluster()
+            st.create_cluster(cluster_body(keepalive, deadtime, warntime))
             st.mount_config()
             for node in NODES:
                 st.start_agent(node)
@@ -815,7 +1103,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--trials", type=int, default=len(FAULTS), help="number of trials (default: one per fault)"
     )
-    p.add_argument("--faults", help="comma-separated fault names (default: all)")
+    p.add_argument("--faults", help="comma-separated fault names (default: all; `compound`: the nemesis)")
+    p.add_argument(
+        "--timing", default="100ms/300ms", help="keepalive/deadtime of the pair, e.g. 500ms/3s or 1s/10s"
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed (faults order, moments)")
     p.add_argument("--target-ms", type=float, default=3000.0, help="recovery target after a fault clears")
     p.add_argument("--verbose", action="store_true", help="print the operator's and agents' logs at the end")

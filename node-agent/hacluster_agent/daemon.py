@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -50,7 +51,7 @@ from .resources.base import ResourceError
 from .resources.fenceguard import FenceGuard, current_log_format, guarded_addresses
 from .resources.group import GroupRunner, GroupStopError, drivers_for
 from .resources.ipaddr import default_address_lifetime
-from .resources.kernelfence import FenceError, KernelFence, sync_interval, table_name
+from .resources.kernelfence import IDLE_WAKE, FenceError, KernelFence, sync_interval, table_name
 from .resources.script import ScriptOptions
 from .state import next_generation, node_uuid
 from .wire.codec import Decoded, decode, encode
@@ -159,6 +160,7 @@ class Agent:
         self.metrics = AgentMetrics(self.node, self.peer, self.generation)
         self.reloader = Reloader(opts.config_source, self, self.metrics) if opts.config_source else None
         self.kfence: KernelFence | None = None
+        self.fence_open = asyncio.Event()
 
     # -- media events (MediumEvents) ------------------------------------------------------------
     def packet_received(self, medium: str, data: bytes) -> None:
@@ -225,12 +227,21 @@ class Agent:
                 self.execute(jumped)  # (which syncs the fence itself)
                 return
             self.kfence.keep(self.engine.serve_until(time.monotonic()))
+            if self.kfence.installed != -math.inf:
+                self.fence_open.set()  # the loop keeps it fresh from now on
 
     async def _fence_loop(self) -> None:
-        """Certificates run out with time alone, and the peer's reports extend them: look often."""
+        """Certificates run out with time alone, and the peer's reports extend them: look often
+        while the fence is open; while it is closed, only the event that opens it matters."""
+        assert self.kfence is not None
         every = sync_interval(self.engine.cfg.arbitration_window)
         while True:
-            await asyncio.sleep(every)
+            if self.kfence.installed == -math.inf:
+                self.fence_open.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.fence_open.wait(), IDLE_WAKE)
+            else:
+                await asyncio.sleep(every)
             self._fence_sync()
 
     def _send(self, act: Send) -> None:

@@ -35,7 +35,7 @@ from hacluster_agent.engine.actions import (
 from hacluster_agent.engine.membership import Engine, EngineConfig
 from hacluster_agent.resources.base import ResourceError
 from hacluster_agent.resources.ipaddr import STALE_CHECK
-from hacluster_agent.resources.kernelfence import next_write, sync_interval
+from hacluster_agent.resources.kernelfence import IDLE_WAKE, next_write, sync_interval
 from hacluster_agent.wire.message import Message
 
 from .lease import SimLeaseStore
@@ -119,6 +119,7 @@ class Agent:
         self.last_directive: object = None
         self.fence_installed: float | None = None  # the deadline last written (None: unknown)
         self.fence_last_write = -math.inf  # when the last fence write reaches the kernel (true time)
+        self.fence_open = SimFlag(node)
 
     # -- helpers ------------------------------------------------------------------------------
     def now(self) -> float:
@@ -241,6 +242,8 @@ class Agent:
         if write is None:
             return
         self.fence_installed = -math.inf if write.timeout is None or until is None else until
+        if self.fence_installed > -math.inf:
+            self.fence_open.set()  # the loop keeps it fresh from now on
         timeout = write.timeout
         # libnftables is called synchronously: writes reach the kernel in the order they were made
         at = max(node.sim.now + self._rand(node.params.netlink), self.fence_last_write + 1e-6)
@@ -250,7 +253,11 @@ class Agent:
     async def _fence_loop(self) -> None:
         every = sync_interval(self.world.window)
         while True:
-            await self.node.sleep(every)
+            if self.fence_installed == -math.inf:  # closed: nothing runs out; opening wakes us
+                self.fence_open.clear()
+                await self.fence_open.wait(IDLE_WAKE)
+            else:
+                await self.node.sleep(every)
             self.fence_sync()
 
     def _clock(self) -> None:

@@ -12,6 +12,7 @@ notices the pause; on resume the kernel still has the VIP before the agent runs.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -360,6 +361,10 @@ class Node:
         self.agent = None
         self.proc_gen += 1
         self.guard_alive = False
+        for ev in (*self.stall_queue, *self.deferred):  # never to run: close their coroutines
+            for arg in ev.args:
+                if inspect.iscoroutine(arg):
+                    arg.close()
         self.stalled, self.stall_queue, self.deferred = False, [], []
         self.paused = False
         self.vip_remove("power off")

@@ -59,7 +59,10 @@ class ArbitratedPair(Pair):
         if act.kind == "renew":
             if lease.holder == name:
                 lease.renewed_at = self.now
-                self.apply(name, eng.arbitrated(act.op, True, "renewed", self.now, lease.transitions))
+                self.apply(
+                    name,
+                    eng.arbitrated(act.op, True, "renewed", self.now, lease.transitions, sent_at=self.now),
+                )
             else:
                 self.apply(name, eng.arbitrated(act.op, False, "lost", self.now))
             return
@@ -73,7 +76,9 @@ class ArbitratedPair(Pair):
             self.lease.holder, self.lease.transitions = name, self.lease.transitions + 1
         self.apply(
             name,
-            self.nodes[name].engine.arbitrated(act.op, True, "granted", self.now, self.lease.transitions),
+            self.nodes[name].engine.arbitrated(
+                act.op, True, "granted", self.now, self.lease.transitions, sent_at=self.now
+            ),
         )
 
     def settle(self, name: str, act: Arbitrate, asked: float) -> None:

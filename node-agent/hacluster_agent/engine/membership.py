@@ -1173,14 +1173,14 @@ class Engine:
     def _send(self, now: float, body: Message) -> Send:
         """Append Heartbeat's standard fields: src, srcuuid, seq (not on NS_ types), hg, ts, ttl."""
         t = body.type or ""
-        msg = body.add("src", self.cfg.node).add("srcuuid", self.cfg.uuid)
+        head: list[tuple[str, str | bytes]] = [("src", self.cfg.node), ("srcuuid", self.cfg.uuid)]
         seq = None
         if not t.startswith("NS_"):
             self.seq += 1
             seq = self.seq
-            msg = msg.add("seq", f"{seq:x}")
+            head.append(("seq", f"{seq:x}"))
         ts = int(self.wall0 + (now - self.started))
-        msg = msg.add("hg", f"{self.cfg.generation:x}").add("ts", f"{ts:x}").add("ttl", HOPFUDGE_TTL)
+        msg = body.extend(*head, ("hg", f"{self.cfg.generation:x}"), ("ts", f"{ts:x}"), ("ttl", HOPFUDGE_TTL))
         if seq is not None:
             self.history[seq] = msg
             while len(self.history) > HISTORY:

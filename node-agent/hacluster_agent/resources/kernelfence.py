@@ -44,6 +44,9 @@ REFRESH_STEP = 0.01
 """A later deadline is written only when it gains at least this much (s): one write per status."""
 SYNC_EVERY = 0.025
 """The agent looks at the engine's deadline (and its clocks) at least this often (s)."""
+IDLE_WAKE = 1.0
+"""While the fence is closed nothing runs out: the agent's loop only looks this often (s); the
+event that opens it wakes the loop at once."""
 PRIORITY = -300
 """Before conntrack and anything a CNI or kube-proxy installs (raw priority)."""
 

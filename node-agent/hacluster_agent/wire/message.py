@@ -52,6 +52,10 @@ class Message:
         """A copy with one more field at the end."""
         return Message([*self.fields, *Message.of((name, value)).fields])
 
+    def extend(self, *pairs: tuple[str, str | bytes]) -> Message:
+        """A copy with these fields at the end (one copy, not one per field)."""
+        return Message([*self.fields, *Message.of(*pairs).fields])
+
     def without(self, name: str) -> Message:
         return Message(f for f in self.fields if f.name != name)
 
