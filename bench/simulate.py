@@ -36,7 +36,14 @@ Summary = tuple[int, list[tuple[str, float, float, str, tuple[str, ...]]], float
 
 def config_of(a: argparse.Namespace) -> Config:
     k, d = parse_timing(a.timing)
-    return Config(keepalive=k, deadtime=d, kube=a.mode == "kube", window=a.window, span=a.span)
+    return Config(
+        keepalive=k,
+        deadtime=d,
+        kube=a.mode == "kube",
+        window=a.window,
+        span=a.span,
+        auto_failback=True if a.agent_failback else None,
+    )
 
 
 def involved(r: RunResult, at: float, cfg: Config) -> tuple[str, ...]:
@@ -72,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--span", type=float, default=60.0, help="seconds of faults per run")
     p.add_argument("--only", choices=sorted(KINDS), help="draw faults of this kind only")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--agent-failback",
+        action="store_true",
+        help="the agents fail back by themselves in Kubernetes mode, as before the operator owned "
+        "failback: replays the seeds found then",
+    )
     p.add_argument("--replay", type=int, metavar="SEED")
     p.add_argument("--trace", action="store_true", help="with --replay: print the run's trace")
     p.add_argument("--shrink", type=int, metavar="SEED")

@@ -104,7 +104,10 @@ def build_hacf(spec: HAClusterSpec, node: str) -> HaCf:
         baud=_last_in_force(media, "baud"),
         media=media,
         nodes=list(spec.nodes),
-        auto_failback="on" if spec.failover.auto_failback else "off",
+        # Failback has one owner in Kubernetes mode: the operator (decide.py), through the Lease's
+        # handover, once both nodes are healthy. The agents' own Heartbeat failback stays off, or
+        # both would start one (issue 11); spec.failover.autoFailback is the operator's switch.
+        auto_failback="off",
     )
 
 

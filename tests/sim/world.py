@@ -39,7 +39,10 @@ class Config:
     kube: bool = True
     window: float = 0.2  # W (--arbitration-window)
     span: float = 60.0  # T: seconds of faults
-    auto_failback: bool = True
+    auto_failback: bool | None = None
+    """The agents' own (Heartbeat) failback. None: as the product renders it: on standalone, off in
+    Kubernetes mode, where failback is the operator's (render.py). True: the seeds pinned before that
+    change replay the runs that found them."""
     params: NodeParams = field(default_factory=NodeParams)
     agents_may_create: bool = False
     kernel_fence: bool = True  # Kubernetes mode: the agents' nftables fence (resources/kernelfence.py)
@@ -96,7 +99,10 @@ class World:
         self.lines: list[str] = []
         self.keepalive, self.deadtime, self.window = cfg.keepalive, cfg.deadtime, cfg.window
         self.initdead, self.warntime = cfg.initdead, cfg.warntime
-        self.kube, self.auto_failback = cfg.kube, cfg.auto_failback
+        # In Kubernetes mode failback is the operator's (render.py writes auto_failback off; it hands
+        # the group over through the Lease, as the switchover faults do): the agents never start one.
+        self.kube = cfg.kube
+        self.auto_failback = not cfg.kube if cfg.auto_failback is None else cfg.auto_failback
         self.kernel_fence = cfg.kube and cfg.kernel_fence
         self.home = "n1"
         self.api = LeaseServer(self.sim, agents_may_create=cfg.agents_may_create)

@@ -297,7 +297,8 @@ PINNED = [
 def test_pinned_seed_replays_without_a_violation(
     seed: int, keepalive: float, deadtime: float, only: str | None, found: str
 ) -> None:
-    cfg = Config(keepalive=keepalive, deadtime=deadtime)
+    # found while the agents still failed back by themselves in Kubernetes mode: replay those runs
+    cfg = Config(keepalive=keepalive, deadtime=deadtime, auto_failback=True)
     kinds = {only: 1.0} if only else None
     r = run_one(seed, cfg, nemesis(seed, cfg.span, cfg.deadtime, kinds=kinds))
     assert not r.violations, f"{found}: {[v.describe() for v in r.violations]}"
@@ -307,7 +308,7 @@ def test_one_cut_at_500ms_3s_the_owner_proves_itself_before_the_standby_can_take
     """Seed 0, shrunk to one 2.9 s cut at keepalive 500 ms / deadtime 3 s: the two nodes declared
     each other dead 216 ms apart, more than W = 200 ms, so the standby's CAS landed before the
     owner's first renewal (345 ms of two owners). The owner now renews from d - k of silence on."""
-    cfg = Config(keepalive=0.5, deadtime=3.0)
+    cfg = Config(keepalive=0.5, deadtime=3.0, auto_failback=True)
     r = run_one(0, cfg, [Fault("link_cut", 6.066, 2.877, "both")])
     assert not r.violations, [v.describe() for v in r.violations]
     assert not r.overlaps
@@ -318,7 +319,7 @@ def test_a_resumed_vm_drops_its_vip_on_its_first_step() -> None:
     epoch 2; on resume the old owner renewed first and removed its VIP only once the API answered
     (12 ms and more of two owners, each resume). The standby's heartbeats now carry the epoch it
     holds the group at: the resumed node removes its VIP at once, before any API call."""
-    cfg = Config(keepalive=0.5, deadtime=3.0)
+    cfg = Config(keepalive=0.5, deadtime=3.0, auto_failback=True)
     r = run_one(17, cfg, nemesis(17, cfg.span, cfg.deadtime))
     assert not r.violations, [v.describe() for v in r.violations]
     assert r.resumed and max(r.resumed) < 0.01, r.resumed  # the kernel's answers before the agent ran
@@ -327,7 +328,7 @@ def test_a_resumed_vm_drops_its_vip_on_its_first_step() -> None:
 def test_lease_deleted_by_hand_keeps_the_epoch_and_the_owner() -> None:
     """Seed 30 at 500 ms / 3 s (lease_delete alone): the operator recreated the Lease empty at epoch
     0 (the epoch went down; the pair never settled: the owner served, the Lease named nobody)."""
-    cfg = Config(keepalive=0.5, deadtime=3.0)
+    cfg = Config(keepalive=0.5, deadtime=3.0, auto_failback=True)
     r = run_one(30, cfg, nemesis(30, cfg.span, cfg.deadtime))
     assert not r.violations, [v.describe() for v in r.violations]
 
@@ -337,7 +338,7 @@ def test_a_vm_paused_through_a_cut_is_bounded_by_the_lease_read() -> None:
     stopped, so on resume its renewals were not due yet and it served 2.3 s beside the new owner.
     The agent's periodic read of the Lease (every 0.5 s) now shows the new holder at a higher epoch:
     the overlap is bounded by that period plus one API round trip (still open: issue 11)."""
-    cfg = Config(keepalive=0.5, deadtime=3.0)
+    cfg = Config(keepalive=0.5, deadtime=3.0, auto_failback=True)
     r = run_one(1273, cfg, nemesis(1273, cfg.span, cfg.deadtime))
     assert r.overlaps and max(d for _, d in r.overlaps) < 0.5 + 0.1, r.overlaps
 
@@ -363,3 +364,12 @@ def test_short_run_of_composed_faults() -> None:
         r = run_one(seed, FAST)
         bad += [f"seed {seed}: {v.describe()}" for v in r.violations]
     assert not bad, "\n".join(bad)
+
+
+def test_a_lost_isstable_no_longer_leaves_the_home_node_waiting() -> None:
+    """Seed 2134 at 500 ms / 3 s (failback the operator's): the peer's `resource` saying its groups
+    were stable again was lost; the home node waited for it for good and nobody owned the group.
+    Statuses now say when the sender's resources are busy (hacbusy)."""
+    cfg = Config(keepalive=0.5, deadtime=3.0)
+    r = run_one(2134, cfg, nemesis(2134, cfg.span, cfg.deadtime))
+    assert not r.violations, [v.describe() for v in r.violations]

@@ -133,6 +133,10 @@ STANDBY = "hacstandby"
 """Status field (Kubernetes mode): `1` while the sender is in standby (it gave its groups up, or
 could not start them): the peer must take them. Only a `resource` message said so, and a lost one
 left both nodes waiting for the other (sim seeds 1697, 2156 at 500 ms / 3 s)."""
+BUSY = "hacbusy"
+"""Status field (Kubernetes mode): `1` while the sender's resources are starting or stopping
+(Heartbeat's `isstable=0`). Only a `resource` message said when that ended, and a lost one left
+the home node waiting for good (sim seed 2134 at 500 ms / 3 s)."""
 EPOCH = "hacepoch"
 """Status and resource field (Kubernetes mode): the Lease epoch the sender holds the Lease (and so
 the groups, or the right to start them) at.
@@ -461,9 +465,10 @@ class Engine:
                 holds = sides_of(msg.get(HOLDS))
                 if holds is not None and p.hold is not None and flip(holds) != p.hold:
                     p.hold, stale_hold = flip(holds), True
-                standby = msg.get(STANDBY) == "1"
-                if standby != p.standby and msg.get(HOLDS) is not None:
-                    p.standby, stale_hold = standby, True
+                if msg.get(HOLDS) is not None:  # our agent's status: these two are in it too
+                    standby, stable = msg.get(STANDBY) == "1", msg.get(BUSY) != "1"
+                    if standby != p.standby or stable != p.stable:
+                        p.standby, p.stable, stale_hold = standby, stable, True
                 out += self._check_outranked(now)
         if self.cfg.arbitrated and (msg.get(UNHEARD) or "").lower() == self.cfg.node:
             out += self._unheard(now)
@@ -1144,6 +1149,8 @@ class Engine:
             fields.append((HOLDS, hold_word(self.hold)))
             if self.self_standby:
                 fields.append((STANDBY, "1"))
+            if self.flux is not None:
+                fields.append((BUSY, "1"))
         fields += self._epoch_field()
         sent = self._send(now, Message.of(*fields))
         self.status_sent[self.seq] = now
