@@ -67,7 +67,7 @@ from hacluster_agent.config.durations import parse_duration_ms  # noqa: E402
 from hacluster_agent.lab import VIP, Lab  # noqa: E402
 from hacluster_agent.resources.kernelfence import table_name  # noqa: E402
 from tests.support.controlplane import find_or_build_apiserver  # noqa: E402
-from tests.support.fullstack import NAME, NODES, FullStack, cluster_body, full_stack  # noqa: E402
+from tests.support.fullstack import NAME, NODES, NS, FullStack, cluster_body, full_stack  # noqa: E402
 from tests.support.netns import register_cleanup, unregister_cleanup, wait_until  # noqa: E402
 from tests.support.vipevents import held_intervals, overlaps, vip_event  # noqa: E402
 
@@ -519,7 +519,7 @@ def _power_off(st: Chaos, node: str) -> None:
     """What a power cut leaves: every process killed, the VIP and the kernel fence's tables gone
     with the kernel's state (the disk, with the state directory, survives)."""
     st.lab.kill_all(node, keep=st.watcher_pids(node))
-    ns, table = st.lab.ns(node), table_name(NAME)
+    ns, table = st.lab.ns(node), table_name(NS, NAME)
     sh("ip", "-n", ns, "addr", "del", f"{VIP}/24", "dev", "eth0")
     gone = f"add table inet {table}\ndelete table inet {table}\nadd table arp {table}\ndelete table arp {table}\n"
     sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=gone)
@@ -703,7 +703,7 @@ def f_control_split_brain(ctx: Ctx) -> None:
     1 s, its kernel fence opened by hand as well (a standby's fence is closed: an address added
     there answers nothing); the watchers must report it (two holders, two ARP answers)."""
     ns = ctx.st.lab.ns(ctx.standby)
-    table = table_name(NAME)
+    table = table_name(NS, NAME)
     opened = (
         f"add element inet {table} live4 {{ {VIP} timeout 1200ms }}\n"
         f"add element arp {table} live4 {{ {VIP} timeout 1200ms }}\n"

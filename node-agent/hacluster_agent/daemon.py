@@ -520,7 +520,7 @@ class Agent:
             # Kubernetes mode: the VIPs answer only until the engine's deadline, enforced by the
             # kernel (docs/safety.md). A restarted agent keeps its predecessor's deadline.
             try:
-                self.kfence = KernelFence(table_name(k.cluster), addresses)
+                self.kfence = KernelFence(table_name(k.namespace, k.cluster), addresses)
                 self.kfence.install()
             except FenceError as e:
                 log.error("cannot install the kernel fence: %s", e)

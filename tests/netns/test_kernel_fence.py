@@ -36,7 +36,7 @@ FENCE_HOST = r"""
 import json, sys, time
 from ipaddress import ip_address
 from hacluster_agent.resources.kernelfence import KernelFence
-fence = KernelFence(sys.argv[1], [ip_address(a) for a in sys.argv[2:]])
+fence = KernelFence(sys.argv[1], [ip_address(a) for a in sys.argv[2:]])  # (the name as given)
 fence.install()
 print(json.dumps({"ok": True}), flush=True)
 for line in sys.stdin:
@@ -177,19 +177,36 @@ def test_open_then_expired_without_any_process_left(net: Network, fence_host: An
     )
 
 
-def test_a_restarted_writer_keeps_the_deadline_and_close_is_immediate(net: Network, fence_host: Any) -> None:
+def test_a_restarted_writer_starts_closed_and_close_is_immediate(net: Network, fence_host: Any) -> None:
     h1, h2 = net.hosts
     pin_neighbour(net, h2, h1)
     first = fence_host()
     first.call("open", ms=3000)
+    assert ping_answered(net, h2, VIP4)
     first.proc.signal(signal.SIGKILL)
     first.proc.wait(5)
-    second = fence_host()  # install() again: the live sets keep their deadline
-    assert ping_answered(net, h2, VIP4), "a restarted agent's install closed a fence its predecessor opened"
-    second.call("close")
-    assert not ping_answered(net, h2, VIP4), "close did not take effect at once"
+    second = fence_host()  # install() again: closed until its engine holds the Lease again
+    assert not ping_answered(net, h2, VIP4), "a restarted agent answered before it held anything"
     second.call("open", ms=3000)
     assert ping_answered(net, h2, VIP4)
+    second.call("close")
+    assert not ping_answered(net, h2, VIP4), "close did not take effect at once"
     second.call("remove")
-    assert "hacluster_fencetest" not in net.run(h1, ["nft", "list", "tables"]).stdout
+    assert TABLE not in net.run(h1, ["nft", "list", "tables"]).stdout
     assert ping_answered(net, h2, VIP4)  # no fence at all: the address answers as any other
+
+
+def test_tables_removed_under_the_agent_come_back(net: Network, fence_host: Any) -> None:
+    """`nft flush ruleset` (Debian's nftables.service does it on restart) removes the fence: the
+    next write fails, is counted, and installs the tables again; the one after opens them."""
+    h1, h2 = net.hosts
+    pin_neighbour(net, h2, h1)
+    fh = fence_host()
+    fh.call("open", ms=3000)
+    net.run(h1, ["nft", "flush", "ruleset"])
+    failed = fh.call("open", ms=3000)
+    assert failed["failures"] == 1
+    assert TABLE in net.run(h1, ["nft", "list", "tables"]).stdout, "the tables were not installed again"
+    assert not ping_answered(net, h2, VIP4)  # back, closed
+    fh.call("open", ms=3000)
+    assert ping_answered(net, h2, VIP4)

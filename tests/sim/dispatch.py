@@ -165,6 +165,10 @@ class Agent:
     async def _startup(self) -> None:
         node = self.node
         await node.sleep(self._rand(node.params.boot))
+        if node.fence_until is not None:  # KernelFence.install(): the tables afresh, closed
+            self.fence_installed = -math.inf
+            self.fence_last_write = node.sim.now
+            node.fence_write(None)
         if node.vip or node.service:
             # "already running before start-up: stopping them before joining"
             self.trace("already running before start-up: stopping them before joining")
@@ -234,7 +238,7 @@ class Agent:
             return
         jumped = self.engine.clocks(self.now(), node.wall())
         if jumped:
-            self.execute(jumped, wake=False)
+            self.execute(jumped)
             return
         now = self.now()
         until = self.engine.serve_until(now)

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hacluster_agent.engine.membership import FENCE_HORIZON
+from hacluster_agent.resources.kernelfence import SYNC_EVERY
 
 if TYPE_CHECKING:
+    from .node import Node
     from .world import World
 
 HALF_TOLERANCE = 2.0  # s a node may be half-started after the bound (a restart in place)
@@ -34,6 +36,8 @@ HALF_TOLERANCE = 2.0  # s a node may be half-started after the bound (a restart 
 # started serving: it may have taken over just after the resume, while the agent had not run
 # yet), is measured and reported (RunResult.resumed), not a violation.
 RESUMED_VM_BOUND = FENCE_HORIZON + 0.005
+RESUMED_LOOK_BOUND = SYNC_EVERY + 0.005
+"""The same, when the resumed node's agent ran undisturbed: its first look closes the fence."""
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Checker:
     healed_at: float | None = None
     half_since: dict[str, float] = field(default_factory=dict)
     half_reported: bool = False
-    overlap_resumed: float | None = None  # a serving node resumed from a pause at this time
+    overlap_resumed: Node | None = None  # a serving node that had just resumed from a pause
     resumed: list[float] = field(default_factory=list)  # overlaps a VM resume opened (s)
 
     def violation(self, kind: str, detail: str, at: float | None = None, duration: float = 0.0) -> None:
@@ -80,11 +84,9 @@ class Checker:
                 self.overlap_since = now
                 self.overlap_info = world.why_holding()
                 recent = [
-                    n.resumed_at
-                    for n in serving
-                    if n.resumed_at is not None and now - n.resumed_at <= RESUMED_VM_BOUND
+                    n for n in serving if n.resumed_at is not None and now - n.resumed_at <= RESUMED_VM_BOUND
                 ]
-                self.overlap_resumed = max(recent) if recent else None
+                self.overlap_resumed = max(recent, key=lambda n: n.resumed_at or 0.0) if recent else None
         elif self.overlap_since is not None:
             self._close_overlap(now)
 
@@ -93,10 +95,12 @@ class Checker:
         assert start is not None
         self.overlap_since = None
         self.overlaps.append((start, now - start))
-        resumed = self.overlap_resumed
-        if self.world.kube and resumed is not None and now - resumed <= RESUMED_VM_BOUND:
-            self.resumed.append(now - resumed)  # how long after its resume it still answered
-            return
+        node = self.overlap_resumed
+        if self.world.kube and node is not None and node.resumed_at is not None:
+            bound = RESUMED_LOOK_BOUND if node.resume_clean else RESUMED_VM_BOUND
+            if now - node.resumed_at <= bound:
+                self.resumed.append(now - node.resumed_at)  # how long after its resume it still answered
+                return
         if self.world.kube and now > start:
             self.violation(
                 "two_owners", f"both nodes served the VIP ({self.overlap_info})", start, now - start

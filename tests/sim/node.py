@@ -100,6 +100,7 @@ class Node:
         self.paused = False
         self.paused_at = 0.0
         self.resumed_at: float | None = None
+        self.resume_clean = False  # its agent ran undisturbed since the last resume (first look due)
         self.powered = True
         self.deferred: list[NodeEvent] = []
         self.wall_skew = (world.sim.rng.random() - 0.5) * 0.2
@@ -277,6 +278,7 @@ class Node:
         if self.agent is None:
             return
         self.trace(f"agent killed ({why}{', guard too' if with_guard else ''})")
+        self.resume_clean = False
         self.agent.dead()
         self.agent = None
         self.proc_gen += 1
@@ -305,6 +307,7 @@ class Node:
         """The agent's event loop stops running for `duration` (SIGSTOP, a long GC, a blocking call)."""
         if self.agent is None or self.stalled:
             return
+        self.resume_clean = False
         self.stalled = True
         self.stall_id += 1
         self.trace(f"agent stalled for {duration * 1000:.0f} ms")
@@ -346,6 +349,7 @@ class Node:
             return
         self.offset += self.sim.now - self.paused_at
         self.paused, self.resumed_at = False, self.sim.now
+        self.resume_clean = self.agent is not None and self.agent.listening and not self.stalled
         self.trace(f"VM resumed after {(self.sim.now - self.paused_at) * 1000:.0f} ms")
         self.world.vip_changed(self)
         deferred, self.deferred = self.deferred, []

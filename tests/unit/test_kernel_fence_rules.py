@@ -70,5 +70,7 @@ def test_the_writes_follow_the_deadline_at_most_one_per_refresh_step() -> None:
 
 
 def test_names_and_intervals() -> None:
-    assert table_name("web-1.prod") == "hacluster_web_1_prod"
+    a, b = table_name("a-b", "c"), table_name("a", "b-c")
+    assert a.startswith("hacluster_a_b_c_") and b.startswith("hacluster_a_b_c_") and a != b
+    assert len(table_name("n" * 63, "c" * 253)) < 256  # nftables' limit
     assert sync_interval(0.2) == 0.025 and sync_interval(0.1) == 0.1 / 8

@@ -115,6 +115,7 @@ class _Peer:
     giving_up: str | None = None  # it sent ask_resources me (this rsc_hold): take nothing until its done
     giving_up_since: float = 0.0
     state_seq: tuple[int, int] | None = None  # (generation, seq) of its newest state message applied
+    window: float | None = None  # its W (hacwindow), seconds
 
 
 UNHEARD = "hacunheard"
@@ -133,6 +134,10 @@ STANDBY = "hacstandby"
 """Status field (Kubernetes mode): `1` while the sender is in standby (it gave its groups up, or
 could not start them): the peer must take them. Only a `resource` message said so, and a lost one
 left both nodes waiting for the other (sim seeds 1697, 2156 at 500 ms / 3 s)."""
+WINDOW = "hacwindow"
+"""Status field (Kubernetes mode): the sender's W in ms. The Lease certificate of serve_until
+assumes the peer watches the Lease for W before it takes it: with a shorter W on the peer (a
+change of W reaches the two agents one after the other) the shorter one counts."""
 BUSY = "hacbusy"
 """Status field (Kubernetes mode): `1` while the sender's resources are starting or stopping
 (Heartbeat's `isstable=0`). Only a `resource` message said when that ended, and a lost one left
@@ -465,7 +470,9 @@ class Engine:
                 holds = sides_of(msg.get(HOLDS))
                 if holds is not None and p.hold is not None and flip(holds) != p.hold:
                     p.hold, stale_hold = flip(holds), True
-                if msg.get(HOLDS) is not None:  # our agent's status: these two are in it too
+                window = _dec(msg.get(WINDOW))
+                p.window = window / 1000 if window else None
+                if msg.get(STANDBY) is not None and msg.get(BUSY) is not None:
                     standby, stable = msg.get(STANDBY) == "1", msg.get(BUSY) != "1"
                     if standby != p.standby or stable != p.stable:
                         p.standby, p.stable, stale_hold = standby, stable, True
@@ -831,7 +838,8 @@ class Engine:
         retry = self.release_retry
         if retry is None or now < retry[0]:
             return []
-        if self.flux is not None:  # something else runs: look again once it is done
+        if self.flux is not None or self.arbitration is not None or self.renewing:
+            # something else runs (a take waiting for the Lease would start over it): look again
             self.release_retry = (now + max(self.cfg.deadtime, 1.0), retry[1])
             return []
         self.release_retry = None
@@ -1079,7 +1087,9 @@ class Engine:
             # (not while it claims the Lease: it declared us dead once already; sim seed 1949)
             certs.append(p.heard_us_at + cfg.deadtime)
         if self.lease_held and self.proven_at is not None:
-            certs.append(self.proven_at + cfg.arbitration_window)
+            # the peer's W, if it says a shorter one (a change of W rolls the agents one by one)
+            window = min(cfg.arbitration_window, p.window or cfg.arbitration_window)
+            certs.append(self.proven_at + window)
         until = max(certs) - (FENCE_MARGIN + FENCE_DRIFT * (cfg.deadtime + cfg.arbitration_window))
         return min(until, now + FENCE_HORIZON)
 
@@ -1147,10 +1157,11 @@ class Engine:
             fields.append((HEARD, heard))
         if self.cfg.arbitrated:
             fields.append((HOLDS, hold_word(self.hold)))
-            if self.self_standby:
-                fields.append((STANDBY, "1"))
-            if self.flux is not None:
-                fields.append((BUSY, "1"))
+            # always sent, 0 or 1: an agent from before these fields sends neither, and its own
+            # `resource` messages stay the word on them
+            fields.append((STANDBY, "1" if self.self_standby else "0"))
+            fields.append((BUSY, "1" if self.flux is not None else "0"))
+            fields.append((WINDOW, str(round(self.cfg.arbitration_window * 1000))))
         fields += self._epoch_field()
         sent = self._send(now, Message.of(*fields))
         self.status_sent[self.seq] = now

@@ -12,24 +12,28 @@ only writes it.
     table inet <name> {                       table arp <name> {
       set vips4/vips6 { the VIPs }              set vips4, live4
       set live4/live6 { flags timeout }         chain out { hook output: arp replies for
-      chain in/out { hook input/output:                     vips4 not in live4 dropped }
+      chain pre/out { hook prerouting/output:               vips4 not in live4 dropped }
         vips not in live dropped }            }
     }
 
-Installing keeps the live sets (a restarted agent keeps its predecessor's deadline, which was
-safe when written and stays so: it is absolute in kernel time); every write is one nftables
-transaction (`flush set` + `add element … timeout`), so the set is never seen empty in between.
+Installing creates the tables afresh and closed (a restarted agent answers for nothing until its
+engine holds the Lease again); every write is one nftables transaction (`flush set` + `add
+element … timeout`), so the set is never seen empty in between. A write that fails (the tables
+were removed under us: `nft flush ruleset`) installs them again, closed.
 Gratuitous ARP sent through a packet socket (arping) bypasses the arp hooks: the agent announces
 only addresses it holds (docs/safety.md).
 
 The library (libnftables, Debian package libnftables1, which `nft` uses too) is called through
-ctypes: one netlink transaction per write, about a millisecond, at most one per status received.
+ctypes: one netlink transaction per write, 0.1 ms on a small ruleset (up to 5 ms beside
+thousands of sets, e.g. kube-proxy in nftables mode: then up to a fifth of a core at 40 writes a
+second), at most one per sync.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
 import logging
 import math
 import re
@@ -42,6 +46,10 @@ log = logging.getLogger("hacluster.kernelfence")
 
 REFRESH_STEP = 0.01
 """A later deadline is written only when it gains at least this much (s): one write per status."""
+LATENCY_SLACK = 0.002
+"""A write slower than the recent worst by this much (s) is written again at once, corrected."""
+LATENCY_DECAY = 0.99
+"""The recent worst write time decays by this factor per write (back to normal in a few seconds)."""
 SYNC_EVERY = 0.025
 """The agent looks at the engine's deadline (and its clocks) at least this often (s)."""
 IDLE_WAKE = 1.0
@@ -83,9 +91,13 @@ def sync_interval(window: float) -> float:
     return min(SYNC_EVERY, window / 8)
 
 
-def table_name(cluster: str) -> str:
-    """nftables identifiers: letters, digits, underscore; one table per HACluster on a node."""
-    return "hacluster_" + re.sub(r"[^A-Za-z0-9_]", "_", cluster)[:40]
+def table_name(namespace: str, cluster: str) -> str:
+    """One table per HACluster on a node (host network: every pair on the node shares the
+    namespace's nftables): the names, made nftables identifiers, and a hash of the exact pair, so
+    `a-b/c` and `a/b-c` or two long names never share one."""
+    ident = re.sub(r"[^A-Za-z0-9_]", "_", f"{namespace}_{cluster}")[:200]
+    digest = hashlib.sha256(f"{namespace}/{cluster}".encode()).hexdigest()[:8]
+    return f"hacluster_{ident}_{digest}"
 
 
 class Nft:
@@ -141,35 +153,39 @@ class KernelFence:
         self.installed: float | None = None  # the deadline last written (our clock); None: unknown
         self.writes = 0
         self.failures = 0
+        self.writes_since_failure = 0
+        self.latency = 0.0  # the longest recent write (s), decaying: taken off every timeout
 
     # -- the table ---------------------------------------------------------------------------------
     def install(self) -> None:
-        """Create or update the tables and rules; the live sets keep what they hold."""
+        """Create the tables afresh, closed: whatever a predecessor left (another version's rules,
+        its deadline) goes. A restarted agent holds nothing until its engine takes the Lease again,
+        so its VIPs stay dark until then (with --no-release-on-exit as well)."""
         t = self.name
         v4 = ", ".join(map(str, self.v4))
         v6 = ", ".join(map(str, self.v6))
         cmds = [
             f"add table inet {t}",
+            f"delete table inet {t}",
+            f"add table arp {t}",
+            f"delete table arp {t}",
+            f"add table inet {t}",
             f"add set inet {t} vips4 {{ type ipv4_addr; }}",
             f"add set inet {t} vips6 {{ type ipv6_addr; }}",
             f"add set inet {t} live4 {{ type ipv4_addr; flags timeout; }}",
             f"add set inet {t} live6 {{ type ipv6_addr; flags timeout; }}",
-            f"flush set inet {t} vips4",
-            f"flush set inet {t} vips6",
-            f"add chain inet {t} in {{ type filter hook input priority {PRIORITY}; policy accept; }}",
+            # prerouting, before conntrack and any DNAT: traffic to a VIP that a Service forwards to
+            # pods never reaches the input hook
+            f"add chain inet {t} pre {{ type filter hook prerouting priority {PRIORITY}; policy accept; }}",
             f"add chain inet {t} out {{ type filter hook output priority {PRIORITY}; policy accept; }}",
-            f"flush chain inet {t} in",
-            f"flush chain inet {t} out",
-            f"add rule inet {t} in ip daddr @vips4 ip daddr != @live4 counter drop",
-            f"add rule inet {t} in ip6 daddr @vips6 ip6 daddr != @live6 counter drop",
+            f"add rule inet {t} pre ip daddr @vips4 ip daddr != @live4 counter drop",
+            f"add rule inet {t} pre ip6 daddr @vips6 ip6 daddr != @live6 counter drop",
             f"add rule inet {t} out ip saddr @vips4 ip saddr != @live4 counter drop",
             f"add rule inet {t} out ip6 saddr @vips6 ip6 saddr != @live6 counter drop",
             f"add table arp {t}",
             f"add set arp {t} vips4 {{ type ipv4_addr; }}",
             f"add set arp {t} live4 {{ type ipv4_addr; flags timeout; }}",
-            f"flush set arp {t} vips4",
             f"add chain arp {t} out {{ type filter hook output priority {PRIORITY}; policy accept; }}",
-            f"flush chain arp {t} out",
             f"add rule arp {t} out arp saddr ip @vips4 arp saddr ip != @live4 counter drop",
         ]
         if v4:
@@ -177,7 +193,7 @@ class KernelFence:
         if v6:
             cmds.append(f"add element inet {t} vips6 {{ {v6} }}")
         self._run("\n".join(cmds) + "\n")
-        self.installed = None  # what the live sets hold is the predecessor's: write at the next keep
+        self.installed = -math.inf
 
     def remove(self) -> None:
         """Delete the tables (a clean exit that released everything)."""
@@ -197,24 +213,49 @@ class KernelFence:
         self._apply(-math.inf)
 
     def _apply(self, until: float) -> None:
+        """One write. The kernel starts the timeout when it commits, after libnftables has read its
+        cache (0.1 ms on a small ruleset, 5 ms with thousands of sets): the longest recent call is
+        taken off the timeout, and a call slower than that is written again at once, corrected."""
+        for _attempt in range(2):
+            t0 = self.clock()
+            ms = int((until - t0 - self.latency) * 1000) if until > -math.inf else 0
+            written = until if ms > 0 else -math.inf
+            try:
+                self._run(self._commands(ms))
+            except FenceError as e:
+                self.failures += 1
+                self.installed = None  # unknown: written again at the next keep
+                self._reinstall(e)
+                return
+            took = self.clock() - t0
+            self.writes += 1
+            self.writes_since_failure += 1
+            self.installed = written
+            slow = took > self.latency + LATENCY_SLACK
+            self.latency = max(took, self.latency * LATENCY_DECAY)
+            if not slow or written == -math.inf:
+                return
+            # (the deadline it wrote may be later than `until` by up to `took`: write it again)
+
+    def _commands(self, ms: int) -> str:
         t = self.name
         cmds = [f"flush set inet {t} live4", f"flush set inet {t} live6", f"flush set arp {t} live4"]
-        # relative to the moment the kernel applies it: computed as late as possible, rounded down
-        ms = int((until - self.clock()) * 1000) if until > -math.inf else 0
-        if ms <= 0:
-            until = -math.inf
         if ms > 0 and self.v4:
             el = ", ".join(f"{a} timeout {ms}ms" for a in self.v4)
             cmds += [f"add element inet {t} live4 {{ {el} }}", f"add element arp {t} live4 {{ {el} }}"]
         if ms > 0 and self.v6:
             el6 = ", ".join(f"{a} timeout {ms}ms" for a in self.v6)
             cmds.append(f"add element inet {t} live6 {{ {el6} }}")
+        return "\n".join(cmds) + "\n"
+
+    def _reinstall(self, error: FenceError) -> None:
+        """A write failed: the tables were most likely removed under us (`nft flush ruleset`, as
+        Debian's nftables.service does on restart). Put them back, closed; the next keep opens
+        them again. Logged once per failure streak, counted always (`failures`)."""
+        if self.failures == 1 or self.writes_since_failure > 0:
+            log.error("kernel fence: %s; installing its tables again", error)
+        self.writes_since_failure = 0
         try:
-            self._run("\n".join(cmds) + "\n")
+            self.install()
         except FenceError as e:
-            self.failures += 1
-            self.installed = None  # unknown: try again at the next keep
-            log.error("kernel fence: %s", e)
-            return
-        self.writes += 1
-        self.installed = until
+            log.error("kernel fence: cannot install its tables again: %s", e)
