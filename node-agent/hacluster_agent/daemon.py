@@ -227,8 +227,11 @@ class Agent:
                 self.execute(jumped)  # (which syncs the fence itself)
                 return
             self.kfence.keep(self.engine.serve_until(time.monotonic()))
-            if self.kfence.installed != -math.inf:
+            installed = self.kfence.installed
+            if installed != -math.inf:
                 self.fence_open.set()  # the loop keeps it fresh from now on
+            left = installed - time.monotonic() if installed is not None else 0.0
+            self.metrics.kernel_fence(left, self.kfence.failures)
 
     async def _fence_loop(self) -> None:
         """Certificates run out with time alone, and the peer's reports extend them: look often

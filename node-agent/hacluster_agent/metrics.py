@@ -25,6 +25,8 @@ exports the registry over HTTP (`hacluster-agent --metrics-port N`).
 | `hacluster_auth_key_accepted` | index | 1 for each authkeys index received packets may be signed with |
 | `hacluster_fence_guard_up` | | 1 while the fence guard process runs (`resources/fenceguard.py`) |
 | `hacluster_fence_guard_restarts_total` | | times the agent restarted a fence guard that had died |
+| `hacluster_kernel_fence_open_seconds` | | how long the kernel fence lets this node answer for its VIPs from now (0: dark; Kubernetes mode) |
+| `hacluster_kernel_fence_write_failures_total` | | nftables writes that failed (the tables are then installed again) |
 | `hacluster_agent_info` | node, peer, generation | always 1 |
 """
 
@@ -179,6 +181,17 @@ class AgentMetrics:
         self.fence_guard_restarts = Counter(
             "hacluster_fence_guard_restarts", "Times a dead fence guard was restarted.", registry=r
         )
+        self.kernel_fence_open = Gauge(
+            "hacluster_kernel_fence_open_seconds",
+            "How long the kernel fence lets this node answer for its VIPs from now (0: dark).",
+            registry=r,
+        )
+        self._fence_failures_seen = 0
+        self.kernel_fence_failures = Counter(
+            "hacluster_kernel_fence_write_failures",
+            "nftables writes of the kernel fence that failed (its tables are installed again).",
+            registry=r,
+        )
         info = Gauge("hacluster_agent_info", "The agent's node, peer and generation.", ["node", "peer", "generation"], registry=r)  # fmt: skip
         info.labels(node, peer, str(generation)).set(1)
         # Every label value known in advance is shown from the start (at 0), so rate() works at once.
@@ -293,6 +306,13 @@ class AgentMetrics:
 
     def fence_guard_restarted(self) -> None:
         self.fence_guard_restarts.inc()
+
+    def kernel_fence(self, open_for: float, failures: int) -> None:
+        """The fence's state after a sync: seconds left open (0: dark) and its failures so far."""
+        self.kernel_fence_open.set(max(0.0, open_for))
+        if failures > self._fence_failures_seen:
+            self.kernel_fence_failures.inc(failures - self._fence_failures_seen)
+            self._fence_failures_seen = failures
 
     def text(self) -> str:
         """The exposition text, as a scrape returns it."""
