@@ -43,6 +43,7 @@ def config_of(a: argparse.Namespace) -> Config:
         window=a.window,
         span=a.span,
         auto_failback=True if a.agent_failback else None,
+        settled_exit=a.settled_exit,
     )
 
 
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--span", type=float, default=60.0, help="seconds of faults per run")
     p.add_argument("--only", choices=sorted(KINDS), help="draw faults of this kind only")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--settled-exit",
+        type=float,
+        metavar="S",
+        help="end each run once the pair stayed settled S seconds after the faults (CI's short form)",
+    )
     p.add_argument(
         "--agent-failback",
         action="store_true",

@@ -46,6 +46,10 @@ class Config:
     params: NodeParams = field(default_factory=NodeParams)
     agents_may_create: bool = False
     kernel_fence: bool = True  # Kubernetes mode: the agents' nftables fence (resources/kernelfence.py)
+    settled_exit: float | None = None
+    """CI's short form: end a run once the pair has stayed settled this long (s) after the faults
+    (more than HALF_TOLERANCE, so a half-started group is still caught). None: run the whole
+    bound + 5 s after the faults, as the long form does."""
 
     @property
     def initdead(self) -> float:
@@ -197,7 +201,16 @@ class World:
         sim.at(faults_end, self._faults_over)
         self.check.faults_end, self.check.bound = faults_end, cfg.bound
         sim.after_step = self.check.step
-        sim.run_until(faults_end + cfg.bound + 5.0)
+        end = faults_end + cfg.bound + 5.0
+        if cfg.settled_exit is None:
+            sim.run_until(end)
+        else:
+            sim.run_until(faults_end)
+            check = self.check
+            while sim.now < end:
+                sim.run_until(min(end, sim.now + 0.25))
+                if check.healed_at is not None and sim.now - check.healed_at >= cfg.settled_exit:
+                    break
         heal = self.check.finish()
         return RunResult(
             self.seed,
