@@ -44,6 +44,15 @@ class NodeParams:
     monitor_interval: float = 5.0
 
 
+def _close_coroutines(events: list[NodeEvent]) -> None:
+    """Events dropped for good (a killed agent, a powered-off node): close the coroutines they
+    would have started, or Python warns that they were never awaited."""
+    for ev in events:
+        for arg in ev.args:
+            if inspect.iscoroutine(arg):
+                arg.close()
+
+
 class NodeEvent(Event):
     """An event on a node: re-queued while the VM is paused, dropped for a dead agent generation,
     queued while the agent's loop is stalled. `local` set: due at that time of the node's clock."""
@@ -282,6 +291,7 @@ class Node:
         self.agent.dead()
         self.agent = None
         self.proc_gen += 1
+        _close_coroutines(self.stall_queue)
         self.stalled, self.stall_queue = False, []
         if with_guard:
             self.guard_alive = False
@@ -365,10 +375,7 @@ class Node:
         self.agent = None
         self.proc_gen += 1
         self.guard_alive = False
-        for ev in (*self.stall_queue, *self.deferred):  # never to run: close their coroutines
-            for arg in ev.args:
-                if inspect.iscoroutine(arg):
-                    arg.close()
+        _close_coroutines([*self.stall_queue, *self.deferred])
         self.stalled, self.stall_queue, self.deferred = False, [], []
         self.paused = False
         self.vip_remove("power off")

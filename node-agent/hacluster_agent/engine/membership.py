@@ -164,6 +164,7 @@ class Engine:
         self.flux: Acquire | Release | None = None
         self.op = 0
         self.self_standby = False
+        self.standby_failed = False  # our standby came from a failed start, not a planned move
         self.standby_asked_at: float | None = None
         self.standby_sides: frozenset[Side] = frozenset(Side)  # what our pending ask_resources me gives up
         self.done_owed: str | None = None  # taker's ask_resources done, sent once the acquisition ends
@@ -362,7 +363,7 @@ class Engine:
                 out.append(self._resource_msg(now))
             else:
                 self._count("acquire_failed")
-                self.self_standby = True
+                self.self_standby, self.standby_failed = True, True
                 if self.cfg.arbitrated and self.lease_held and not self.hold:
                     # Nothing started (the driver rolled back): free the Lease for the peer, and take
                     # it again before any later acquisition (sim seed 38).
@@ -409,7 +410,7 @@ class Engine:
             return [Note("warning", f"{reason}: refused, the peer is not up")]
         if not self.hold and self.flux is None:
             return [Note("info", f"{reason}: nothing held here")]
-        self.self_standby = True
+        self.self_standby, self.standby_failed = True, False
         self.standby_asked_at = now
         self.standby_sides = frozenset(Side)
         return [Note("info", reason), self._send(now, _ask("me", "all"))]
@@ -712,7 +713,15 @@ class Engine:
         if self.self_standby:
             if not free:
                 self.self_standby = False
-            return []
+                return []
+            if not (self.cfg.arbitrated and p.standby and not self.standby_failed and p.alive):
+                return []
+            # Kubernetes mode: we went standby for a planned move and the peer went standby too
+            # (it could not start them): nobody would ever own them (sim seed 112447). We can run
+            # them: take them back; the Lease decides.
+            self.self_standby = False
+            self._count("standby_taken_back")
+            out.append(Note("warning", f"{self.cfg.peer} could not take the groups over: taking them back"))
         want = frozenset(s for s in free if s is Side.LOCAL or p.standby)
         if want:
             reason = "peer in standby" if p.standby else "home node, nobody holds them"
@@ -1083,8 +1092,11 @@ class Engine:
             return -math.inf  # fencing: close at once, before the VIPs are even removed
         certs = [-math.inf]
         p = self.peer
-        if p.alive is True and p.heard_us_at is not None and p.epoch is None:
-            # (not while it claims the Lease: it declared us dead once already; sim seed 1949)
+        if p.alive is True and p.heard_us_at is not None and p.epoch is None and not self._take_unseen():
+            # Not while it claims the Lease (it declared us dead once already; sim seed 1949), nor
+            # before it has heard us since our take: until then it may be taking the Lease itself
+            # without declaring us dead (a home node reclaiming a group it saw nobody hold), and a
+            # slow answer to our take left us no time to renew (sim seed 105288, 51 ms).
             certs.append(p.heard_us_at + cfg.deadtime)
         if self.lease_held and self.proven_at is not None:
             # the peer's W, if it says a shorter one (a change of W rolls the agents one by one)
