@@ -501,8 +501,8 @@ class FailoverSpec(_Model):
 
     cel_rules = (
         Rule(
-            "duration(self.arbitrationWindow) >= duration('100ms') && "
-            "duration(self.arbitrationWindow) <= duration('10s')",
+            "!has(self.arbitrationWindow) || (duration(self.arbitrationWindow) >= duration('100ms') && "
+            "duration(self.arbitrationWindow) <= duration('10s'))",
             "arbitrationWindow must be between 100ms and 10s",
             lambda f: MIN_WINDOW_MS <= parse_duration_ms(f.arbitration_window) <= MAX_WINDOW_MS,
             ".arbitrationWindow",

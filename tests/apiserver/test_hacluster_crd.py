@@ -101,6 +101,7 @@ def test_minimal_spec_is_accepted_with_the_models_defaults(haclusters: k8s.Custo
         "autoFailback": True,
         "maintenance": False,
         "whenArbiterUnavailable": "StayPut",
+        "arbitrationWindow": "200ms",
     }
     assert HACluster.model_validate(created).spec == HAClusterSpec.model_validate(MINIMAL)
 
