@@ -277,9 +277,17 @@ class Chaos(FullStack):
         script = self.lab.root / node / "ha.d" / "resource.d" / "demo-web"
         return sh("ip", "netns", "exec", self.lab.ns(node), str(script), action).returncode == 0
 
+    def ensure_operator(self) -> None:
+        """What the operator's Deployment does: start it again when it exited (it exits on purpose
+        when it loses its leadership Lease, e.g. the API server away for more than 10 s)."""
+        if self.operator is not None and self.operator.poll() is not None:
+            say(f"the operator exited ({self.operator.returncode}): started again, as its Deployment would")
+            self.start_operator()
+
     def settled(self) -> str | None:
         """The owner, if the pair is settled: one node with the VIP and the service, the other with
         neither, both agents up and seeing each other, the client served, the Lease agreeing."""
+        self.ensure_operator()
         holders = [n for n in NODES if self.lab.holds_vip(n)]
         if len(holders) != 1:
             return None
