@@ -439,6 +439,7 @@ def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operato
     assert container["command"] == [
         "hacluster-agent", "--config-dir", "/etc/hacluster", "--config-prefix", "$(NODE_NAME).",
         "--node", "$(NODE_NAME)", "--kube", "--namespace", NS, "--cluster", "web", "--metrics-port", "9694",
+        "--arbitration-window", "0.2", "--when-arbiter-unavailable", "StayPut",
     ]  # fmt: skip
     assert container["env"][0] == {
         "name": "NODE_NAME",
