@@ -229,6 +229,22 @@ def test_partition_both_take_then_heal_keeps_home_owner_without_interruption() -
     assert p.events("a", Announce), "the keeper re-announces the VIP"
 
 
+def test_the_home_node_announces_when_the_peer_returns_even_if_it_released_first() -> None:
+    """The peer hears us first after a cut, releases at once and says it holds nothing: we never
+    see two holders, yet the client may still have its MAC (test_failover.py: 2.7 s without
+    service). The home node announces on the peer's return itself."""
+    p = pair()
+    p.start()
+    p.run(0.5)
+    p.cut_link()
+    p.run(1.0)
+    assert p.owners() == {"a": {"local"}, "b": {"foreign"}}
+    a = p.nodes["a"].engine
+    out = a.receive(Message.of(("t", "status"), ("st", "active"), ("src", "b"), ("seq", "ffff"),
+                               ("hg", "1"), ("ts", "6b07fa08"), ("dt", "1f4"), ("protocol", "1")), "eth0", p.now)  # fmt: skip
+    assert any(isinstance(x, Announce) for x in out), out
+
+
 def test_shutdone_makes_peer_take_over_at_once() -> None:
     p = pair()
     p.start()
