@@ -209,9 +209,6 @@ class KernelFence:
             return
         self._apply(-math.inf if write.timeout is None or until is None else until)
 
-    def close(self) -> None:
-        self._apply(-math.inf)
-
     def _apply(self, until: float) -> None:
         """One write. The kernel starts the timeout when it commits, after libnftables has read its
         cache (0.1 ms on a small ruleset, 5 ms with thousands of sets): the longest recent call is
