@@ -391,6 +391,7 @@ class Fault:
     what: str
     run: Callable[[Ctx], None]
     expect: str  # "move", "stay" or "any": where the group should end up
+    quiet: bool = False  # the owner is left alone: any client outage is a surprise (logged)
 
 
 def _pause(ctx: Ctx, node: str, seconds: float) -> None:
@@ -868,16 +869,24 @@ def _wait_served(ctx: Ctx, node: str, timeout: float = 20.0) -> None:
 FAULTS = [
     Fault("sigkill-owner", "SIGKILL of the owner's agent", f_sigkill_owner, "move"),
     Fault(
-        "sigkill-standby", "SIGKILL of the standby's agent, restarted 1 s later", f_sigkill_standby, "stay"
+        "sigkill-standby",
+        "SIGKILL of the standby's agent, restarted 1 s later",
+        f_sigkill_standby,
+        "stay",
+        quiet=True,
     ),
     Fault("sigstop-owner", "the owner's agent paused (SIGSTOP) for 2 s", f_sigstop_owner, "move"),
-    Fault("sigstop-standby", "the standby's agent paused for 2 s", f_sigstop_standby, "stay"),
+    Fault("sigstop-standby", "the standby's agent paused for 2 s", f_sigstop_standby, "stay", quiet=True),
     Fault("node-loss", "the owner's namespace torn down (processes, NIC, VIP)", f_node_loss, "move"),
-    Fault("link-cut-both", "heartbeats dropped both ways for 2 s", f_link_cut_both, "stay"),
-    Fault("link-cut-oneway", "one node deaf to heartbeats for 2 s", f_link_cut_oneway, "stay"),
-    Fault("loss-delay", "30 % heartbeat loss and 40±30 ms delay for 3 s", f_loss_delay, "stay"),
-    Fault("apiserver-stop", "kube-apiserver stopped for 3 s, restarted", f_apiserver_stop, "stay"),
-    Fault("apiserver-freeze", "kube-apiserver paused (SIGSTOP) for 3 s", f_apiserver_freeze, "stay"),
+    Fault("link-cut-both", "heartbeats dropped both ways for 2 s", f_link_cut_both, "stay", quiet=True),
+    Fault("link-cut-oneway", "one node deaf to heartbeats for 2 s", f_link_cut_oneway, "stay", quiet=True),
+    Fault("loss-delay", "30 % heartbeat loss and 40±30 ms delay for 3 s", f_loss_delay, "stay", quiet=True),
+    Fault(
+        "apiserver-stop", "kube-apiserver stopped for 3 s, restarted", f_apiserver_stop, "stay", quiet=True
+    ),
+    Fault(
+        "apiserver-freeze", "kube-apiserver paused (SIGSTOP) for 3 s", f_apiserver_freeze, "stay", quiet=True
+    ),
     Fault(
         "apiserver-down-owner-dies",
         "API server down, then the owner's agent killed",
@@ -892,9 +901,13 @@ FAULTS = [
     ),
     Fault("both-restart", "both nodes power-cycled at once", f_both_restart, "any"),
     Fault(
-        "bad-spec-rejected", "an HACluster change with deadtime <= 2 x keepalive", f_bad_spec_rejected, "stay"
+        "bad-spec-rejected",
+        "an HACluster change with deadtime <= 2 x keepalive",
+        f_bad_spec_rejected,
+        "stay",
+        quiet=True,
     ),
-    Fault("bad-secret-kept-out", "the auth Secret broken for 3 s", f_bad_secret_kept_out, "stay"),
+    Fault("bad-secret-kept-out", "the auth Secret broken for 3 s", f_bad_secret_kept_out, "stay", quiet=True),
     Fault("service-crash", "the service killed on the owner", f_service_crash, "stay"),
     Fault("script-hang", "the owner's script hangs on status for 4 s", f_script_hang, "any"),
     Fault("script-fail", "the service dies and cannot start again on the owner", f_script_fail, "move"),
@@ -913,8 +926,8 @@ FAULTS = [
     Fault(
         "owner-tree-killed", "the owner's agent and fence guard killed at once", f_owner_tree_killed, "move"
     ),
-    Fault("lease-deleted", "the ownership Lease deleted by hand", f_lease_deleted, "stay"),
-    Fault("cut-15s", "link cut both ways for 15 s, nothing else", f_cut_15s, "stay"),
+    Fault("lease-deleted", "the ownership Lease deleted by hand", f_lease_deleted, "stay", quiet=True),
+    Fault("cut-15s", "link cut both ways for 15 s, nothing else", f_cut_15s, "stay", quiet=True),
 ]
 
 
@@ -938,6 +951,7 @@ class Trial:
     violations: list[str]
     recovery_ms: float
     notes: list[str]
+    evidence: str = ""  # the watchers' timeline and the logs written during the trial, if it went wrong
 
 
 def judge(
@@ -973,8 +987,41 @@ def judge(
     return v, worst
 
 
+def timeline(st: Chaos, start: float, end: float) -> str:
+    """The watchers' evidence over [start, end] as runs: who answered the client's fetches, who held
+    the Lease, when the VIP came and went on each node (wall clock, as the agents' logs)."""
+
+    def at(t: float) -> str:
+        return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t % 1 * 1000):03d}"
+
+    def runs(samples: list[tuple[float, object]]) -> list[str]:
+        out: list[str] = []
+        cur: tuple[float, float, object, int] | None = None
+        for t, v in samples:
+            if start <= t <= end:
+                if cur is not None and cur[2] == v:
+                    cur = (cur[0], t, v, cur[3] + 1)
+                    continue
+                if cur is not None:
+                    out.append(f"  {at(cur[0])} to {at(cur[1])} {cur[2]} ({cur[3]})")
+                cur = (t, t, v, 1)
+        if cur is not None:
+            out.append(f"  {at(cur[0])} to {at(cur[1])} {cur[2]} ({cur[3]})")
+        return out
+
+    lines = ["client fetches (answered by, count):"]
+    lines += runs([(t, who or "-") for t, who in list(st.probe.samples)])
+    lines.append("Lease (holder, transitions):")
+    lines += runs([(t, f"{h or '-'} {e}") for t, h, e in list(st.lease_watch.samples)])
+    for node, w in st.vips.items():
+        lines.append(f"VIP on {node}: " + ", ".join(f"{at(t)} {'+' if up else '-'}" for t, up in sorted(w.events)
+                                                   if start <= t <= end))  # fmt: skip
+    return "\n".join(lines)
+
+
 def run_trial(st: Chaos, fault: Fault, rng: random.Random, owner: str, target_ms: float) -> Trial:
     start = time.time()
+    marks = st.log_marks()
     time.sleep(rng.uniform(0.0, 0.5))
     ctx = Ctx(st, owner, rng)
     violations: list[str] = []
@@ -1002,8 +1049,13 @@ def run_trial(st: Chaos, fault: Fault, rng: random.Random, owner: str, target_ms
         notes.append("expected a move, the owner stayed")
     if fault.expect == "stay" and moved:
         notes.append("the owner moved")
+    if fault.quiet and recovery > 0:
+        notes.append(f"unexpected outage of {recovery:.0f} ms (the owner was left alone)")
     violations += ctx.broken  # a rejected change that got through is a broken invariant, not a surprise
-    return Trial(fault.name, owner, new_owner, violations + found, recovery, notes)
+    evidence = ""
+    if violations or found or any(w in n for n in notes for w in ("moved", "expected")):
+        evidence = timeline(st, start, end) + "\n\n" + st.logs_since(marks)
+    return Trial(fault.name, owner, new_owner, violations + found, recovery, notes, evidence)
 
 
 def recover(st: Chaos) -> str | None:
@@ -1078,11 +1130,10 @@ def campaign(a: argparse.Namespace) -> list[Trial]:
                 for i, fault in enumerate(order, 1):
                     trial = run_trial(st, fault, rng, owner, a.target_ms)
                     trials.append(trial)
-                    surprising = any("moved" in n or "expected" in n for n in trial.notes)
-                    if (trial.violations or surprising) and a.log_dir:
+                    if trial.evidence and a.log_dir:
                         dump = Path(a.log_dir) / f"trial-{i:03d}-{fault.name}.log"
                         dump.parent.mkdir(parents=True, exist_ok=True)
-                        dump.write_text("\n".join(trial.violations) + "\n\n" + st.logs(60000))
+                        dump.write_text("\n".join(trial.violations + trial.notes) + "\n\n" + trial.evidence)
                     say(f"trial {i}/{len(order)} {fault.name}: {trial.owner} -> {trial.new_owner}, "
                         f"outage {trial.recovery_ms:.0f} ms, "
                         f"{len(trial.violations)} violation(s) {trial.violations} {trial.notes}")  # fmt: skip

@@ -46,6 +46,8 @@ from .kube.reporter import Reporter, report_of
 from .logs import fields, setup
 from .media.base import Medium, open_media
 from .metrics import AgentMetrics, serve
+from .realtime import become_realtime
+from .realtime import executor as realtime_executor
 from .reload import ConfigSource, Reloader
 from .resources.base import ResourceError
 from .resources.fenceguard import FenceGuard, current_log_format, guarded_addresses
@@ -226,12 +228,19 @@ class Agent:
             if jumped:
                 self.execute(jumped)  # (which syncs the fence itself)
                 return
+            lapses = self.kfence.lapses
             self.kfence.keep(self.engine.serve_until(time.monotonic()))
+            if self.kfence.lapses > lapses:
+                log.warning(
+                    "kernel fence: ran out %.0f ms before this write although we may serve "
+                    "(the agent was not scheduled in time: the VIP was dark meanwhile)",
+                    self.kfence.last_lapse * 1000,
+                )
             installed = self.kfence.installed
             if installed != -math.inf:
                 self.fence_open.set()  # the loop keeps it fresh from now on
             left = installed - time.monotonic() if installed is not None else 0.0
-            self.metrics.kernel_fence(left, self.kfence.failures)
+            self.metrics.kernel_fence(left, self.kfence.failures, self.kfence.lapses)
 
     async def _fence_loop(self) -> None:
         """Certificates run out with time alone, and the peer's reports extend them: look often
@@ -496,6 +505,11 @@ class Agent:
                 )
                 return 1
             log.info("metrics on http://%s:%d/metrics", self.opts.metrics_address, exporter.server_address[1])
+        rtprio = self.cfg.hacf.realtime_prio
+        if rtprio is not None and become_realtime(rtprio):  # ha.cf realtime/rtprio (realtime.py)
+            loop.set_default_executor(realtime_executor(rtprio))
+        else:
+            rtprio = None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         if self.reloader is not None:  # Heartbeat's reload: authkeys live, the rest needs a restart
@@ -514,6 +528,7 @@ class Agent:
             if self.engine.cfg.arbitrated
             else None,
             tight=lambda: self.engine.proving(time.monotonic()),
+            rtprio=rtprio,
         )
         if guard is not None:
             guard.start()

@@ -27,6 +27,7 @@ exports the registry over HTTP (`hacluster-agent --metrics-port N`).
 | `hacluster_fence_guard_restarts_total` | | times the agent restarted a fence guard that had died |
 | `hacluster_kernel_fence_open_seconds` | | how long the kernel fence lets this node answer for its VIPs from now (0: dark; Kubernetes mode) |
 | `hacluster_kernel_fence_write_failures_total` | | nftables writes that failed (the tables are then installed again) |
+| `hacluster_kernel_fence_lapses_total` | | times the fence ran out while the engine still let this node serve (the agent wrote too late: a stall) |
 | `hacluster_agent_info` | node, peer, generation | always 1 |
 """
 
@@ -192,6 +193,12 @@ class AgentMetrics:
             "nftables writes of the kernel fence that failed (its tables are installed again).",
             registry=r,
         )
+        self._fence_lapses_seen = 0
+        self.kernel_fence_lapses = Counter(
+            "hacluster_kernel_fence_lapses",
+            "Times the kernel fence ran out while the engine still let this node serve (a late write).",
+            registry=r,
+        )
         info = Gauge("hacluster_agent_info", "The agent's node, peer and generation.", ["node", "peer", "generation"], registry=r)  # fmt: skip
         info.labels(node, peer, str(generation)).set(1)
         # Every label value known in advance is shown from the start (at 0), so rate() works at once.
@@ -307,12 +314,15 @@ class AgentMetrics:
     def fence_guard_restarted(self) -> None:
         self.fence_guard_restarts.inc()
 
-    def kernel_fence(self, open_for: float, failures: int) -> None:
-        """The fence's state after a sync: seconds left open (0: dark) and its failures so far."""
+    def kernel_fence(self, open_for: float, failures: int, lapses: int = 0) -> None:
+        """The fence's state after a sync: seconds left open (0: dark), its failures and lapses so far."""
         self.kernel_fence_open.set(max(0.0, open_for))
         if failures > self._fence_failures_seen:
             self.kernel_fence_failures.inc(failures - self._fence_failures_seen)
             self._fence_failures_seen = failures
+        if lapses > self._fence_lapses_seen:
+            self.kernel_fence_lapses.inc(lapses - self._fence_lapses_seen)
+            self._fence_lapses_seen = lapses
 
     def text(self) -> str:
         """The exposition text, as a scrape returns it."""

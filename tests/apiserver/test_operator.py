@@ -434,7 +434,10 @@ def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operato
         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [A]}]},
         {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [B]}]},
     ]
-    assert container["securityContext"]["capabilities"] == {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}
+    assert container["securityContext"]["capabilities"] == {
+        "add": ["NET_ADMIN", "NET_RAW", "SYS_NICE", "IPC_LOCK"],
+        "drop": ["ALL"],
+    }
     assert container["image"] == IMAGE
     assert container["command"] == [
         "hacluster-agent", "--config-dir", "/etc/hacluster", "--config-prefix", "$(NODE_NAME).",

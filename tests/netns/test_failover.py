@@ -203,3 +203,40 @@ def test_partition_both_take_then_heal_leaves_one_owner_the_home_node(lab: Lab) 
     assert lab.fetch() == "n1"
     assert "release local" not in lab.agent_log("n1"), "the home node must keep the VIP through the heal"
     assert gap_after(out.splitlines(), t0, "n1") is not None
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process on the host."""
+    out: dict[int, tuple[int, str]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()  # noqa: SIM115
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().replace(b"\0", b" ").decode()  # noqa: SIM115
+            except OSError:
+                continue
+            out[int(d)] = (int(stat.rsplit(")", 1)[1].split()[1]), cmd)
+    return out
+
+
+def _policy(pid: int) -> int:
+    return os.sched_getscheduler(pid) & ~os.SCHED_RESET_ON_FORK
+
+
+def test_the_agent_runs_realtime_and_its_service_does_not(lab: Lab) -> None:
+    """Heartbeat's `realtime on` (the default): the agent and its fence guard at SCHED_FIFO 50, so
+    a busy host does not delay them; the service it starts at the normal policy, never real-time."""
+    _start_pair(lab)
+    agent = lab.procs["n1"].pid
+    assert _policy(agent) == os.SCHED_FIFO, "the agent is not real-time"
+    assert os.sched_getparam(agent).sched_priority == 50
+    procs = _processes()
+    guard = [p for p, (pp, cmd) in procs.items() if pp == agent and "fenceguard.py" in cmd]
+    assert guard and _policy(guard[0]) == os.SCHED_FIFO, "the fence guard is not real-time"
+    web = [p for p, (_, cmd) in procs.items() if "http.server" in cmd and str(lab.root) in cmd]
+    web = web or [p for p, (_, cmd) in procs.items() if f"http.server {8080}" in cmd]
+    assert web, "the demo service is not running"
+    for p in web:
+        assert _policy(p) == os.SCHED_OTHER, "the service inherited the agent's real-time policy"
+    threads = os.listdir(f"/proc/{agent}/task")
+    assert all(_policy(int(t)) == os.SCHED_FIFO for t in threads), "a thread of the agent is not real-time"

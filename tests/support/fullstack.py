@@ -213,6 +213,28 @@ class FullStack:
             parts.append(f"{node} log:\n" + self.lab.agent_log(node)[-tail:])
         return "\n".join(parts)
 
+    def log_files(self) -> list[tuple[str, Path]]:
+        return [("operator", self.lab.root / "operator.log")] + [
+            (node, self.lab.root / node / "agent.log") for node in NODES
+        ]
+
+    def log_marks(self) -> dict[str, int]:
+        """Each log's current size: `logs_since` shows what was written after this."""
+        return {name: p.stat().st_size if p.exists() else 0 for name, p in self.log_files()}
+
+    def logs_since(self, marks: dict[str, int], limit: int = 200_000) -> str:
+        """What each log got after `marks` (all of a log started afresh since), at most `limit` chars each."""
+        parts = []
+        for name, p in self.log_files():
+            if not p.exists():
+                continue
+            data = p.read_bytes()
+            mark = marks.get(name, 0)
+            text = data[mark if mark <= len(data) else 0 :].decode(errors="replace")
+            cut = f"[… {len(text) - limit} chars]\n" if len(text) > limit else ""
+            parts.append(f"== {name} log:\n{cut}{text[-limit:]}")
+        return "\n".join(parts)
+
     def close(self) -> None:
         self.kill_operator(signal.SIGTERM)
         self.api.close()

@@ -111,6 +111,21 @@ def test_valid_but_unused_directive_is_a_warning() -> None:
     ]
 
 
+def test_realtime_and_rtprio_as_heartbeat() -> None:
+    """On by default at priority 50 (Heartbeat's midpoint), `realtime off` turns it off, rtprio is
+    1-99; both survive a round trip."""
+    base = "bcast eth0\nnode a\nnode b\nauto_failback on\n"
+    m, f = parse_hacf(base)
+    assert m is not None and m.realtime_prio == 50 and not f.warnings
+    m, f = parse_hacf(base + "realtime on\nrtprio 70\n")
+    assert m is not None and m.realtime_prio == 70 and not f.warnings
+    assert parse_hacf(render_hacf(m))[0] == m
+    m, _ = parse_hacf(base + "realtime off\n")
+    assert m is not None and m.realtime_prio is None
+    assert errors(base + "rtprio 0\n") == ["ha.cf:5: rtprio: expected a SCHED_FIFO priority 1-99, got '0'"]
+    assert errors(base + "realtime maybe\n") == ["ha.cf:5: realtime: expected on or off, got 'maybe'"]
+
+
 def test_udpport_after_media_applies_only_afterwards() -> None:
     m, f = parse_hacf("bcast eth0\nudpport 700\nbcast eth1\nnode a\n")
     assert m is not None

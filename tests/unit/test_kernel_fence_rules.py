@@ -74,3 +74,25 @@ def test_names_and_intervals() -> None:
     assert a.startswith("hacluster_a_b_c_") and b.startswith("hacluster_a_b_c_") and a != b
     assert len(table_name("n" * 63, "c" * 253)) < 256  # nftables' limit
     assert sync_interval(0.2) == 0.025 and sync_interval(0.1) == 0.1 / 8
+
+
+def test_a_late_refresh_is_counted_as_a_lapse_and_a_certificate_end_is_not() -> None:
+    """The agent was not scheduled for longer than the horizon while it could serve: the VIP went
+    dark without any fault of the pair's (seen as a 100 ms client outage in the chaos campaign,
+    sigkill-standby on a loaded host). The operator sees it in the log and a counter."""
+    from ipaddress import IPv4Address
+
+    from hacluster_agent.resources.kernelfence import KernelFence
+
+    now = [100.0]
+    written: list[str] = []
+    f = KernelFence("t", [IPv4Address("192.0.2.100")], run=written.append, clock=lambda: now[0])
+    f.install()
+    f.keep(now[0] + FENCE_HORIZON)  # capped by the horizon: refreshes are due
+    now[0] += FENCE_HORIZON + 0.05  # the writer stalled: it ran out 50 ms ago
+    f.keep(now[0] + FENCE_HORIZON)
+    assert f.lapses == 1 and abs(f.last_lapse - 0.05) < 1e-6
+    f.keep(now[0] + 0.03)  # a certificate ends in 30 ms (below the horizon): it is let run out
+    now[0] += 0.2
+    f.keep(now[0] + FENCE_HORIZON)  # a renewal granted later opens it again: not the writer's fault
+    assert f.lapses == 1

@@ -26,8 +26,7 @@ from .lines import Line, is_number, logical_lines
 # Valid Heartbeat 3.0.6 directives that hacluster accepts, keeps, and does not act on.
 NOT_ACTED_ON = frozenset(
     {
-        "hopfudge", "autojoin", "ping_group", "deadping", "hbaping", "apiauth", "realtime",
-        "rtprio", "conn_logd_time", "compression", "compression_threshold",
+        "hopfudge", "autojoin", "ping_group", "deadping", "hbaping", "apiauth", "conn_logd_time", "compression", "compression_threshold",
         "traditional_compression", "hbgenmethod", "uuidfrom", "coredumps", "coreroot",
         "watchdog", "stonith", "stonith_host", "crm_daemon_dir", "crmd_spawns_pengine",
         "cluster", "normalpoll", "log_badpack", "syslogmsgfmt", "use_apphbd", "env",
@@ -37,7 +36,7 @@ NOT_ACTED_ON = frozenset(
 )  # fmt: skip
 
 _SINGLE = ("keepalive", "deadtime", "warntime", "initdead", "auto_failback", "nice_failback",
-           "crm", "msgfmt", "logfile", "debugfile", "logfacility", "use_logd", "debug")  # fmt: skip
+           "crm", "msgfmt", "realtime", "rtprio", "logfile", "debugfile", "logfacility", "use_logd", "debug")  # fmt: skip
 _BOOL_WORDS = {"on": True, "yes": True, "true": True, "1": True,
                "off": False, "no": False, "false": False, "0": False}  # fmt: skip
 
@@ -291,6 +290,18 @@ class _Parser:
             return
         self.values["msgfmt"] = args[0]
 
+    def d_realtime(self, n: int, args: list[str]) -> None:
+        self.values["realtime"] = self._onoff(n, "realtime", args)
+
+    def d_rtprio(self, n: int, args: list[str]) -> None:
+        word = self._one_word(n, "rtprio", args)
+        if word is None:
+            return
+        if not (is_number(word) and 1 <= int(word) <= 99):
+            self.f.error(n, f"rtprio: expected a SCHED_FIFO priority 1-99, got {word!r}")
+            return
+        self.values["rtprio"] = int(word)
+
     def _one_word(self, n: int, name: str, args: list[str]) -> str | None:
         if len(args) != 1:
             self.f.error(n, f"{name}: expected one value")
@@ -384,6 +395,10 @@ def render_hacf(cfg: HaCf) -> str:
         out.append(f"initdead {format_duration_ms(cfg.initdead_ms_set)}")
     if cfg.msgfmt != "classic":
         out.append(f"msgfmt {cfg.msgfmt}")
+    if cfg.realtime is not None:
+        out.append(f"realtime {'on' if cfg.realtime else 'off'}")
+    if cfg.rtprio is not None:
+        out.append(f"rtprio {cfg.rtprio}")
     port, baud = DEFAULT_UDPPORT, DEFAULT_BAUD
     for m in cfg.media:
         if isinstance(m, (BcastMedium, UcastMedium)) and m.port != port:

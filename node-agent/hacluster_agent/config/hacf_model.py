@@ -11,6 +11,7 @@ DEFAULT_UDPPORT = 694
 DEFAULT_BAUD = 19200
 DEFAULT_KEEPALIVE_MS = 1000
 DEFAULT_DEADTIME_MS = 30000
+DEFAULT_RTPRIO = 50  # Heartbeat: the middle of SCHED_FIFO's range (1-99)
 SERIAL_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400, 460800)
 
 AutoFailback = Literal["on", "off", "legacy"]
@@ -89,6 +90,8 @@ class HaCf(_Frozen):
     respawn: list[Respawn] = Field(default_factory=list)
     crm: str = "off"
     msgfmt: Literal["classic", "netstring"] = "classic"
+    realtime: bool | None = None  # None: not written (Heartbeat's default: on)
+    rtprio: int | None = None  # None: not written (Heartbeat's default: the middle of 1-99)
     logfile: str | None = None
     debugfile: str | None = None
     logfacility: str | None = None
@@ -111,6 +114,13 @@ class HaCf(_Frozen):
         if self.deadtime_ms < 6_000:
             return 12_000
         return 2 * self.deadtime_ms
+
+    @property
+    def realtime_prio(self) -> int | None:
+        """The SCHED_FIFO priority the agent runs at (realtime.py), None with `realtime off`."""
+        if self.realtime is False:
+            return None
+        return self.rtprio if self.rtprio is not None else DEFAULT_RTPRIO
 
     @property
     def auto_failback_effective(self) -> bool:

@@ -255,9 +255,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tight-after-ms", type=int, default=None, help="G after a tight beat (the agent is proving itself)"
     )
     p.add_argument("--log-format", choices=("json", "text"), default="json")
+    p.add_argument("--rtprio", type=int, default=None, help="run at this SCHED_FIFO priority (the agent's)")
     p.add_argument("addresses", nargs="+", type=ip_interface, help="ADDRESS/PREFIX of each VIP")
     a = p.parse_args(argv)
     setup(a.log_format)
+    if a.rtprio:
+        # The agent's processes start at the normal policy (SCHED_RESET_ON_FORK): the guard, whose
+        # whole job is to be on time, raises itself (realtime.py). A refusal the agent reported.
+        from hacluster_agent.realtime import raise_thread
+
+        with contextlib.suppress(OSError):
+            raise_thread(a.rtprio)
     # A signal to the whole process group (Ctrl-C, a hang-up) is the agent's to handle: it releases
     # and closes the pipe, or dies and the pipe closes. We leave only on EOF (or `q`).
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -293,12 +301,18 @@ def default_fence_after(deadtime_ms: int) -> int:
 
 
 def guard_command(
-    fd: int, addresses: Sequence[Address], after_ms: int, log_format: str, tight_after_ms: int | None = None
+    fd: int,
+    addresses: Sequence[Address],
+    after_ms: int,
+    log_format: str,
+    tight_after_ms: int | None = None,
+    rtprio: int | None = None,
 ) -> list[str]:
     tight = ["--tight-after-ms", str(tight_after_ms)] if tight_after_ms else []
+    rt = ["--rtprio", str(rtprio)] if rtprio else []
     return [
         sys.executable, "-P", os.path.abspath(__file__), "--fd", str(fd), "--after-ms", str(after_ms),
-        *tight, "--log-format", log_format, *(str(a) for a in addresses),
+        *tight, *rt, "--log-format", log_format, *(str(a) for a in addresses),
     ]  # fmt: skip
 
 
@@ -321,6 +335,7 @@ class FenceGuard:
         on_restart: Callable[[], None] | None = None,
         tight_after_ms: int | None = None,
         tight: Callable[[], bool] | None = None,
+        rtprio: int | None = None,
     ) -> None:
         if after_ms <= 0:
             raise ValueError("the guard needs G > 0 ms")
@@ -334,6 +349,7 @@ class FenceGuard:
         )
         self._tight = tight or (lambda: False)
         self.log_format = log_format
+        self.rtprio = rtprio
         self._on_up = on_up or (lambda up: None)
         self._on_restart = on_restart or (lambda: None)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -380,7 +396,9 @@ class FenceGuard:
         r, w = os.pipe()  # both non-inheritable: resource scripts never get the write end
         try:
             self.proc = subprocess.Popen(
-                guard_command(r, self.addresses, self.after_ms, self.log_format, self.tight_after_ms),
+                guard_command(
+                    r, self.addresses, self.after_ms, self.log_format, self.tight_after_ms, self.rtprio
+                ),
                 pass_fds=(r,),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,

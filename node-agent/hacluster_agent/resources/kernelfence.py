@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from hacluster_agent.engine.membership import FENCE_HORIZON
+
 log = logging.getLogger("hacluster.kernelfence")
 
 REFRESH_STEP = 0.01
@@ -154,6 +156,9 @@ class KernelFence:
         self.writes = 0
         self.failures = 0
         self.writes_since_failure = 0
+        self.lapses = 0  # the fence ran out before a write that opens it again (the writer was late)
+        self.last_lapse = 0.0  # how long it was dark then (s)
+        self.written_at = -math.inf  # when the deadline installed was written
         self.latency = 0.0  # the longest recent write (s), decaying: taken off every timeout
 
     # -- the table ---------------------------------------------------------------------------------
@@ -207,6 +212,17 @@ class KernelFence:
         write = next_write(until, self.installed, now)
         if write is None:
             return
+        installed = self.installed
+        if (
+            installed is not None
+            and -math.inf < installed < now
+            and until is not None
+            and until > now
+            and installed - self.written_at >= FENCE_HORIZON - self.latency - 0.002
+        ):
+            # It ran out at the horizon, not at a certificate's end: a refresh was due and came late.
+            self.lapses += 1
+            self.last_lapse = now - installed
         self._apply(-math.inf if write.timeout is None or until is None else until)
 
     def _apply(self, until: float) -> None:
@@ -228,6 +244,7 @@ class KernelFence:
             self.writes += 1
             self.writes_since_failure += 1
             self.installed = written
+            self.written_at = t0
             slow = took > self.latency + LATENCY_SLACK
             self.latency = max(took, self.latency * LATENCY_DECAY)
             if not slow or written == -math.inf:
