@@ -138,6 +138,7 @@ class Node:
         # `fence_until` (this node's clock); None: no fence table (standalone mode)
         self.fence_until: float | None = -math.inf if world.kernel_fence else None
         self.fence_token = 0
+        self.fence_pending: float | None = None  # when the one pending expiry check is due (local)
         # bookkeeping for the invariants and the trace
         self.vip_changes = 0
 
@@ -219,18 +220,31 @@ class Node:
         """The kernel applies a fence write: open for `timeout` seconds from now, or close (None)."""
         if not self.powered or self.fence_until is None:
             return
-        self.fence_token += 1
         now = self.local_now()
         self.fence_until = now + timeout if timeout is not None and timeout > 0 else -math.inf
         self.world.vip_changed(self)
-        if self.fence_until > now:
-            self.sys_later(KERNEL, self.fence_until - now, self._fence_expire, self.fence_token)
+        # One expiry check pending at a time (writes come every 25 ms, each further out): moved
+        # earlier when a write shortens the deadline, re-armed when it fires before the deadline.
+        if self.fence_until > now and (self.fence_pending is None or self.fence_pending > self.fence_until):
+            self._arm_fence_check(now)
+
+    def _arm_fence_check(self, now: float) -> None:
+        assert self.fence_until is not None
+        self.fence_token += 1
+        self.fence_pending = self.fence_until
+        self.sys_later(KERNEL, self.fence_until - now, self._fence_expire, self.fence_token)
 
     def _fence_expire(self, token: int) -> None:
-        if token == self.fence_token:
-            if self.vip:
-                self.trace("kernel fence: the VIP's traffic is dropped (its time ran out)")
-            self.world.vip_changed(self)
+        if token != self.fence_token or self.fence_until is None:
+            return
+        self.fence_pending = None
+        now = self.local_now()
+        if self.fence_until > now:  # written further out since this check was set
+            self._arm_fence_check(now)
+            return
+        if self.vip:
+            self.trace("kernel fence: the VIP's traffic is dropped (its time ran out)")
+        self.world.vip_changed(self)
 
     def set_service(self, running: bool, why: str) -> None:
         if running != self.service:
@@ -382,6 +396,7 @@ class Node:
         self.set_service(False, "power off")
         if self.fence_until is not None:  # the nftables table goes with the kernel
             self.fence_token += 1
+            self.fence_pending = None
             self.fence_until = -math.inf
         self.powered = False
 

@@ -40,13 +40,14 @@ class Message:
     @classmethod
     def of(cls, *pairs: tuple[str, str | bytes]) -> Message:
         """Build from (name, value) pairs: str values are strings, bytes values are binary."""
-        out = []
-        for name, value in pairs:
-            if isinstance(value, bytes):
-                out.append(Field(name, value, FieldType.BINARY))
-            else:
-                out.append(Field(name, value.encode("latin-1"), FieldType.STRING))
-        return cls(out)
+        return cls(
+            [
+                Field(name, value, FieldType.BINARY)
+                if isinstance(value, bytes)
+                else Field(name, value.encode("latin-1"), FieldType.STRING)
+                for name, value in pairs
+            ]
+        )
 
     def add(self, name: str, value: str | bytes) -> Message:
         """A copy with one more field at the end."""
@@ -63,7 +64,7 @@ class Message:
         """The first string field of that name, decoded as latin-1 (Heartbeat is 8-bit clean)."""
         for f in self.fields:
             if f.name == name and f.type is FieldType.STRING:
-                return f.text
+                return f.value.decode("latin-1")
         return None
 
     def get_bytes(self, name: str) -> bytes | None:
