@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import queue
 import random
 import signal
 import statistics
@@ -776,13 +777,23 @@ def f_compound(ctx: Ctx) -> None:
 
         return run
 
+    on_main: queue.Queue[tuple[Callable[[], None], threading.Event]] = queue.Queue()
+
+    def in_main_thread(fn: Callable[[], None]) -> None:
+        """Run fn in the campaign's main thread and wait. The API server dies with the thread that
+        started it (PR_SET_PDEATHSIG follows the thread): resumed from this fault's short-lived
+        thread it was killed when the thread ended, and the pair never saw it again."""
+        done = threading.Event()
+        on_main.put((fn, done))
+        done.wait(120)
+
     def stop(seconds: float) -> Callable[[], None]:
         def run() -> None:
             st.cp.halt()
             try:
                 time.sleep(seconds)
             finally:
-                st.cp.resume()
+                in_main_thread(st.cp.resume)
 
         return run
 
@@ -852,8 +863,16 @@ def f_compound(ctx: Ctx) -> None:
     threads = [threading.Thread(target=run_at, args=p, daemon=True) for p in plan]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(120)
+    deadline = time.monotonic() + 120
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            fn, done = on_main.get(timeout=0.05)
+            try:
+                fn()
+            except Exception as e:  # reported as a failed fault, not hidden
+                errors.append(f"{getattr(fn, '__name__', fn)}: {type(e).__name__}: {e}")
+            finally:
+                done.set()
     for n in NODES:
         st.restart_agent(n)
     if errors:

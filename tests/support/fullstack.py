@@ -23,6 +23,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import utils as k8s_utils
 
+from hacluster_agent.config.durations import parse_duration_ms
 from hacluster_agent.lab import APISERVER_ADDR, Lab
 from hacluster_operator.models import GROUP, PLURAL, VERSION
 from tests.support.controlplane import ControlPlane
@@ -49,7 +50,8 @@ def cluster_body(
                 "keepalive": keepalive,
                 "deadtime": deadtime,
                 "warntime": warntime,
-                "initdead": "2s",
+                # Heartbeat's own rule: initdead at least deadtime (the CRD refuses less)
+                "initdead": deadtime if parse_duration_ms(deadtime) > 2000 else "2s",
                 "media": {
                     "udp": [
                         {
