@@ -823,7 +823,8 @@ def f_compound(ctx: Ctx) -> None:
         return run
 
     def lease_delete() -> None:
-        st.leases.delete_namespaced_lease(NAME, "ha")
+        # with the API server stopped by another part of the plan: as soon as it is back
+        wait_until(lambda: _deleted(st), 30, interval=0.2, message="the Lease deleted")
 
     def operator_kill() -> None:
         st.kill_operator(signal.SIGKILL)
@@ -878,6 +879,14 @@ def f_compound(ctx: Ctx) -> None:
     if errors:
         raise RuntimeError("; ".join(errors))
     ctx.clear()
+
+
+def _deleted(st: Chaos) -> bool:
+    try:
+        st.leases.delete_namespaced_lease(NAME, "ha", _request_timeout=2)
+    except Exception as e:  # the API server is away (stopped or frozen by another fault): again
+        return getattr(e, "status", None) == 404
+    return True
 
 
 def _wait_served(ctx: Ctx, node: str, timeout: float = 20.0) -> None:

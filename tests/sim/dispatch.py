@@ -33,6 +33,7 @@ from hacluster_agent.engine.actions import (
     Side,
 )
 from hacluster_agent.engine.membership import Engine, EngineConfig
+from hacluster_agent.engine.ownership import SERVES, state_of
 from hacluster_agent.resources.base import ResourceError
 from hacluster_agent.resources.ipaddr import STALE_CHECK
 from hacluster_agent.resources.kernelfence import IDLE_WAKE, next_write, sync_interval
@@ -216,6 +217,10 @@ class Agent:
             elif isinstance(act, PeerChanged):
                 self.trace(f"peer {act.peer} {'up' if act.alive else 'DEAD'} ({act.reason})")
         self.fence_sync()
+        if self.engine.illegal:  # a move outside the ownership table (engine/ownership.py)
+            for text in self.engine.illegal:
+                world.violation("illegal_transition", f"{node.name}: {text}")
+            self.engine.illegal.clear()
         epoch = self.engine.epoch
         if epoch is not None:
             if epoch < node.max_epoch_seen:
@@ -242,6 +247,11 @@ class Agent:
             return
         now = self.now()
         until = self.engine.serve_until(now)
+        if until is not None and until > now and state_of(self.engine) not in SERVES:
+            self.world.violation(
+                "illegal_transition",
+                f"{node.name}: the fence would open in state {state_of(self.engine).value}",
+            )
         write = next_write(until, self.fence_installed, now)
         if write is None:
             return

@@ -9,10 +9,12 @@ lives here and is testable with a fake clock.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from ..wire.errors import Reject
 from ..wire.message import Message
@@ -32,6 +34,7 @@ from .actions import (
     sides_of,
 )
 from .ordering import Ordering, Verdict
+from .ownership import SERVES, Own, state_of, transitions
 
 HISTORY = 500  # sequenced messages kept for retransmission, as Heartbeat
 STATUS_SENT_KEPT = 512  # send times of our last statuses, for the peer's HEARD reports
@@ -149,6 +152,22 @@ A node that finds the peer holding its groups at a higher epoch was replaced (it
 cut off): it removes its VIPs at once, without waiting for an API round trip."""
 
 
+P = ParamSpec("P")
+
+
+def _event(
+    fn: Callable[Concatenate[Engine, P], list[Action]],
+) -> Callable[Concatenate[Engine, P], list[Action]]:
+    """An event entry point: after it, the ownership state must have moved along the table."""
+
+    def run(self: Engine, /, *args: P.args, **kw: P.kwargs) -> list[Action]:
+        out = fn(self, *args, **kw)
+        return self._moved(fn.__name__, out)
+
+    functools.update_wrapper(run, fn)  # its name and docstring
+    return run
+
+
 class Engine:
     """One node's view of a Heartbeat pair. Feed it events; execute the actions it returns."""
 
@@ -195,8 +214,23 @@ class Engine:
         self.counters: dict[str, int] = {}
         self.hold_since = 0.0
         self.last_transition: dict[str, Any] | None = None
+        self.own = Own.STANDBY  # ownership.py: checked against its table after every event
+        self.illegal: list[str] = []  # moves outside the table (a bug: the simulation fails on one)
+
+    def _moved(self, event: str, out: list[Action]) -> list[Action]:
+        new = state_of(self)
+        old = self.own
+        if new is not old:
+            if new not in transitions(self.cfg.arbitrated)[old]:
+                text = f"ownership: {old.value} -> {new.value} on {event} is not in the table (ownership.py)"
+                self.illegal.append(text)
+                self._count("illegal_transition")
+                out.append(Note("error", text))
+            self.own = new
+        return out
 
     # -- events -------------------------------------------------------------------------------
+    @_event
     def start(self, now: float, wall: float) -> list[Action]:
         """Begin: Heartbeat's start-up burst (status init, up, up), then one status per keepalive."""
         self.started, self.wall0, self.running = now, wall, True
@@ -207,6 +241,7 @@ class Engine:
         self.next_keepalive = now + self.cfg.keepalive
         return out
 
+    @_event
     def tick(self, now: float) -> list[Action]:
         out: list[Action] = []
         if now >= self.next_keepalive:
@@ -276,6 +311,7 @@ class Engine:
             times.append(self.ask_again_at)
         return min(times)
 
+    @_event
     def receive(self, msg: Message, medium: str, now: float) -> list[Action]:
         """A message that has already passed authentication."""
         if not self.running:
@@ -341,6 +377,7 @@ class Engine:
         self._count(f"rx_{t}" if handler is not None or t in KNOWN_TYPES else "rx_unknown")
         return out
 
+    @_event
     def resources_done(self, op: int, ok: bool, reason: str, now: float) -> list[Action]:
         """The driver finished the Acquire or Release numbered `op`."""
         flux = self.flux
@@ -404,6 +441,7 @@ class Engine:
             self.done_owed = None
         return out
 
+    @_event
     def request_standby(self, now: float, reason: str = "standby requested") -> list[Action]:
         """hb_standby: hand everything we hold to the peer, gracefully."""
         if self.peer.alive is not True:
@@ -415,6 +453,7 @@ class Engine:
         self.standby_sides = frozenset(Side)
         return [Note("info", reason), self._send(now, _ask("me", "all"))]
 
+    @_event
     def request_takeover(self, now: float) -> list[Action]:
         """hb_takeover: ask the peer to go standby so we take its groups."""
         if self.peer.alive is not True:
@@ -424,6 +463,7 @@ class Engine:
         takeover = Message.of(("t", "hb_takeover"), ("rsc_hold", "all"))
         return [Note("info", "takeover requested"), self._send(now, takeover)]
 
+    @_event
     def shutdown(self, now: float) -> list[Action]:
         """Release everything, then tell the peer with shutdone so it takes over at once."""
         self.shutting_down = True
@@ -745,6 +785,7 @@ class Engine:
         return numbered
 
     # -- arbitration (Kubernetes mode) --------------------------------------------------------
+    @_event
     def arbitrated(
         self,
         op: int,
@@ -886,6 +927,7 @@ class Engine:
             *self._reconcile(now, "the peer's handover timed out"),
         ]
 
+    @_event
     def clocks(self, now: float, wall: float) -> list[Action]:
         """Both clocks, read by the driver at every dispatch: the monotonic one falling behind the
         wall clock by more than CLOCK_JUMP between two readings means it stopped (clock_jumped).
@@ -896,6 +938,7 @@ class Engine:
             return []
         return self.clock_jumped(now, skew - last)
 
+    @_event
     def clock_jumped(self, now: float, lost: float) -> list[Action]:
         """Our monotonic clock lost `lost` seconds against the wall clock: the VM was paused (its
         clocks stop with it, the kernel's timers too), so every interval we measured across the
@@ -922,6 +965,7 @@ class Engine:
             out += self._renew("our clock stopped: revalidating")
         return out
 
+    @_event
     def set_frozen(self, frozen: bool, now: float) -> list[Action]:
         """Maintenance: no automatic takeover or failback while frozen (planned moves still go)."""
         if frozen == self.frozen:
@@ -944,6 +988,7 @@ class Engine:
             return False  # it says it holds the Lease (its groups may be starting): not stale
         return p.hold is not None and not (p.hold & pending.sides)
 
+    @_event
     def hold_lost(self, now: float, reason: str) -> list[Action]:
         """A held resource vanished under us (the VIP, after a freeze). In Kubernetes mode, ask the
         Lease before anything restarts it: we may have been replaced while we were frozen."""
@@ -1034,6 +1079,7 @@ class Engine:
             return []
         return self._outranked(now, f"{self.cfg.peer} holds the Lease at epoch {p.epoch}", p.epoch)
 
+    @_event
     def lease_observed(self, holder: str, epoch: int | None, now: float) -> list[Action]:
         """The Lease as the agent's periodic read of it saw it (every 0.5 s, with the operator's
         directives). Another holder at a higher epoch while we hold the groups: we were replaced
@@ -1093,10 +1139,12 @@ class Engine:
         cfg = self.cfg
         if not cfg.arbitrated or cfg.take_over_without_arbiter:
             return None
+        if state_of(self) not in SERVES:
+            # standby, taking the Lease, fencing (closed at once, before the VIPs are even removed,
+            # and while a failed fencing stop is owed): ownership.py's table
+            return -math.inf
         if not (self.hold or self.lease_held):
-            return -math.inf  # a standby answers for nothing (not even while it takes the Lease)
-        if self.fence_owed is not None or (isinstance(self.flux, Release) and self.flux.fence):
-            return -math.inf  # fencing: close at once, before the VIPs are even removed
+            return -math.inf  # holds nothing and no Lease to start anything under
         certs = [-math.inf]
         p = self.peer
         if p.alive is True and p.heard_us_at is not None and p.epoch is None and not self._take_unseen():
