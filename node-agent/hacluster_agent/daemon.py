@@ -163,6 +163,7 @@ class Agent:
         self.reloader = Reloader(opts.config_source, self, self.metrics) if opts.config_source else None
         self.kfence: KernelFence | None = None
         self.fence_open = asyncio.Event()
+        self.slow_lease_warned = -math.inf  # the last "renewal slow for W" warning (one a minute)
 
     # -- media events (MediumEvents) ------------------------------------------------------------
     def packet_received(self, medium: str, data: bytes) -> None:
@@ -332,13 +333,32 @@ class Agent:
             v = await (self.arbiter.release() if act.kind == "release" else self.arbiter.hand_back(self.peer))
             log.log(logging.INFO if v.granted else logging.WARNING, "Lease %s: %s", act.kind, v.reason)
             return
+        limit = self.arbiter.window / 2
         if act.kind == "renew":
             try:
-                v = await asyncio.wait_for(self.arbiter.renew(), self.arbiter.window / 2)
+                v = await asyncio.wait_for(self.arbiter.renew(), limit)
             except TimeoutError:
-                v = Verdict(False, "Lease renewal timed out", unavailable=True)
+                v = Verdict(
+                    False,
+                    f"Lease renewal timed out: no answer within W/2 = {limit * 1000:.0f} ms (an API server "
+                    "this slow needs a longer spec.failover.arbitrationWindow; docs/safety.md)",
+                    unavailable=True,
+                )
         else:
             v = await self.arbiter.take(self.engine.take_still_wanted)
+        took = time.monotonic() - t0
+        if act.kind == "renew":
+            self.metrics.lease_request("renew", took)
+            if v.granted and took > limit / 2 and time.monotonic() >= self.slow_lease_warned + 60:
+                self.slow_lease_warned = time.monotonic()
+                log.warning(
+                    "Lease renewal took %.0f ms, over half of its W/2 = %.0f ms: a slower API server makes "
+                    "this owner fence itself; consider a longer spec.failover.arbitrationWindow",
+                    took * 1000,
+                    limit * 1000,
+                )
+        elif act.kind == "take":
+            self.metrics.lease_request("take", took)
         log.log(
             logging.INFO if v.granted else logging.WARNING,
             "Lease %s: %s (%s, %.0f ms)",

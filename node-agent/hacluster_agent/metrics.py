@@ -27,6 +27,7 @@ exports the registry over HTTP (`hacluster-agent --metrics-port N`).
 | `hacluster_fence_guard_restarts_total` | | times the agent restarted a fence guard that had died |
 | `hacluster_kernel_fence_open_seconds` | | how long the kernel fence lets this node answer for its VIPs from now (0: dark; Kubernetes mode) |
 | `hacluster_kernel_fence_write_failures_total` | | nftables writes that failed (the tables are then installed again) |
+| `hacluster_lease_request_seconds` | kind | round trip of each take and renewal of the ownership Lease (a renewal must answer within W/2) |
 | `hacluster_kernel_fence_lapses_total` | | times the fence ran out while the engine still let this node serve (the agent wrote too late: a stall) |
 | `hacluster_agent_info` | node, peer, generation | always 1 |
 """
@@ -147,6 +148,13 @@ class AgentMetrics:
             "Time to start or stop the resource groups.",
             ["operation"],
             buckets=RESOURCE_BUCKETS,
+            registry=r,
+        )
+        self.lease_seconds = Histogram(
+            "hacluster_lease_request_seconds",
+            "Round trip of the ownership Lease's requests (take, renew): a renewal must answer within W/2.",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
         self.resource_failures = Counter(
@@ -271,6 +279,9 @@ class AgentMetrics:
     def set_epoch(self, epoch: int | None) -> None:
         if epoch is not None:
             self._epoch.value = epoch
+
+    def lease_request(self, kind: str, seconds: float) -> None:
+        self.lease_seconds.labels(kind).observe(seconds)
 
     def resource_operation(self, operation: str, seconds: float, ok: bool) -> None:
         """A finished start (acquire) or stop (release) of the groups."""
