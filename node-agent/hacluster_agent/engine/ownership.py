@@ -74,9 +74,10 @@ KUBE_TRANSITIONS: dict[Own, frozenset[Own]] = {
     ST: frozenset({ST, OW, SP, F, S}),
     # Asks for the other group; gives groups up (planned) or is fenced.
     OW: frozenset({OW, T, SP, F}),
-    # Stopped: holds nothing, or still holds the group it kept. A Lease lost during a planned stop
-    # makes it a fencing stop.
-    SP: frozenset({SP, S, OW, F}),
+    # Stopped: holds nothing, or still holds the group it kept; or holds nothing and asks the Lease
+    # again at once (the peer it stopped for is gone: sim seed 104251). A Lease lost during a
+    # planned stop makes it a fencing stop.
+    SP: frozenset({SP, S, OW, F, T}),
     # Fenced down to nothing (a failed fencing stop is retried, still fencing: see Engine
     # release_retry).
     # A node fenced down to nothing asks the Lease again at once if the peer is gone (a take,
