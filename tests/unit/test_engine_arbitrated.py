@@ -234,6 +234,20 @@ def test_home_node_retries_the_lease_after_the_api_server_was_unreachable_at_sta
     assert p.owners() == {"a": {"local"}} and p.lease.holder == "a"
 
 
+def test_an_unanswered_take_is_asked_again_every_second_not_every_deadtime() -> None:
+    """Chaos, compound at 1 s / 10 s: the owner fenced itself while the API server was away and
+    served again only 6.2 s after the API server was back (its next take was a deadtime later). A
+    take the Lease refused still waits a deadtime; one nobody answered is retried every second."""
+    p = ArbitratedPair(keepalive=1.0, deadtime=10.0, warntime=5.0, initdead=20.0)
+    p.lease.api_ok["a"] = False
+    p.start()
+    p.run(2.0)
+    assert p.owners() == {}
+    p.lease.api_ok["a"] = True
+    p.run(1.5)  # W for the unanswered take to come back, then at most a second to the next
+    assert p.owners() == {"a": {"local"}} and p.lease.holder == "a"
+
+
 def test_one_way_cut_owner_unheard_is_not_a_failover() -> None:
     """Found by bench/chaos.py: the standby cannot hear the owner, the owner still hears the
     standby (and so never lost its peer). The standby's statuses say so; the owner proves itself

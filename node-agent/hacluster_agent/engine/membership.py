@@ -58,6 +58,8 @@ it for a stopped clock (a paused VM). NTP slews at most 0.5 ms/s; a loop stall m
 FENCE_DRIFT = 0.001
 """The clock-rate difference between the two nodes the fence allows for (1000 ppm; crystals are
 within 100 ppm): each certificate is an interval the peer measures on its own clock."""
+UNAVAILABLE_RETRY = 1.0
+"""Seconds between takes while the API server does not answer (a refused take waits a deadtime)."""
 RESEND_EVERY = 0.24  # Heartbeat resends (or naks) a given seq at most once per ~240 ms
 # Heartbeat's message types (section 8 of the protocol notes): counted by name; anything else is
 # counted as rx_unknown, so a peer cannot grow the counters (and the status snapshot) without bound.
@@ -838,7 +840,12 @@ class Engine:
                     pending,
                 ]
             self.link_down = not unavailable and self.peer.alive is False
-            self.next_arbitration = now + max(self.cfg.deadtime, 1.0)
+            # Refused by a live holder: ask again after a deadtime. No answer at all: every second,
+            # so the pair is served again as soon as the API server is back, not up to a deadtime
+            # later (chaos, compound at 1s/10s: the owner fenced itself while the API server was
+            # away and came back 6.2 s after it did).
+            again = UNAVAILABLE_RETRY if unavailable else max(self.cfg.deadtime, 1.0)
+            self.next_arbitration = now + again
             self._count("arbitration_denied")
             return [Note("warning", f"not taking over: {reason}")]
         if self.renewing and op == -1:
