@@ -128,3 +128,25 @@ def test_hand_back_gives_the_lease_to_the_peer_with_a_new_epoch() -> None:
     assert v.granted and v.epoch == 3 and store.view and store.view.holder == "a"
     assert run(a.renew()).granted  # the peer keeps proving itself as before
     assert run(b.hand_back("a")).reason == "not ours"
+
+
+def test_renew_of_a_free_lease_that_loses_its_swap_is_lost_not_an_exception() -> None:
+    """The Lease was recreated empty and the peer wrote it between our read and our claim: the
+    renewal answers "lost" (the owner fences itself) instead of raising Conflict out of the agent's
+    request task, which left the engine waiting for an answer for good."""
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, _ = pair(store, t)
+    assert run(a.take()).granted
+    assert store.view is not None
+    run(store.swap(store.view, "", store.view.transitions))  # recreated empty (the operator)
+    real_get = store.get
+
+    async def get_then_peer_writes():  # type: ignore[no-untyped-def]
+        seen = await real_get()
+        if seen is not None and seen.holder == "":
+            await store.swap(seen, "b", seen.transitions + 1)  # the peer claims it meanwhile
+        return seen
+
+    store.get = get_then_peer_writes  # type: ignore[method-assign]
+    v = run(a.renew())
+    assert not v.granted and "someone else" in v.reason

@@ -131,6 +131,11 @@ class Arbiter:
                     # still ours means the write was not a take. The caller's deadline bounds this.
                     continue
             return Verdict(False, "the Lease kept changing under us: we lost it")
+        except Conflict:
+            # claiming a free Lease again lost its compare-and-swap: someone else wrote it first.
+            # Escaping, it ended the agent's request task and the engine waited for the answer for
+            # good (sim seed in 200000-239999, CI form).
+            return Verdict(False, "the Lease was free and someone else wrote it first: we lost it")
         except Unavailable as e:
             return Verdict(False, f"API server unavailable: {e}", unavailable=True)
 
