@@ -33,7 +33,6 @@ from hacluster_agent.engine.actions import (
     Side,
 )
 from hacluster_agent.engine.membership import Engine, EngineConfig
-from hacluster_agent.engine.ownership import SERVES, state_of
 from hacluster_agent.resources.base import ResourceError
 from hacluster_agent.resources.ipaddr import STALE_CHECK
 from hacluster_agent.resources.kernelfence import IDLE_WAKE, next_write, sync_interval
@@ -121,10 +120,9 @@ class Agent:
         self.fence_installed: float | None = None  # the deadline last written (None: unknown)
         self.fence_last_write = -math.inf  # when the last fence write reaches the kernel (true time)
         self.fence_open = SimFlag(node)
+        self.now: Callable[[], float] = node.local_now  # the agent's clock (a bound method: the hot path)
 
     # -- helpers ------------------------------------------------------------------------------
-    def now(self) -> float:
-        return self.node.local_now()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """asyncio.create_task: the coroutine starts on the next loop iteration."""
@@ -247,11 +245,6 @@ class Agent:
             return
         now = self.now()
         until = self.engine.serve_until(now)
-        if until is not None and until > now and state_of(self.engine) not in SERVES:
-            self.world.violation(
-                "illegal_transition",
-                f"{node.name}: the fence would open in state {state_of(self.engine).value}",
-            )
         write = next_write(until, self.fence_installed, now)
         if write is None:
             return
@@ -331,7 +324,7 @@ class Agent:
         t0 = self.now()
         node.vip_write("start")
         self.placed = True
-        lifetime = node.params.address_lifetime
+        lifetime = node.lifetime
         self.deadline = t0 + lifetime if lifetime > 0 else None
 
     async def _vip_stop(self) -> None:
@@ -389,7 +382,7 @@ class Agent:
 
     # -- the VIP's lifetime -----------------------------------------------------------------------
     async def _maintain(self) -> None:
-        lifetime = self.node.params.address_lifetime
+        lifetime = self.node.lifetime
         every = max(0.2, lifetime / 3) if lifetime else 1.0
         while True:
             await self.node.sleep(every)
@@ -435,7 +428,7 @@ class Agent:
         await self._netlink(lambda: None)
         if self.now() >= deadline:
             await self._lose("its lifetime ran out while it was being renewed")
-        self.deadline = t0 + node.params.address_lifetime
+        self.deadline = t0 + node.lifetime
 
     # -- the monitor ------------------------------------------------------------------------------
     async def _monitor(self) -> None:

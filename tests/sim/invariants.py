@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hacluster_agent.engine.membership import FENCE_HORIZON
@@ -52,20 +52,24 @@ class Violation:
         return f"{self.kind} at t={self.at:.3f}s{dur}: {self.detail}"
 
 
-@dataclass
 class Checker:
-    world: World
-    violations: list[Violation] = field(default_factory=list)
-    overlap_since: float | None = None
-    overlap_info: str = ""
-    overlaps: list[tuple[float, float]] = field(default_factory=list)  # every two-serving interval
-    faults_end: float = 0.0
-    bound: float = 0.0
-    healed_at: float | None = None
-    half_since: dict[str, float] = field(default_factory=dict)
-    half_reported: bool = False
-    overlap_resumed: Node | None = None  # a serving node that had just resumed from a pause
-    resumed: list[float] = field(default_factory=list)  # overlaps a VM resume opened (s)
+    """A plain class, not a dataclass: its fields name World and Node, which exist only for the
+    type checker here (an import cycle), and the simulator's compiled form needs them at run time
+    for a dataclass."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.violations: list[Violation] = []
+        self.overlap_since: float | None = None
+        self.overlap_info = ""
+        self.overlaps: list[tuple[float, float]] = []  # every two-serving interval
+        self.faults_end = 0.0
+        self.bound = 0.0
+        self.healed_at: float | None = None
+        self.half_since: dict[str, float] = {}
+        self.half_reported = False
+        self.overlap_resumed: Node | None = None  # a serving node that had just resumed from a pause
+        self.resumed: list[float] = []  # overlaps a VM resume opened (s)
 
     def violation(self, kind: str, detail: str, at: float | None = None, duration: float = 0.0) -> None:
         t = self.world.sim.now if at is None else at

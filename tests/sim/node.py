@@ -68,7 +68,7 @@ class NodeEvent(Event):
         fn: Callable[..., None],
         args: tuple[Any, ...],
     ) -> None:
-        super().__init__(fn, args)
+        self.fn, self.args, self.cancelled = fn, args, False  # Event.__init__, inlined: the hot path
         self.node, self.owner, self.gen, self.local = node, owner, gen, local
 
     def fire(self) -> None:
@@ -78,8 +78,9 @@ class NodeEvent(Event):
         if node.paused:
             node.deferred.append(self)
             return
-        if self.local is not None:
-            due = self.local + node.offset
+        local = self.local
+        if local is not None:
+            due = local + node.offset
             if due > node.sim.now + 1e-12:  # the clock stopped since this was scheduled
                 node.sim.push(due, self)
                 return
@@ -89,7 +90,7 @@ class NodeEvent(Event):
             if node.stalled:
                 node.stall_queue.append(self)
                 return
-        if self.local is None:
+        if local is None:
             self.fn(*self.args)
             return
         # the node's clock reads exactly the time this timer was set for (true time - offset
@@ -104,6 +105,8 @@ class NodeEvent(Event):
 class Node:
     def __init__(self, world: World, name: str, params: NodeParams) -> None:
         self.world, self.sim, self.name, self.params = world, world.sim, name, params
+        assert params.address_lifetime is not None, "World derives L before it makes the nodes"
+        self.lifetime: float = params.address_lifetime  # L
         self.offset = 0.0  # true time = local time + offset
         self.exact: float | None = None  # set while a timer of this node runs: its due time
         self.paused = False
@@ -159,8 +162,7 @@ class Node:
         return ev
 
     def agent_later(self, delay: float, fn: Callable[..., None], *args: Any) -> NodeEvent:
-        t = self.local_now() + max(0.0, delay)
-        return self._push(AGENT, t, t + self.offset, fn, args)
+        return self.sys_later(AGENT, delay, fn, *args)
 
     def agent_at_global(
         self, at: float, fn: Callable[..., None], *args: Any, gen: int | None = None
@@ -171,8 +173,13 @@ class Node:
         return ev
 
     def sys_later(self, owner: int, delay: float, fn: Callable[..., None], *args: Any) -> NodeEvent:
-        t = self.local_now() + max(0.0, delay)
-        return self._push(owner, t, t + self.offset, fn, args)
+        exact = self.exact  # local_now() and _push, inlined: every timer of a node comes here
+        t = (
+            exact if exact is not None else (self.paused_at if self.paused else self.sim.now) - self.offset
+        ) + (delay if delay > 0.0 else 0.0)
+        ev = NodeEvent(self, owner, self.proc_gen, t, fn, args)
+        self.sim.push(t + self.offset, ev)
+        return ev
 
     def sleep(self, delay: float) -> Future:
         """The agent's asyncio.sleep on the node's clock."""
@@ -194,7 +201,7 @@ class Node:
             self.vip_changes += 1
             self.trace(f"VIP added ({why})")
             self.world.vip_changed(self)
-        lifetime = self.params.address_lifetime
+        lifetime = self.lifetime
         if lifetime > 0:
             self.sys_later(KERNEL, lifetime, self._vip_expire, self.vip_token)
 
@@ -208,7 +215,7 @@ class Node:
 
     def _vip_expire(self, token: int) -> None:
         if token == self.vip_token and self.vip:
-            self.vip_remove(f"kernel: lifetime {self.params.address_lifetime:g}s ran out")
+            self.vip_remove(f"kernel: lifetime {self.lifetime:g}s ran out")
 
     def serving(self) -> bool:
         """Clients reach the VIP here: the address is on, the machine runs, the fence is open."""

@@ -12,7 +12,7 @@ from .invariants import Checker, Violation
 from .lease import LeaseServer
 from .network import Network
 from .node import Node, NodeParams
-from .runtime import Sim
+from .runtime import Sim, close_tasks
 
 RUN_SALT = 0x5EED_CAFE
 
@@ -212,6 +212,7 @@ class World:
                 if check.healed_at is not None and sim.now - check.healed_at >= cfg.settled_exit:
                     break
         heal = self.check.finish()
+        close_tasks()
         return RunResult(
             self.seed,
             self.schedule,

@@ -47,6 +47,10 @@ class Own(enum.Enum):
 def state_of(e: Engine) -> Own:
     """The state the engine's fields describe (the first rule that applies)."""
     flux = e.flux
+    if flux is None and e.release_retry is None and e.fence_owed is None:  # the common case, first
+        if e.arbitration is not None:
+            return Own.TAKING
+        return Own.OWNER if e.hold else Own.STANDBY
     retry = e.release_retry[1] if e.release_retry is not None else None  # a failed stop, owed
     if e.fence_owed is not None or (isinstance(flux, Release) and flux.fence) or (retry and retry.fence):
         return Own.FENCING

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 
 class FieldType(IntEnum):
@@ -18,8 +18,10 @@ class FieldType(IntEnum):
     UNCOMPRESS = 5
 
 
-@dataclass(frozen=True, slots=True)
-class Field:
+class Field(NamedTuple):
+    """One field. A named tuple, not a frozen dataclass: every message sent builds a dozen of
+    them, and a tuple is built several times faster (the simulation builds millions)."""
+
     name: str
     value: bytes
     type: FieldType = FieldType.STRING
@@ -27,6 +29,9 @@ class Field:
     @property
     def text(self) -> str:
         return self.value.decode("latin-1")
+
+
+_STRING, _BINARY = FieldType.STRING, FieldType.BINARY
 
 
 class Message:
@@ -42,9 +47,9 @@ class Message:
         """Build from (name, value) pairs: str values are strings, bytes values are binary."""
         return cls(
             [
-                Field(name, value, FieldType.BINARY)
+                Field(name, value, _BINARY)
                 if isinstance(value, bytes)
-                else Field(name, value.encode("latin-1"), FieldType.STRING)
+                else Field(name, value.encode("latin-1"), _STRING)
                 for name, value in pairs
             ]
         )
@@ -63,8 +68,8 @@ class Message:
     def get(self, name: str) -> str | None:
         """The first string field of that name, decoded as latin-1 (Heartbeat is 8-bit clean)."""
         for f in self.fields:
-            if f.name == name and f.type is FieldType.STRING:
-                return f.value.decode("latin-1")
+            if f[0] == name and f[2] is _STRING:
+                return f[1].decode("latin-1")
         return None
 
     def get_bytes(self, name: str) -> bytes | None:
