@@ -41,7 +41,7 @@ from .engine.actions import (
 from .engine.membership import Engine, EngineConfig
 from .kube.client import api_client
 from .kube.config import materialize
-from .kube.directives import Directives, read_directives
+from .kube.directives import read_directives
 from .kube.reporter import Reporter, report_of
 from .logs import fields, setup
 from .media.base import Medium, open_media
@@ -326,30 +326,37 @@ class Agent:
         self.execute(self.engine.resources_done(act.op, ok, reason, time.monotonic()))
 
     async def _arbitrate(self, act: Arbitrate) -> None:
-        """Ask the Lease; the renewal must succeed within W/2 or the owner fences itself."""
+        """Ask the Lease within the engine's deadline (a renewal: W/2, or the owner fences itself);
+        whatever happens, the engine hears an answer."""
         assert self.arbiter is not None
         t0 = time.monotonic()
         if act.kind in ("release", "handback"):
             v = await (self.arbiter.release() if act.kind == "release" else self.arbiter.hand_back(self.peer))
             log.log(logging.INFO if v.granted else logging.WARNING, "Lease %s: %s", act.kind, v.reason)
             return
-        limit = self.arbiter.window / 2
-        if act.kind == "renew":
-            try:
-                v = await asyncio.wait_for(self.arbiter.renew(), limit)
-            except TimeoutError:
-                v = Verdict(
-                    False,
-                    f"Lease renewal timed out: no answer within W/2 = {limit * 1000:.0f} ms (an API server "
-                    "this slow needs a longer spec.failover.arbitrationWindow; docs/safety.md)",
-                    unavailable=True,
-                )
-        else:
-            v = await self.arbiter.take(self.engine.take_still_wanted)
+        request = (
+            self.arbiter.renew() if act.kind == "renew" else self.arbiter.take(self.engine.take_still_wanted)
+        )
+        limit = act.timeout  # the engine's deadline (renewals: W/2)
+        try:
+            v = await (request if limit is None else asyncio.wait_for(request, limit))
+        except TimeoutError:
+            assert limit is not None
+            v = Verdict(
+                False,
+                f"Lease {act.kind} timed out: no answer within {limit * 1000:.0f} ms (an API server "
+                "this slow needs a longer spec.failover.arbitrationWindow; docs/safety.md)",
+                unavailable=True,
+            )
+        except Exception as e:
+            # A bug, or an answer the arbiter does not know: the engine waits for an answer to
+            # this request (a refused take, a failed renewal fences us), so it must get one.
+            log.exception("Lease %s failed unexpectedly; counted as unavailable", act.kind)
+            v = Verdict(False, f"Lease {act.kind} failed: {type(e).__name__}: {e}", unavailable=True)
         took = time.monotonic() - t0
         if act.kind == "renew":
             self.metrics.lease_request("renew", took)
-            if v.granted and took > limit / 2 and time.monotonic() >= self.slow_lease_warned + 60:
+            if v.granted and limit and took > limit / 2 and time.monotonic() >= self.slow_lease_warned + 60:
                 self.slow_lease_warned = time.monotonic()
                 log.warning(
                     "Lease renewal took %.0f ms, over half of its W/2 = %.0f ms: a slower API server makes "
@@ -379,7 +386,6 @@ class Agent:
         """Follow the operator's annotations on the ownership Lease (planned moves, maintenance)."""
         assert self.opts.kube is not None
         k = self.opts.kube
-        last: Directives | None = None
         while not self.stopping.is_set():
             try:
                 d = await read_directives(self.api, k.namespace, k.cluster)
@@ -387,21 +393,16 @@ class Agent:
                 log.debug("cannot read the ownership Lease: %s", e)
                 d = None
             if d is not None:
-                now = time.monotonic()
-                self.execute(self.engine.lease_observed(d.holder, d.epoch, now))
-                self.execute(self.engine.set_frozen(d.freeze, now))
-                if d.release and not self.engine.shutting_down:
-                    log.warning("the HACluster is being deleted: releasing everything")
-                    self.execute(self.engine.shutdown(now))
-                elif (
-                    d.handover_to == self.peer
-                    and self.engine.hold
-                    and self.engine.flux is None
-                    and self.engine.standby_asked_at is None
-                    and d != last
-                ):
-                    self.execute(self.engine.request_standby(now, f"switchover to {self.peer}"))
-                last = d
+                self.execute(
+                    self.engine.directives(
+                        time.monotonic(),
+                        d.holder,
+                        d.epoch,
+                        handover_to=d.handover_to,
+                        freeze=d.freeze,
+                        release=d.release,
+                    )
+                )
             await asyncio.sleep(0.5)
 
     async def _announce(self, reason: str) -> None:
@@ -457,15 +458,8 @@ class Agent:
                 # A VIP was lost (we were frozen?): first take in the heartbeats queued meanwhile, so
                 # that the engine knows whether the peer holds the group now.
                 await asyncio.sleep(self.cfg.hacf.keepalive_ms / 1000)
-            peer = self.engine.peer
-            if (
-                self.engine.flux
-                or (self.engine.cfg.arbitrated and (self.engine.renewing or not self.engine.lease_held))
-                or (peer.alive and peer.hold and peer.hold & frozenset(self.held))
-            ):
-                # Never restart a VIP in place on an unconfirmed claim, nor while the peer says it
-                # holds the group (a healed partition or a freeze: the engine settles who keeps it).
-                await asyncio.sleep(0.05)
+            if self.engine.restart_refused(frozenset(self.held)) is not None:
+                await asyncio.sleep(0.05)  # the engine's rule; asked again until it allows it
                 continue
             self.monitor_now.clear()
             for side in list(self.held):

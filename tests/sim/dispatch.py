@@ -116,17 +116,20 @@ class Agent:
         self.deadline: float | None = None
         self.stopping = False
         self.failures: dict[str, int] = {"vip": 0, "service": 0}
-        self.last_directive: object = None
         self.fence_installed: float | None = None  # the deadline last written (None: unknown)
         self.fence_last_write = -math.inf  # when the last fence write reaches the kernel (true time)
         self.fence_open = SimFlag(node)
+        self.tasks: list[Task] = []  # the process's asyncio tasks (closed when it dies)
         self.now: Callable[[], float] = node.local_now  # the agent's clock (a bound method: the hot path)
 
     # -- helpers ------------------------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """asyncio.create_task: the coroutine starts on the next loop iteration."""
-        self.node.agent_later(0.0, _start, coro)
+        self.node.agent_later(0.0, self._start, coro)
+
+    def _start(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.tasks.append(Task(coro))
 
     def _rand(self, lo_hi: tuple[float, float]) -> float:
         lo, hi = lo_hi
@@ -156,7 +159,12 @@ class Agent:
         self.spawn(self._startup())
 
     def dead(self) -> None:
+        """The process is gone, and its tasks with it: closed now, not left to the garbage collector
+        (the compiled form's coroutines crashed it when it finalized them: seed 104960)."""
         self.listening = False
+        tasks, self.tasks = self.tasks, []
+        for task in tasks:
+            task.close()
 
     def resumed(self) -> None:
         pass  # the queued events ran in order; the guard gets beats again
@@ -441,12 +449,7 @@ class Agent:
             await self._refresh_held()
             if self.monitor_now.flag:
                 await node.sleep(self.world.keepalive)
-            peer = engine.peer
-            if (
-                engine.flux
-                or (engine.cfg.arbitrated and (engine.renewing or not engine.lease_held))
-                or (peer.alive and peer.hold and peer.hold & frozenset(self.held))
-            ):
+            if engine.restart_refused(frozenset(self.held)) is not None:
                 await node.sleep(0.05)
                 continue
             self.monitor_now.clear()
@@ -500,20 +503,13 @@ class Agent:
                 view = await self.arbiter.store.get()
             except Unavailable:
                 view = None
-            if view is not None:
-                self.execute(engine.lease_observed(view.holder, view.transitions, self.now()))
-            d = self.world.directive
-            if d is not None:
-                handover_to = d[1]
-                if (
-                    handover_to == self.peer
-                    and engine.hold
-                    and engine.flux is None
-                    and engine.standby_asked_at is None
-                    and d != self.last_directive
-                ):
-                    self.execute(engine.request_standby(self.now(), f"switchover to {self.peer}"))
-            self.last_directive = d
+            if view is not None:  # read_directives: nothing when the Lease cannot be read
+                d = self.world.directive
+                self.execute(
+                    engine.directives(
+                        self.now(), view.holder, view.transitions, handover_to=d[1] if d is not None else None
+                    )
+                )
             await node.sleep(0.5)
 
     # -- the Lease ----------------------------------------------------------------------------------
@@ -523,29 +519,29 @@ class Agent:
             v = await (arbiter.release() if act.kind == "release" else arbiter.hand_back(self.peer))
             self.trace(f"Lease {act.kind}: {v.reason}")
             return
-        if act.kind == "renew":
-            v = await self._wait_for(arbiter.renew(), arbiter.window / 2)
+        # An exception out of the arbiter is not caught here, unlike the daemon (which answers it
+        # 'unavailable'): it ends the run as a crash, so the bug behind it is found (seed 205195).
+        request = arbiter.renew() if act.kind == "renew" else arbiter.take(self.engine.take_still_wanted)
+        if act.timeout is None:  # (two awaits: mypyc mishandles `await (a if c else b)`, seed 104960)
+            v = await request
         else:
-            v = await arbiter.take(self.engine.take_still_wanted)
+            v = await self._wait_for(request, act.timeout)
         self.trace(f"Lease {act.kind}: {'granted' if v.granted else 'refused'} ({v.reason}) epoch {v.epoch}")
         self.execute(
             self.engine.arbitrated(act.op, v.granted, v.reason, self.now(), v.epoch, v.unavailable, v.sent_at)
         )
 
     def _wait_for(self, coro: Coroutine[Any, Any, Verdict], timeout: float) -> Future:
-        """asyncio.wait_for(renew(), W/2): on timeout the renewal is cancelled (a request already
+        """asyncio.wait_for(request, timeout): on timeout the request is cancelled (a write already
         sent may still be applied by the API server) and counts as unavailable."""
         out = Future()
         task = Task(coro, out.set_result)
+        self.tasks.append(task)
 
         def expire() -> None:
             if not out.done:
                 task.close()
-                out.set_result(Verdict(False, "Lease renewal timed out", unavailable=True))
+                out.set_result(Verdict(False, "Lease request timed out", unavailable=True))
 
         self.node.agent_later(timeout, expire)
         return out
-
-
-def _start(coro: Coroutine[Any, Any, Any]) -> None:
-    Task(coro)

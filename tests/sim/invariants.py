@@ -42,7 +42,7 @@ RESUMED_LOOK_BOUND = SYNC_EVERY + 0.005
 
 @dataclass
 class Violation:
-    kind: str  # two_owners | epoch_regressed | lease_epoch_down | no_single_owner | slow_heal | half_started | illegal_transition
+    kind: str  # two_owners | epoch_regressed | lease_epoch_down | no_single_owner | slow_heal | half_started | illegal_transition | crashed
     at: float
     detail: str
     duration: float = 0.0

@@ -12,9 +12,8 @@ notices the pause; on resume the kernel still has the VIP before the agent runs.
 
 from __future__ import annotations
 
-import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,12 +43,14 @@ class NodeParams:
     monitor_interval: float = 5.0
 
 
-def _close_coroutines(events: list[NodeEvent]) -> None:
-    """Events dropped for good (a killed agent, a powered-off node): close the coroutines they
-    would have started, or Python warns that they were never awaited."""
+def close_coroutines(events: Iterable[Event]) -> None:
+    """Events dropped for good (a killed agent, a powered-off node, the end of a run): close the
+    coroutines they would have started, or Python warns that they were never awaited. Any
+    Coroutine, not only inspect.iscoroutine's: the compiled form's coroutines are not Python's, and
+    one left to the garbage collector crashed it (seed 104960)."""
     for ev in events:
         for arg in ev.args:
-            if inspect.iscoroutine(arg):
+            if isinstance(arg, Coroutine):
                 arg.close()
 
 
@@ -312,7 +313,7 @@ class Node:
         self.agent.dead()
         self.agent = None
         self.proc_gen += 1
-        _close_coroutines(self.stall_queue)
+        close_coroutines(self.stall_queue)
         self.stalled, self.stall_queue = False, []
         if with_guard:
             self.guard_alive = False
@@ -396,7 +397,7 @@ class Node:
         self.agent = None
         self.proc_gen += 1
         self.guard_alive = False
-        _close_coroutines([*self.stall_queue, *self.deferred])
+        close_coroutines([*self.stall_queue, *self.deferred])
         self.stalled, self.stall_queue, self.deferred = False, [], []
         self.paused = False
         self.vip_remove("power off")

@@ -53,6 +53,9 @@ class Sim:
         self._seq += 1
         heapq.heappush(self._q, (t if t > self.now else self.now, self._seq, ev))
 
+    def pending(self) -> list[tuple[float, int, Event]]:
+        return list(self._q)
+
     def run_until(self, end: float) -> None:
         q, pop, check = self._q, heapq.heappop, self.after_step
         while q and not self.stopped:
@@ -130,6 +133,7 @@ class Task:
             if self.on_done is not None:
                 self.on_done(stop.value)
             return
+
         if not isinstance(fut, Future):
             raise TypeError(f"the simulation awaits only its own Futures, got {fut!r}")
         fut.callbacks.append(self._wake)

@@ -11,8 +11,8 @@ from .faults import Fault, apply
 from .invariants import Checker, Violation
 from .lease import LeaseServer
 from .network import Network
-from .node import Node, NodeParams
-from .runtime import Sim, close_tasks
+from .node import Node, NodeParams, close_coroutines
+from .runtime import Event, Sim, close_tasks
 
 RUN_SALT = 0x5EED_CAFE
 
@@ -212,7 +212,7 @@ class World:
                 if check.healed_at is not None and sim.now - check.healed_at >= cfg.settled_exit:
                     break
         heal = self.check.finish()
-        close_tasks()
+        self._dispose()
         return RunResult(
             self.seed,
             self.schedule,
@@ -223,6 +223,15 @@ class World:
             self.check.overlaps,
             self.check.resumed,
         )
+
+    def _dispose(self) -> None:
+        """The run is over: close every coroutine still pending (in the queue, in a stalled loop or
+        a paused VM, or suspended in a task), so none is left for the garbage collector."""
+        events: list[Event] = [ev for _, _, ev in self.sim.pending()]
+        for n in self.nodes.values():
+            events += [*n.stall_queue, *n.deferred]
+        close_coroutines(events)
+        close_tasks()
 
     def _faults_over(self) -> None:
         self.trace("faults over")

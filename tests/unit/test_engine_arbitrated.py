@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hacluster_agent.engine.actions import Acquire, Action, Arbitrate, Side
+from hacluster_agent.engine.actions import Acquire, Action, Arbitrate, Note, Side
 from hacluster_agent.engine.membership import UNHEARD, Engine
 from hacluster_agent.wire.message import Message
 from tests.unit.test_engine import DEADTIME, Pair, cfg
@@ -404,3 +404,103 @@ def test_home_node_takes_its_group_again_after_a_renewal_answered_late() -> None
     p.apply("a", a.arbitrated(-1, True, "renewed", p.now, p.lease.transitions))
     assert p.owners() == {"a": {"local"}}
     p.never_two_owners()
+
+
+# -- rules that were the daemon's (issue 11: the daemon dispatches, the engine decides) ------------
+
+
+def test_a_renewal_carries_its_deadline_of_half_the_window() -> None:
+    """The renewal deadline is the engine's: W/2, so a slow API server makes the owner fence itself
+    before the peer may take the Lease (W after the last granted write)."""
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    p.cut_link()
+    p.run(1.0)
+    renewals = [a for a in p.nodes["a"].log if isinstance(a, Arbitrate) and a.kind == "renew"]
+    assert renewals and all(a.timeout == W / 2 for a in renewals)
+    takes = [a for a in p.nodes["a"].log if isinstance(a, Arbitrate) and a.kind == "take"]
+    assert takes and all(a.timeout is None for a in takes)  # a take waits for its answer
+
+
+def test_a_declared_switchover_is_accepted_once_per_reading_of_the_lease() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    a = engine(p, "a")
+    reading = ("a", p.lease.transitions)
+    out = a.directives(p.now, *reading, handover_to="b")
+    assert "switchover to b" in notes(out), "the owner hands its group over"
+    p.apply("a", out)
+    p.run(1.0)
+    assert p.owners() == {"b": {"foreign"}}
+    # the operator keeps the annotation until the move is done: the same reading asks nothing more
+    assert "switchover to b" not in notes(a.directives(p.now, *reading, handover_to="b"))
+    p.run(1.0)
+    assert p.owners() == {"b": {"foreign"}}
+    p.never_two_owners()
+
+
+def notes(actions: list[Action]) -> list[str]:
+    return [a.text for a in actions if isinstance(a, Note)]
+
+
+def test_a_switchover_to_ourselves_or_while_holding_nothing_asks_nothing() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    b = engine(p, "b")
+    p.apply("b", b.directives(p.now, "a", p.lease.transitions, handover_to="a"))  # b holds nothing
+    a = engine(p, "a")
+    p.apply("a", a.directives(p.now, "a", p.lease.transitions, handover_to="a"))  # to itself
+    assert a.standby_asked_at is None and b.standby_asked_at is None
+    assert p.owners() == {"a": {"local"}}
+
+
+def test_the_hacluster_deleted_releases_everything_once() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    a = engine(p, "a")
+    out = a.directives(p.now, "a", p.lease.transitions, release=True)
+    assert "the HACluster is being deleted: releasing everything" in notes(out)
+    p.apply("a", out)
+    p.run(0.5)
+    assert a.shutting_down and not a.hold
+    assert "the HACluster is being deleted: releasing everything" not in notes(
+        a.directives(p.now, "a", p.lease.transitions, release=True)
+    )
+
+
+def test_maintenance_freezes_and_thaws_through_the_same_reading() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    a = engine(p, "a")
+    p.apply("a", a.directives(p.now, "a", p.lease.transitions, freeze=True))
+    assert a.frozen
+    p.apply("a", a.directives(p.now, "a", p.lease.transitions, freeze=False))
+    assert not a.frozen
+
+
+def test_restart_in_place_only_on_a_confirmed_claim() -> None:
+    """The monitor's rule (was the daemon's): a stopped member is restarted in place only while we
+    hold the Lease with nothing in flight and no renewal out, and the peer does not say it holds
+    the group."""
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    a = engine(p, "a")
+    held = frozenset({Side.LOCAL})
+    assert a.restart_refused(held) is None
+    a.renewing = True
+    assert a.restart_refused(held) == "the Lease is being renewed"
+    a.renewing = False
+    a.lease_held = False
+    assert a.restart_refused(held) == "the Lease is not ours"
+    a.lease_held = True
+    a.peer.hold = frozenset({Side.LOCAL})  # the peer claims our group (a healed partition)
+    assert a.restart_refused(held) == "b says it holds the group"
+    a.peer.hold = frozenset()
+    a.flux = Acquire(frozenset({Side.LOCAL}), "test")
+    assert a.restart_refused(held) == "resources in flux"

@@ -77,6 +77,10 @@ class Arbitrate:
     kind: str  # take | renew | release | handback
     op: int
     reason: str
+    timeout: float | None = None
+    """Unanswered after this long (s), the request counts as unavailable (the driver cancels it;
+    a write already sent may still be applied). Renewals: W/2, so the owner fences itself before
+    the peer may take the Lease (docs/safety.md). None: no deadline."""
 
 
 @dataclass(frozen=True)

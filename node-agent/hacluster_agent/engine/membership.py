@@ -207,6 +207,7 @@ class Engine:
             0.0  # the peer says it cannot hear us (a one-way cut): prove ourselves until then
         )
         self.frozen = False  # maintenance: no automatic moves
+        self.last_directives: tuple[object, ...] | None = None  # the operator's word, as last read
         self.started = 0.0
         self.running = False  # start() was called: messages before it are not ours to judge
         self.wall0 = 0.0
@@ -1087,6 +1088,56 @@ class Engine:
         return self._outranked(now, f"{self.cfg.peer} holds the Lease at epoch {p.epoch}", p.epoch)
 
     @_event
+    def directives(
+        self,
+        now: float,
+        holder: str,
+        epoch: int | None,
+        *,
+        handover_to: str | None = None,
+        freeze: bool = False,
+        release: bool = False,
+    ) -> list[Action]:
+        """The ownership Lease as the agent's periodic read found it (Kubernetes mode, every 0.5 s):
+        its holder and epoch, and the operator's word on it: maintenance (`freeze`), the HACluster
+        being deleted (`release`), a planned move to `handover_to`. A switchover is accepted once per
+        reading that differs from the last, and only while we hold the groups with nothing in flight
+        and no standby asked yet: the operator keeps the annotation until the move is done."""
+        out = self.lease_observed(holder, epoch, now)
+        out += self.set_frozen(freeze, now)
+        seen = (holder, epoch, handover_to, freeze, release)
+        if release and not self.shutting_down:
+            out.append(Note("warning", "the HACluster is being deleted: releasing everything"))
+            out += self.shutdown(now)
+        elif (
+            handover_to == self.cfg.peer
+            and self.hold
+            and self.flux is None
+            and self.standby_asked_at is None
+            and seen != self.last_directives
+        ):
+            out += self.request_standby(now, f"switchover to {self.cfg.peer}")
+        self.last_directives = seen
+        return out
+
+    def restart_refused(self, held: frozenset[Side]) -> str | None:
+        """Why a member of a held group that stopped may not be restarted in place now (None: it
+        may). Never on an unconfirmed claim: while resources are in flux, or (Kubernetes mode) while
+        a renewal is out or the Lease is not ours: we may have been replaced while frozen; never
+        while the peer says it holds the group (a healed partition: the engine settles who keeps
+        it, and the loser stops its copy)."""
+        if self.flux is not None:
+            return "resources in flux"
+        if self.cfg.arbitrated and self.renewing:
+            return "the Lease is being renewed"
+        if self.cfg.arbitrated and not self.lease_held:
+            return "the Lease is not ours"
+        p = self.peer
+        if p.alive and p.hold and p.hold & held:
+            return f"{self.cfg.peer} says it holds the group"
+        return None
+
+    @_event
     def lease_observed(self, holder: str, epoch: int | None, now: float) -> list[Action]:
         """The Lease as the agent's periodic read of it saw it (every 0.5 s, with the operator's
         directives). Another holder at a higher epoch while we hold the groups: we were replaced
@@ -1207,7 +1258,7 @@ class Engine:
         if self.renewing:
             return []
         self.renewing, self.renewal_early = True, early
-        return [Arbitrate("renew", -1, reason)]
+        return [Arbitrate("renew", -1, reason, timeout=self.cfg.arbitration_window / 2)]
 
     def _set_hold(self, hold: frozenset[Side], now: float, reason: str) -> None:
         if hold != self.hold:
