@@ -5,6 +5,8 @@
     bench/simulate.py --replay SEED --trace        # the same run, event for event, with its trace
     bench/simulate.py --shrink SEED                # the smallest schedule that still fails
     bench/simulate.py --seeds 1000000 --jobs 2 --compiled   # the long run, compiled (tests/sim/build.py)
+    bench/simulate.py --seeds 100000 --start 300000 --jobs 2 --compiled --ledger runs.jsonl
+    bench/simulate.py --ledger runs.jsonl --tally  # the long run in chunks (over days): what they add up to
 
 Every run: two real Engines and Arbiters, the daemon's dispatch, a simulated Lease/API server,
 heartbeat link, fence guards and kernels, and a nemesis schedule drawn from the seed; the
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -122,6 +126,65 @@ def same_as_interpreted(argv: list[str], a: argparse.Namespace, results: list[Su
     return same
 
 
+def ledger_entry(a: argparse.Namespace, results: list[Summary], elapsed: float) -> dict[str, Any]:
+    """One chunk of a long run, as the ledger keeps it: the code it ran (build.key: every source
+    file), the form and the settings, the seed range, what it found."""
+    failing = sorted(s for s, vs, _, _ in results if vs)
+    heals = [h for _, _, h, _ in results if h is not None]
+    resumed = [d for _, _, _, rs in results for d in rs]
+    return {
+        "key": build.key(ROOT),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "form": "compiled" if build.is_compiled() else "interpreted",
+        "settings": settings_of(a),
+        "start": a.start,
+        "seeds": a.seeds,
+        "violating_seeds": failing,
+        "worst_heal_ms": round(max(heals) * 1000) if heals else None,
+        "worst_resumed_ms": round(max(resumed) * 1000, 1) if resumed else None,
+        "elapsed_s": round(elapsed, 1),
+        "jobs": a.jobs,
+    }
+
+
+def settings_of(a: argparse.Namespace) -> str:
+    s = f"{a.timing} {a.mode} W={a.window:g}s span={a.span:g}s"
+    s += f" settled_exit={a.settled_exit:g}s" if a.settled_exit is not None else ""
+    s += f" only={a.only}" if a.only else ""
+    return s + (" agent_failback" if a.agent_failback else "")
+
+
+def tally(path: Path) -> int:
+    """What the ledger's chunks add up to, per code version and settings: seeds, distinct seeds
+    (a seed run twice counts once), violating seeds, worst heal. The current code's first."""
+    if not path.exists():
+        print(f"simulate: no ledger at {path}", file=sys.stderr)
+        return 2
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = collections.defaultdict(list)
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+            groups[(e["key"], e["settings"])].append(e)
+        except (ValueError, KeyError) as err:
+            print(f"simulate: {path}:{n}: not a ledger entry ({err})", file=sys.stderr)
+            return 2
+    current = build.key(ROOT)
+    for (key, settings), entries in sorted(groups.items(), key=lambda kv: (kv[0][0] != current, kv[0])):
+        distinct: set[int] = set()
+        for e in entries:
+            distinct.update(range(e["start"], e["start"] + e["seeds"]))
+        bad = sorted({s for e in entries for s in e["violating_seeds"]})
+        heals = [e["worst_heal_ms"] for e in entries if e["worst_heal_ms"] is not None]
+        hours = sum(e["elapsed_s"] for e in entries) / 3600
+        mark = "current code" if key == current else "other code"
+        print(f"{key} ({mark}) {settings}: {len(entries)} chunk(s), {sum(e['seeds'] for e in entries)} seeds "
+              f"({len(distinct)} distinct), {hours:.1f} h, violating seeds {len(bad)}"
+              f"{' ' + str(bad[:10]) if bad else ''}, worst heal {max(heals, default=0)} ms")  # fmt: skip
+    return 0
+
+
 def print_schedule(schedule: list[Fault]) -> None:
     for f in schedule:
         print(f"    {f.describe()}")
@@ -167,8 +230,19 @@ def main(argv: list[str] | None = None) -> int:
         help="after the run, run its first N seeds interpreted and fail unless every run is the same",
     )
     p.add_argument("--digest-only", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--ledger",
+        type=Path,
+        metavar="FILE",
+        help="append this run (its code's key, settings, seed range, findings) to FILE, one JSON line",
+    )
+    p.add_argument("--tally", action="store_true", help="with --ledger: print what its runs add up to")
     raw = sys.argv[1:] if argv is None else argv
     a = p.parse_args(raw)
+    if a.tally:
+        if a.ledger is None:
+            p.error("--tally needs --ledger FILE")
+        return tally(a.ledger)
     if a.compiled and not build.is_compiled():
         try:
             where = build.ensure()
@@ -249,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     same = True
     if a.same_as_interpreted:
         same = same_as_interpreted(raw, a, results)
+    if a.ledger is not None:
+        with a.ledger.open("a") as f:
+            f.write(json.dumps(ledger_entry(a, results, elapsed)) + "\n")
     worst_heal = max(heals) * 1000 if heals else 0.0
     print(f"RESULT seeds={a.seeds} violations={len(failing)} worst_heal_ms={worst_heal:.0f}")
     return 1 if failing or not same else 0

@@ -61,23 +61,23 @@ class BuildError(RuntimeError):
     """The compiled form could not be built; the message says what is missing or what failed."""
 
 
-def _sources() -> list[tuple[Path, str]]:
+def _sources(root: Path = ROOT) -> list[tuple[Path, str]]:
     """Every file copied into the build: (file, its path inside the build directory)."""
-    out = [
-        (p, str(p.relative_to(ROOT / "node-agent")))
-        for p in sorted((ROOT / "node-agent" / "hacluster_agent").rglob("*.py"))
-    ]
-    out += [(p, str(p.relative_to(ROOT))) for p in sorted((ROOT / "tests" / "sim").glob("*.py"))]
-    out.append((ROOT / "tests" / "__init__.py", "tests/__init__.py"))
+    agent = root / "node-agent"
+    out = [(p, str(p.relative_to(agent))) for p in sorted((agent / "hacluster_agent").rglob("*.py"))]
+    out += [(p, str(p.relative_to(root))) for p in sorted((root / "tests" / "sim").glob("*.py"))]
+    out.append((root / "tests" / "__init__.py", "tests/__init__.py"))
     return out
 
 
-def key() -> str:
+def key(root: Path = ROOT) -> str:
+    """The build's key: every source it copies (the whole agent package, the simulator), the Python
+    and mypy versions, the module list. Two runs under the same key ran the same code."""
     import mypy.version
 
     h = hashlib.sha256()
     h.update(f"{sys.version}\n{mypy.version.__version__}\n{MYPY_CONFIG}\n{COMPILED}\n".encode())
-    for path, rel in _sources():
+    for path, rel in _sources(root):
         h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 

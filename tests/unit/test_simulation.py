@@ -394,3 +394,37 @@ CI_FORM = Config(span=5.0, settled_exit=3.0)
 def test_ci_form_seed_replays_without_a_violation(seed: int, found: str) -> None:
     r = run_one(seed, CI_FORM, nemesis(seed, CI_FORM.span, CI_FORM.deadtime))
     assert not r.violations, f"{found}: {[v.describe() for v in r.violations]}"
+
+
+def _simulate() -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "simulate.py"
+    spec = importlib.util.spec_from_file_location("simulate", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_long_run_in_chunks_adds_up_in_its_ledger(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The million seeds run in chunks over several days: the ledger keeps each chunk with the key of
+    the code it ran, and the tally adds up only chunks of the same code and settings (a seed run
+    twice counts once)."""
+    simulate = _simulate()
+    ledger = tmp_path / "runs.jsonl"
+    common = ["--span", "5", "--settled-exit", "3", "--ledger", str(ledger)]
+    assert simulate.main(["--seeds", "4", "--start", "10", *common]) == 0
+    assert simulate.main(["--seeds", "3", "--start", "12", *common]) == 0
+    capsys.readouterr()
+    assert simulate.main(["--ledger", str(ledger), "--tally"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    assert (
+        "(current code) 100ms/300ms kube W=0.2s span=5s settled_exit=3s: 2 chunk(s), 7 seeds (5 distinct)"
+        in out[0]
+    )
+    assert "violating seeds 0" in out[0]
