@@ -122,7 +122,6 @@ class Task:
     def __init__(self, coro: Coroutine[Any, Any, Any], on_done: Callable[[Any], None] | None = None) -> None:
         self.coro, self.on_done = coro, on_done
         self.closed = self.finished = False
-        _TASKS.append(self)
         self._step(None, None)
 
     def _step(self, value: Any, exc: BaseException | None) -> None:
@@ -148,17 +147,3 @@ class Task:
             return
         self.closed = True
         self.coro.close()
-
-
-_TASKS: list[Task] = []
-
-
-def close_tasks() -> None:
-    """At the end of a run: close every coroutine still suspended (the tasks of processes that
-    died, the loops of the live ones), outermost first, so none is left for the garbage collector
-    to finalize in whatever order it finds them (compiled coroutines awaited by interpreted ones
-    then report "coroutine already executing")."""
-    tasks = list(_TASKS)
-    _TASKS.clear()
-    for task in tasks:
-        task.close()

@@ -12,7 +12,7 @@ from .invariants import Checker, Violation
 from .lease import LeaseServer
 from .network import Network
 from .node import Node, NodeParams, close_coroutines
-from .runtime import Event, Sim, close_tasks
+from .runtime import Event, Sim
 
 RUN_SALT = 0x5EED_CAFE
 
@@ -231,7 +231,9 @@ class World:
         for n in self.nodes.values():
             events += [*n.stall_queue, *n.deferred]
         close_coroutines(events)
-        close_tasks()
+        for n in self.nodes.values():  # every task is an agent's: the live ones end as a killed one's do
+            if n.agent is not None:
+                n.agent.dead()
 
     def _faults_over(self) -> None:
         self.trace("faults over")
