@@ -192,8 +192,13 @@ class OursKube(Ours):
         self.cp = ControlPlane(find_or_build_apiserver(), bind_address=APISERVER_ADDR)
         self.cp.start()
         kc = agent_rbac(self.cp, self.lab.root, "ha", "bench")
-        self.lab.agent_args = ["--kube", "--kubeconfig", str(kc), "--namespace", "ha", "--cluster", "bench"]
+        self.lab.agent_args = [
+            "--kube", "--kubeconfig", str(kc), "--namespace", "ha", "--cluster", "bench", *self._agent_extra()
+        ]  # fmt: skip
         super().start()
+
+    def _agent_extra(self) -> list[str]:
+        return []
 
     def stop(self) -> None:
         try:
@@ -201,6 +206,17 @@ class OursKube(Ours):
         finally:
             if self.cp is not None:
                 self.cp.stop()
+
+
+class OursKubeBefore(OursKube):
+    """The same, with the rule before issue 11's last change: W = 200 ms, counted from when the
+    standby declares the owner dead (the agents' hidden --no-early-window), so the two figures come
+    from one run on one machine."""
+
+    name = "k8s-W200-before"
+
+    def _agent_extra(self) -> list[str]:
+        return ["--arbitration-window", "0.2", "--no-early-window"]
 
 
 class Theirs:
@@ -557,9 +573,9 @@ def result_line(r: Report, a: argparse.Namespace) -> str:
         return statistics.median(gaps) if gaps else None
 
     if a.kubernetes:
-        kube = pooled(OursKube.name)
+        kube, before = pooled(OursKube.name), pooled(OursKubeBefore.name)
         return (f"RESULT mode=kubernetes keepalive={a.keepalive} deadtime={a.deadtime} "
-                f"hacluster_median_ms={fmt(kube)}")  # fmt: skip
+                f"hacluster_median_ms={fmt(kube)} before_w200_median_ms={fmt(before)}")  # fmt: skip
     ours, theirs = pooled(Ours.name), pooled(Theirs.name)
     ratio = f"{ours / theirs:.2f}" if ours is not None and theirs else "n/a"
     return (f"RESULT keepalive={a.keepalive} deadtime={a.deadtime} hacluster_median_ms={fmt(ours)} "
@@ -628,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"lab {lab.prefix}: n1 {NODE_ADDR['n1']}, n2 {NODE_ADDR['n2']}, VIP {VIP}")
         impls: list[Callable[[Lab], Impl]] = []
         if a.kubernetes:
-            impls.append(OursKube)
+            impls += [OursKube, OursKubeBefore]
         elif a.only != "heartbeat":
             impls.append(Ours)
         if a.only != "hacluster":

@@ -37,12 +37,15 @@ for extra in (ROOT, ROOT / "node-agent", ROOT / "operator"):
         sys.path.append(str(extra))  # after PYTHONPATH: a compiled engine (dev: sim-engine) comes first
 
 from tests.sim import build  # noqa: E402
-from tests.sim.faults import KINDS, Fault, nemesis  # noqa: E402
+from tests.sim.faults import ADDED, KINDS, Fault, nemesis  # noqa: E402
 from tests.sim.invariants import RESUMED_VM_BOUND  # noqa: E402
 from tests.sim.shrink import shrink  # noqa: E402
 from tests.sim.world import Config, RunResult, parse_timing, run_one  # noqa: E402
 
-Summary = tuple[int, list[tuple[str, float, float, str, tuple[str, ...]]], float | None, list[float]]
+Summary = tuple[
+    int, list[tuple[str, float, float, str, tuple[str, ...]]], float | None, list[float], list[float]
+]
+"""seed, violations, heal time, resumed VMs' VIP answers, resumed VMs' service overlaps (e)"""
 
 
 def config_args(a: argparse.Namespace) -> dict[str, Any]:
@@ -57,6 +60,8 @@ def config_args(a: argparse.Namespace) -> dict[str, Any]:
         "span": a.span,
         "auto_failback": True if a.agent_failback else None,
         "settled_exit": a.settled_exit,
+        **({"node_fence_rules": False} if a.without_node_fence_rules else {}),
+        **({"node_fence": a.node_fence} if a.node_fence is not None else {}),
     }
 
 
@@ -81,9 +86,9 @@ def one(args: tuple[int, dict[str, Any], str | None]) -> Summary:
     try:
         r = run_one(seed, cfg, sched)
     except Exception as e:  # the simulator (or the code it runs) crashed: a failed seed, not a dead worker
-        return seed, [("crashed", 0.0, 0.0, f"{type(e).__name__}: {e}", ("(replay it)",))], None, []
+        return seed, [("crashed", 0.0, 0.0, f"{type(e).__name__}: {e}", ("(replay it)",))], None, [], []
     violations = [(v.kind, v.at, v.duration, v.detail, involved(r, v.at, cfg)) for v in r.violations]
-    return seed, violations, r.heal, r.resumed
+    return seed, violations, r.heal, r.resumed, r.resumed_services
 
 
 def digest(results: list[Summary]) -> str:
@@ -129,9 +134,9 @@ def same_as_interpreted(argv: list[str], a: argparse.Namespace, results: list[Su
 def ledger_entry(a: argparse.Namespace, results: list[Summary], elapsed: float) -> dict[str, Any]:
     """One chunk of a long run, as the ledger keeps it: the code it ran (build.key: every source
     file), the form and the settings, the seed range, what it found."""
-    failing = sorted(s for s, vs, _, _ in results if vs)
-    heals = [h for _, _, h, _ in results if h is not None]
-    resumed = [d for _, _, _, rs in results for d in rs]
+    failing = sorted(s for s, vs, *_ in results if vs)
+    heals = [h for _, _, h, *_ in results if h is not None]
+    resumed = [d for _, _, _, rs, _ in results for d in rs]
     return {
         "key": build.key(ROOT),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -148,9 +153,11 @@ def ledger_entry(a: argparse.Namespace, results: list[Summary], elapsed: float) 
 
 
 def settings_of(a: argparse.Namespace) -> str:
-    s = f"{a.timing} {a.mode} W={a.window:g}s span={a.span:g}s"
+    s = f"{a.timing} {a.mode} W={config_of(a).w:g}s span={a.span:g}s"
     s += f" settled_exit={a.settled_exit:g}s" if a.settled_exit is not None else ""
     s += f" only={a.only}" if a.only else ""
+    s += f" node_fence={a.node_fence:g}" if a.node_fence is not None else ""
+    s += " without_node_fence_rules" if a.without_node_fence_rules else ""
     return s + (" agent_failback" if a.agent_failback else "")
 
 
@@ -196,9 +203,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", type=int, default=0)
     p.add_argument("--timing", default="100ms/300ms", help="keepalive/deadtime, e.g. 500ms/3s, 1s/10s")
     p.add_argument("--mode", choices=("kube", "standalone"), default="kube")
-    p.add_argument("--window", type=float, default=0.2, help="W (--arbitration-window), seconds")
+    p.add_argument(
+        "--window",
+        type=float,
+        help="W (--arbitration-window), seconds; default: the agents' own for the timing",
+    )
     p.add_argument("--span", type=float, default=60.0, help="seconds of faults per run")
-    p.add_argument("--only", choices=sorted(KINDS), help="draw faults of this kind only")
+    p.add_argument("--only", choices=sorted({**KINDS, **ADDED}), help="draw faults of this kind only")
+    p.add_argument(
+        "--node-fence", type=float, metavar="P", help="the share of seeds with a node fence (default 0.5)"
+    )
+    p.add_argument(
+        "--without-node-fence-rules",
+        action="store_true",
+        help="check (e) but give the agents no stop budget: what the node fence closes",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument(
         "--settled-exit",
@@ -294,9 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.digest_only:
         print(f"DIGEST {digest(results)}")
         return 0
-    failing = [(s, vs) for s, vs, _, _ in results if vs]
-    heals = [h for _, _, h, _ in results if h is not None]
-    resumed = [d for _, _, _, rs in results for d in rs]
+    failing = [(s, vs) for s, vs, *_ in results if vs]
+    heals = [h for _, _, h, *_ in results if h is not None]
+    resumed = [d for _, _, _, rs, _ in results for d in rs]
+    resumed_services = [d for *_, rs in results for d in rs]
     table: dict[tuple[str, tuple[str, ...]], list[int]] = collections.defaultdict(list)
     worst: dict[tuple[str, tuple[str, ...]], float] = collections.defaultdict(float)
     for s, vs in failing:
@@ -306,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 table[key].append(s)
             worst[key] = max(worst[key], dur)
     form = "compiled" if build.is_compiled() else "interpreted"
-    print(f"{a.seeds} seeds, {a.timing}, {a.mode}, W={a.window:g}s, {a.span:g}s of faults each: "
+    print(f"{a.seeds} seeds, {a.timing}, {a.mode}, W={config_of(a).w:g}s, {a.span:g}s of faults each: "
           f"{elapsed:.1f}s ({a.seeds / elapsed:.1f} seeds/s with {a.jobs} job(s), {form})")  # fmt: skip
     for s, vs in failing[: a.show]:
         print(f"  seed {s}: " + "; ".join(f"{k} at {at:.2f}s ({dur * 1000:.0f} ms) [{'+'.join(f)}]"
@@ -320,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     if resumed:
         print(f"resumed VMs answering for their VIP before their agent ran (not violations, bound "
               f"{RESUMED_VM_BOUND * 1000:.0f} ms): {len(resumed)}, worst {max(resumed) * 1000:.1f} ms")  # fmt: skip
+    if resumed_services:
+        print(f"resumed VMs running their service beside the new owner's until fenced (e; not violations): "
+              f"{len(resumed_services)}, worst {max(resumed_services) * 1000:.0f} ms")  # fmt: skip
     same = True
     if a.same_as_interpreted:
         same = same_as_interpreted(raw, a, results)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ from .engine.actions import (
     Action,
     Announce,
     Arbitrate,
+    FenceNode,
     LinkChanged,
     Note,
     PeerChanged,
@@ -39,6 +41,7 @@ from .engine.actions import (
     Side,
 )
 from .engine.membership import Engine, EngineConfig
+from .engine.window import MAX_WINDOW, MIN_WINDOW, default_window
 from .kube.client import api_client
 from .kube.config import materialize
 from .kube.directives import read_directives
@@ -55,6 +58,7 @@ from .resources.group import GroupRunner, GroupStopError, drivers_for
 from .resources.ipaddr import default_address_lifetime
 from .resources.kernelfence import IDLE_WAKE, FenceError, KernelFence, sync_interval, table_name
 from .resources.script import ScriptOptions
+from .resources.watchdog import Watchdog, WatchdogError
 from .state import next_generation, node_uuid
 from .wire.codec import Decoded, decode, encode
 from .wire.errors import Rejected
@@ -79,6 +83,8 @@ class AgentOptions:
     config_source: ConfigSource | None = None  # when set: reload on SIGHUP and on file changes
     fence_after: int | None = None  # ms without a beat before the fence guard removes the VIPs (None:
     # deadtime/2, 0: no guard); see resources/fenceguard.py
+    watchdog_timeout: int | None = None  # s, set on ha.cf's watchdog device (None: the device's own)
+    stop_budget: float = 10.0  # s a self-fencing stop may take before the watchdog resets the node
 
 
 @dataclass
@@ -90,6 +96,7 @@ class KubeOptions:
     kubeconfig: str | None = None
     window: float = 0.2
     take_over_without_arbiter: bool = False
+    early_window: bool = True  # EngineConfig.early_window (False only for bench/failover.py)
 
 
 class Agent:
@@ -123,6 +130,7 @@ class Agent:
                 arbitrated=opts.kube is not None,
                 take_over_without_arbiter=bool(opts.kube and opts.kube.take_over_without_arbiter),
                 arbitration_window=opts.kube.window if opts.kube else 0.2,
+                early_window=opts.kube.early_window if opts.kube else True,
             )
         )
         self.api: Any = None
@@ -164,6 +172,7 @@ class Agent:
         self.kfence: KernelFence | None = None
         self.fence_open = asyncio.Event()
         self.slow_lease_warned = -math.inf  # the last "renewal slow for W" warning (one a minute)
+        self.watchdog: Watchdog | None = None  # ha.cf's `watchdog` (opened last at start-up)
 
     # -- media events (MediumEvents) ------------------------------------------------------------
     def packet_received(self, medium: str, data: bytes) -> None:
@@ -212,6 +221,10 @@ class Agent:
                     act.reason,
                     extra=fields(peer=act.peer, alive=act.alive, generation=self.generation),
                 )
+            elif isinstance(act, FenceNode):
+                # (the engine emits it only with a watchdog: EngineConfig.stop_budget)
+                if self.watchdog is not None:
+                    self.watchdog.fence(act.reason)  # (the engine's Note counts it)
             elif isinstance(act, LinkChanged):
                 log.info("Link %s:%s %s", act.peer, act.medium, "up" if act.up else "dead")
             elif isinstance(act, Note):
@@ -284,7 +297,7 @@ class Agent:
                 try:
                     for side in sides:
                         for runner in self.runners[side]:
-                            await runner.start()
+                            await runner.start(act.services_at)
                             started.append(runner)
                         self.held.add(side)
                 except ResourceError:
@@ -335,7 +348,9 @@ class Agent:
             log.log(logging.INFO if v.granted else logging.WARNING, "Lease %s: %s", act.kind, v.reason)
             return
         request = (
-            self.arbiter.renew() if act.kind == "renew" else self.arbiter.take(self.engine.take_still_wanted)
+            self.arbiter.renew()
+            if act.kind == "renew"
+            else self.arbiter.take(self.engine.take_still_wanted, act.hold_off)
         )
         limit = act.timeout  # the engine's deadline (renewals: W/2)
         try:
@@ -377,7 +392,7 @@ class Agent:
         )
         self.execute(
             self.engine.arbitrated(
-                act.op, v.granted, v.reason, time.monotonic(), v.epoch, v.unavailable, v.sent_at
+                act.op, v.granted, v.reason, time.monotonic(), v.epoch, v.unavailable, v.sent_at, v.taken_over
             )
         )
         self.metrics.set_epoch(self.engine.epoch)
@@ -393,6 +408,8 @@ class Agent:
                 log.debug("cannot read the ownership Lease: %s", e)
                 d = None
             if d is not None:
+                if self.arbiter is not None and d.version:
+                    self.arbiter.saw(d.version, d.epoch or 0)
                 self.execute(
                     self.engine.directives(
                         time.monotonic(),
@@ -404,6 +421,18 @@ class Agent:
                     )
                 )
             await asyncio.sleep(0.5)
+
+    def _feed_every(self) -> float:
+        assert self.watchdog is not None
+        return min(int(self.watchdog.timeout) / 4, 1.0)
+
+    async def _feed(self) -> None:
+        """Feed the watchdog from the event loop itself: a loop that stalls stops feeding it."""
+        assert self.watchdog is not None
+        every = self._feed_every()
+        while not self.watchdog.closed:
+            self.watchdog.feed()
+            await asyncio.sleep(every)
 
     async def _announce(self, reason: str) -> None:
         log.info("re-announcing held addresses: %s", reason)
@@ -600,6 +629,29 @@ class Agent:
             self.cfg.hacf.deadtime_ms,
             extra=fields(generation=self.generation),
         )
+        if self.cfg.hacf.watchdog is not None:
+            # Opened last: from here on a stalled or dead agent resets the node.
+            try:
+                self.watchdog = Watchdog(self.cfg.hacf.watchdog, self.opts.watchdog_timeout)
+            except WatchdogError as e:
+                log.error("%s (ha.cf: watchdog %s)", e, self.cfg.hacf.watchdog)
+                return 1
+            if self.engine.cfg.arbitrated:
+                self.engine.cfg = dataclasses.replace(
+                    self.engine.cfg,
+                    stop_budget=self.opts.stop_budget,
+                    watchdog_timeout=float(self.watchdog.timeout),
+                )
+            log.info(
+                "watchdog %s: fed every %.2fs, resets the node %ds after the agent stops feeding it%s",
+                self.watchdog.path,
+                self._feed_every(),
+                self.watchdog.timeout,
+                f"; a self-fencing stop may take {self.opts.stop_budget:g}s"
+                if self.engine.cfg.arbitrated
+                else "",
+            )
+            self._spawn(self._feed())
         self.execute(self.engine.start(time.monotonic(), time.time()))
         clock = loop.create_task(self._clock())
         maint = loop.create_task(self._maintain())
@@ -636,6 +688,8 @@ class Agent:
                 self.kfence.remove()
             except FenceError as e:
                 log.warning("could not remove the kernel fence's tables: %s", e)
+        if self.watchdog is not None:
+            self.watchdog.close()  # disarmed, unless the node is being fenced
         for task in (clock, maint, monitor, *self.tasks):
             task.cancel()
         server.close()
@@ -678,13 +732,30 @@ def main(argv: list[str] | None = None) -> int:
         help="ms without a beat from this agent before its fence guard removes the VIPs "
         "(default deadtime/2; 0: no guard)",
     )
+    p.add_argument(
+        "--watchdog-timeout",
+        type=int,
+        help="seconds: set on ha.cf's watchdog device (default: the device's own timeout)",
+    )
+    p.add_argument(
+        "--stop-budget",
+        type=float,
+        default=10.0,
+        help="Kubernetes mode with ha.cf's watchdog: seconds a self-fencing stop may take before the "
+        "watchdog resets the node (docs/safety.md)",
+    )
     k = p.add_argument_group("Kubernetes mode (the ownership Lease arbitrates)")
     k.add_argument("--kube", action="store_true", help="arbitrate through the HACluster's Lease")
     k.add_argument("--kubeconfig", help="default: in-cluster credentials")
     k.add_argument("--namespace", default="default")
     k.add_argument("--cluster", help="the HACluster's name (= its ownership Lease)")
     k.add_argument("--config-prefix", default="", help="read <prefix>ha.cf etc. (the operator's Secret)")
-    k.add_argument("--arbitration-window", type=float, default=0.2, help="W in docs/safety.md, seconds")
+    k.add_argument(
+        "--arbitration-window",
+        type=float,
+        help="W in docs/safety.md, seconds (default: from keepalive and deadtime, engine/window.py)",
+    )
+    k.add_argument("--no-early-window", action="store_true", help=argparse.SUPPRESS)  # bench/failover.py
     k.add_argument(
         "--when-arbiter-unavailable",
         choices=("StayPut", "TakeOver"),
@@ -692,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         help="see docs/safety.md",
     )
     a = p.parse_args(argv)
-    if not 0.1 <= a.arbitration_window <= 10:
+    if a.arbitration_window is not None and not MIN_WINDOW <= a.arbitration_window <= MAX_WINDOW:
         # the CRD's rule (spec.failover.arbitrationWindow): below 100 ms a renewal has under 50 ms
         p.error(f"--arbitration-window {a.arbitration_window:g}: must be between 0.1 and 10 seconds")
     setup(a.log_format)
@@ -710,6 +781,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for w in cfg.warnings:
         log.warning(str(w))
+    if a.arbitration_window is None:
+        a.arbitration_window = default_window(cfg.hacf.keepalive_ms / 1000, cfg.hacf.deadtime_ms / 1000)
     opts = AgentOptions(
         node=a.node.lower(),
         state_dir=Path(a.state_dir),
@@ -727,6 +800,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=a.metrics_port,
         metrics_address=a.metrics_address,
         fence_after=a.fence_after,
+        watchdog_timeout=a.watchdog_timeout,
+        stop_budget=a.stop_budget,
         init_dir=Path(a.init_dir),
         lock_dir=Path(a.lock_dir),
         config_source=ConfigSource(Path(a.config_dir), a.config_prefix),
@@ -736,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
             kubeconfig=a.kubeconfig,
             window=a.arbitration_window,
             take_over_without_arbiter=a.when_arbiter_unavailable == "TakeOver",
+            early_window=not a.no_early_window,
         )
         if a.kube
         else None,

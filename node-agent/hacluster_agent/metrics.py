@@ -168,6 +168,12 @@ class AgentMetrics:
             "Resources released because the ownership Lease could not be renewed.",
             registry=r,
         )
+        self.node_fences = Counter(
+            "hacluster_node_fences",
+            "Times this agent stopped feeding its watchdog to reset the node (the node fence: a "
+            "self-fencing stop failed or overran its budget; docs/safety.md).",
+            registry=r,
+        )
         self.medium_up = Gauge("hacluster_medium_up", "1 while the medium is usable.", ["medium"], registry=r)
         self.config_reloads = Counter(
             "hacluster_config_reloads",
@@ -249,12 +255,14 @@ class AgentMetrics:
 
     # -- events ------------------------------------------------------------------------------
     def note(self, counter: str, labels: dict[str, str]) -> None:
-        """An engine Note that names a counter: `late_heartbeat`, `self_fenced`, or `rejected` with
-        its reason."""
+        """An engine Note that names a counter: `late_heartbeat`, `self_fenced`, `node_fence`, or
+        `rejected` with its reason."""
         if counter == "late_heartbeat":
             self.late_heartbeat()
         elif counter == "self_fenced":
             self.self_fenced()
+        elif counter == "node_fence":
+            self.node_fences.inc()
         elif counter == "rejected":
             self.rejected(labels.get("reason", OTHER))
 

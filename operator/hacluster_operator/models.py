@@ -476,6 +476,35 @@ MIN_WINDOW_MS, MAX_WINDOW_MS = 100, 10_000
 that long for nothing."""
 
 
+class NodeFenceSpec(_Model):
+    """The node fence (docs/safety.md): the kernel watchdog resets a node whose self-fencing stop
+    fails or overruns `stopBudget`, or whose agent stalls or dies; the other node starts the
+    services it takes over only `stopBudget` + `watchdogTimeout` after its take (the addresses at
+    once). For services that must never run twice (a database on shared storage)."""
+
+    watchdog: str = Field(
+        default="/dev/watchdog",
+        max_length=255,
+        pattern=r"^/dev/[A-Za-z0-9._/-]+$",
+        description="The watchdog device on both nodes (softdog: modprobe softdog), as ha.cf's watchdog.",
+    )
+    watchdog_timeout: int = Field(
+        default=5,
+        ge=1,
+        le=600,
+        description="Seconds, set on the device: how long after the agent stops feeding it the node resets.",
+    )
+    stop_budget: Duration = Field(
+        default="10s",
+        description="How long a self-fencing stop may take (every member of the groups) before the "
+        "node is reset.",
+    )
+
+    @property
+    def stop_budget_ms(self) -> int:
+        return parse_duration_ms(self.stop_budget)
+
+
 class FailoverSpec(_Model):
     """Failover policy: what the operator and the agents may move, and when."""
 
@@ -491,12 +520,21 @@ class FailoverSpec(_Model):
         description="Peer silent and the API server (Lease) unreachable: keep the current placement, "
         "or take over anyway (risks split brain).",
     )
-    arbitration_window: Duration = Field(
-        default="200ms",
-        description="W (docs/safety.md): how long a standby watches the ownership Lease for a renewal "
-        "before it takes over. The owner renews every W/4 and each renewal must reach the API server "
-        "within W/2, or it fences itself: raise it for a remote or loaded control plane. A failover "
-        "takes about deadtime + W.",
+    arbitration_window: Duration | None = Field(
+        default=None,
+        description="W (docs/safety.md): a standby takes the ownership Lease from a silent owner only "
+        "once it has seen it unchanged for W. The owner renews every W/4 while the standby may be "
+        "taking over, and each renewal must reach the API server within W/2, or it fences itself: "
+        "raise it for a remote or loaded control plane. Default: from the heartbeat timing, 4/3 of "
+        "the keepalive (132ms at keepalive 100ms), the largest W a failover does not wait for; a "
+        "longer one adds 3W/4 - keepalive to each failover.",
+    )
+
+    node_fence: NodeFenceSpec | None = Field(
+        default=None,
+        description="Reset a node through its kernel watchdog when its self-fencing stop fails or "
+        "overruns (docs/safety.md). Unset: no node fence: a hung stop can leave a service running "
+        "beside the new owner's copy.",
     )
 
     cel_rules = (
@@ -504,14 +542,18 @@ class FailoverSpec(_Model):
             "!has(self.arbitrationWindow) || (duration(self.arbitrationWindow) >= duration('100ms') && "
             "duration(self.arbitrationWindow) <= duration('10s'))",
             "arbitrationWindow must be between 100ms and 10s",
-            lambda f: MIN_WINDOW_MS <= parse_duration_ms(f.arbitration_window) <= MAX_WINDOW_MS,
+            lambda f: (
+                f.arbitration_window is None
+                or MIN_WINDOW_MS <= parse_duration_ms(f.arbitration_window) <= MAX_WINDOW_MS
+            ),
             ".arbitrationWindow",
         ),
     )
 
     @property
-    def arbitration_window_ms(self) -> int:
-        return parse_duration_ms(self.arbitration_window)
+    def arbitration_window_ms(self) -> int | None:
+        """None: the agents derive W from the heartbeat timing (engine/window.py)."""
+        return None if self.arbitration_window is None else parse_duration_ms(self.arbitration_window)
 
 
 NodePair = Annotated[

@@ -108,6 +108,7 @@ def build_hacf(spec: HAClusterSpec, node: str) -> HaCf:
         # handover, once both nodes are healthy. The agents' own Heartbeat failback stays off, or
         # both would start one (issue 11); spec.failover.autoFailback is the operator's switch.
         auto_failback="off",
+        watchdog=spec.failover.node_fence.watchdog if spec.failover.node_fence else None,
     )
 
 

@@ -166,6 +166,8 @@ def agent_command(namespace: str, cluster: str, failover: FailoverSpec | None = 
     """The agent's command line. The failover policy's W and whenArbiterUnavailable are flags: a
     change rolls the DaemonSet (the agents restart one at a time)."""
     failover = failover or FailoverSpec()
+    window = failover.arbitration_window_ms
+    fence = failover.node_fence
     return [
         "hacluster-agent",
         "--config-dir",
@@ -181,8 +183,17 @@ def agent_command(namespace: str, cluster: str, failover: FailoverSpec | None = 
         cluster,
         "--metrics-port",
         str(AGENT_METRICS_PORT),
-        "--arbitration-window",
-        f"{failover.arbitration_window_ms / 1000:g}",
+        *([] if window is None else ["--arbitration-window", f"{window / 1000:g}"]),
+        *(
+            []
+            if fence is None
+            else [
+                "--watchdog-timeout",
+                str(fence.watchdog_timeout),
+                "--stop-budget",
+                f"{fence.stop_budget_ms / 1000:g}",
+            ]
+        ),
         "--when-arbiter-unavailable",
         failover.when_arbiter_unavailable,
     ]
@@ -226,6 +237,10 @@ def daemonset(
     for i, serial in enumerate(spec.heartbeat.media.serial):
         volumes.append({"name": f"serial-{i}", "hostPath": {"path": serial.device, "type": "CharDevice"}})
         mounts.append({"name": f"serial-{i}", "mountPath": serial.device})
+    if spec.failover.node_fence is not None:  # ha.cf's watchdog (render.py): the node fence's device
+        device = spec.failover.node_fence.watchdog
+        volumes.append({"name": "watchdog", "hostPath": {"path": device, "type": "CharDevice"}})
+        mounts.append({"name": "watchdog", "mountPath": device})
     container: Manifest = {
         "name": AGENT_CONTAINER,
         "image": image,

@@ -30,6 +30,7 @@ COMPILED = [
     "hacluster_agent/engine/membership.py",
     "hacluster_agent/engine/ownership.py",
     "hacluster_agent/engine/actions.py",
+    "hacluster_agent/engine/window.py",
     "hacluster_agent/wire/message.py",
     # the simulator (its classes inherit from one another: compiled together or not at all), less
     # dispatch.py: its coroutines (the daemon's loops), compiled, crashed the garbage collector

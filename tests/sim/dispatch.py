@@ -26,6 +26,7 @@ from hacluster_agent.engine.actions import (
     Action,
     Announce,
     Arbitrate,
+    FenceNode,
     Note,
     PeerChanged,
     Release,
@@ -96,6 +97,11 @@ class Agent:
                 standby_timeout=max(5.0, 4 * world.deadtime),
                 arbitrated=world.kube,
                 arbitration_window=world.window,
+                early_window=world.cfg.early_window,
+                stop_budget=world.cfg.stop_budget
+                if world.node_fence and world.cfg.node_fence_rules
+                else None,
+                watchdog_timeout=world.cfg.watchdog_timeout if world.node_fence else 0.0,
             )
         )
         self.arbiter = Arbiter(
@@ -120,6 +126,7 @@ class Agent:
         self.fence_last_write = -math.inf  # when the last fence write reaches the kernel (true time)
         self.fence_open = SimFlag(node)
         self.tasks: list[Task] = []  # the process's asyncio tasks (closed when it dies)
+        self.node_fenced = False  # FenceNode: the watchdog is fed no more
         self.now: Callable[[], float] = node.local_now  # the agent's clock (a bound method: the hot path)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -190,6 +197,8 @@ class Agent:
             with contextlib.suppress(Unavailable):
                 await self.arbiter.store.get()  # open the API connection before it is urgent
         self.listening = True
+        if self.world.node_fence:  # daemon.run: the watchdog opened last, then fed from the loop
+            self.spawn(self._feed())
         self.execute(self.engine.start(self.now(), node.wall()))
         self.spawn(self._maintain())
         self.spawn(self._monitor())
@@ -217,6 +226,9 @@ class Agent:
                 self.spawn(self._arbitrate(act))
             elif isinstance(act, Announce):
                 self.trace(f"-> Announce: {act.reason}")
+            elif isinstance(act, FenceNode):
+                self.trace(f"-> FenceNode: {act.reason}")
+                self.node_fenced = True
             elif isinstance(act, Note):
                 if world.tracing and act.level != "debug" and not act.text.startswith("Late heartbeat"):
                     node.trace(f"[{act.level}] {act.text}")
@@ -298,7 +310,7 @@ class Agent:
                 try:
                     for side in sides:
                         for _ in range(self._runners(side)):
-                            await self._group_start()
+                            await self._group_start(act.services_at)
                             started.append(side)
                         self.held.add(side)
                 except ResourceError:
@@ -349,7 +361,8 @@ class Agent:
 
     async def _service_stop_once(self) -> None:
         node = self.node
-        await node.sleep(self._rand(node.params.stop_service))
+        hang, node.hang_stop = node.hang_stop, 0.0
+        await node.sleep(hang or self._rand(node.params.stop_service))
         if node.fail_stops > 0:
             node.fail_stops -= 1
             raise ResourceError("service", "stop", "exit status 1")
@@ -370,11 +383,14 @@ class Agent:
                 "service", "stop", f"{last.reason} (after {STOP_RETRIES + 1} attempts); NOT released"
             )
 
-    async def _group_start(self) -> None:
-        """GroupRunner.start: VIP, then the service; a failure stops both, right to left."""
+    async def _group_start(self, services_at: float | None = None) -> None:
+        """GroupRunner.start: VIP, then the service (no earlier than `services_at`); a failure
+        stops both, right to left."""
         self.stopping = False
         self.failures = {"vip": 0, "service": 0}
         await self._vip_start()
+        if services_at is not None and services_at > self.now():
+            await self.node.sleep(services_at - self.now())
         try:
             await self._service_start()
         except ResourceError:
@@ -387,6 +403,14 @@ class Agent:
         self.stopping = True
         await self._service_stop()
         await self._vip_stop()
+
+    # -- the watchdog (daemon._feed) ------------------------------------------------------------------
+    async def _feed(self) -> None:
+        node = self.node
+        every = min(self.world.cfg.watchdog_timeout / 4, 1.0)  # daemon._feed_every
+        while not self.node_fenced:
+            node.watchdog_feed()
+            await node.sleep(every)
 
     # -- the VIP's lifetime -----------------------------------------------------------------------
     async def _maintain(self) -> None:
@@ -500,7 +524,7 @@ class Agent:
         while True:
             # as daemon._directives: the Lease is read every 0.5 s (through the API, with its faults)
             try:
-                view = await self.arbiter.store.get()
+                view = await self.arbiter.look()
             except Unavailable:
                 view = None
             if view is not None:  # read_directives: nothing when the Lease cannot be read
@@ -521,14 +545,20 @@ class Agent:
             return
         # An exception out of the arbiter is not caught here, unlike the daemon (which answers it
         # 'unavailable'): it ends the run as a crash, so the bug behind it is found (seed 205195).
-        request = arbiter.renew() if act.kind == "renew" else arbiter.take(self.engine.take_still_wanted)
+        request = (
+            arbiter.renew()
+            if act.kind == "renew"
+            else arbiter.take(self.engine.take_still_wanted, act.hold_off)
+        )
         if act.timeout is None:  # (two awaits: mypyc mishandles `await (a if c else b)`, seed 104960)
             v = await request
         else:
             v = await self._wait_for(request, act.timeout)
         self.trace(f"Lease {act.kind}: {'granted' if v.granted else 'refused'} ({v.reason}) epoch {v.epoch}")
         self.execute(
-            self.engine.arbitrated(act.op, v.granted, v.reason, self.now(), v.epoch, v.unavailable, v.sent_at)
+            self.engine.arbitrated(
+                act.op, v.granted, v.reason, self.now(), v.epoch, v.unavailable, v.sent_at, v.taken_over
+            )
         )
 
     def _wait_for(self, coro: Coroutine[Any, Any, Verdict], timeout: float) -> Future:

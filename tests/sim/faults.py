@@ -42,6 +42,12 @@ KINDS: dict[str, float] = {  # kind -> weight in the nemesis
     "start_fails": 0.3,
 }
 
+ADDED: dict[str, float] = {  # kind -> the share of seeds that get one, from a stream of their own
+    "stop_hangs": 0.12,
+}
+"""Kinds added after seeds were pinned: drawn apart from KINDS, so every earlier seed keeps its
+schedule and replays as it was found, plus at most one of these."""
+
 WINDOWED = {"link_cut", "link_oneway", "link_loss", "link_delay", "api_slow", "api_freeze",
             "api_lose_requests", "api_lose_answers", "api_unreachable"}  # fmt: skip
 
@@ -100,6 +106,8 @@ def _duration(rng: random.Random, kind: str, deadtime: float) -> tuple[float, fl
         return 5.0, 0.0, "owner"
     if kind == "stop_fails":
         return 0.0, rng.choice([1, 1, 2, 3, 12]), "owner"
+    if kind == "stop_hangs":
+        return 0.0, round(2 + 18 * u(), 3), "owner"
     if kind == "start_fails":
         return 0.0, rng.choice([1, 2, 3]), rng.choice(["n1", "n2"])
     raise ValueError(kind)
@@ -130,6 +138,14 @@ def nemesis(
             at = rng.random() * span
         at = round(min(at, span - duration), 3)
         out.append(Fault(kind, max(0.0, at), round(duration, 3), target, param))
+    if kinds is None:
+        extra = random.Random(f"nemesis added {seed}")
+        for kind, share in ADDED.items():
+            if extra.random() < share:
+                duration, param, target = _duration(extra, kind, deadtime)
+                anchor = extra.choice(out)
+                at = anchor.at + extra.random() * max(anchor.duration, 0.5)
+                out.append(Fault(kind, round(min(at, span - duration), 3), round(duration, 3), target, param))
     out.sort(key=lambda f: (f.at, f.kind))
     return out
 
@@ -205,6 +221,8 @@ def apply(world: World, f: Fault) -> None:
         sim.later(f.duration, node.power_on)
     elif f.kind == "stop_fails":
         node.fail_stops = int(f.param)
+    elif f.kind == "stop_hangs":
+        node.hang_stop = f.param
     elif f.kind == "start_fails":
         node.fail_starts = int(f.param)
 

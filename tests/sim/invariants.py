@@ -12,6 +12,14 @@
     moment this last became true (and stayed true to the end of the run).
 (d) no half-started group once settled: after the bound, no node has the VIP without the service
     or the reverse for more than a moment.
+(e) one service (Kubernetes mode with a node fence: ha.cf's `watchdog` and a stop budget): the
+    service never runs on both nodes at once (a paused VM's does not run). A self-fencing stop that
+    hangs or fails resets its node; the new owner starts its copy only after the old owner's node
+    fence (`hacfence`). What no process can close: a VM resumed from a pause runs its service (and
+    finishes a start begun before the pause) until its agent has fenced it, and its budget and its
+    watchdog count from the resume (their clocks stopped with it); overlaps that end within the
+    budget plus twice the watchdog's timeout of a resume of one of the two nodes are measured and
+    reported (RunResult.resumed_services: how long after the resume), not violations.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ RESUMED_LOOK_BOUND = SYNC_EVERY + 0.005
 
 @dataclass
 class Violation:
-    kind: str  # two_owners | epoch_regressed | lease_epoch_down | no_single_owner | slow_heal | half_started | illegal_transition | crashed
+    kind: str  # two_owners | two_services | epoch_regressed | lease_epoch_down | no_single_owner | slow_heal | half_started | illegal_transition | crashed
     at: float
     detail: str
     duration: float = 0.0
@@ -70,6 +78,9 @@ class Checker:
         self.half_reported = False
         self.overlap_resumed: Node | None = None  # a serving node that had just resumed from a pause
         self.resumed: list[float] = []  # overlaps a VM resume opened (s)
+        self.services_since: float | None = None  # (e): both nodes running the service since
+        self.services_info = ""
+        self.resumed_services: list[float] = []
 
     def violation(self, kind: str, detail: str, at: float | None = None, duration: float = 0.0) -> None:
         t = self.world.sim.now if at is None else at
@@ -93,6 +104,40 @@ class Checker:
                 self.overlap_resumed = max(recent, key=lambda n: n.resumed_at or 0.0) if recent else None
         elif self.overlap_since is not None:
             self._close_overlap(now)
+        if world.node_fence:
+            self._services(now)
+
+    # (e) -------------------------------------------------------------------------------------
+    def _services(self, now: float) -> None:
+        world = self.world
+        running = [n for n in world.nodes.values() if n.service and n.powered and not n.paused]
+        if len(running) >= 2:
+            if self.services_since is None:
+                self.services_since = now
+                self.services_info = world.why_holding()
+        elif self.services_since is not None:
+            self._close_services(now)
+
+    def _close_services(self, now: float) -> None:
+        start = self.services_since
+        assert start is not None
+        self.services_since = None
+        cfg = self.world.cfg
+        # After a resume the agent runs within the watchdog's timeout (its last feed came before the
+        # pause; a loop stalled longer is reset), learns its clock stopped, and from then on its
+        # budget and the watchdog's timeout run: B + 2T (seed 117936: paused, then stalled 649 ms).
+        bound = cfg.stop_budget + 2 * cfg.watchdog_timeout + 0.01
+        resumes = [
+            now - n.resumed_at
+            for n in self.world.nodes.values()
+            if n.resumed_at is not None and n.resumed_at <= start and now - n.resumed_at <= bound
+        ]
+        if resumes:
+            self.resumed_services.append(min(resumes))  # how long after its resume it still ran
+        elif now > start:
+            self.violation(
+                "two_services", f"the service ran on both nodes ({self.services_info})", start, now - start
+            )
 
     def _close_overlap(self, now: float) -> None:
         start = self.overlap_since
@@ -167,6 +212,8 @@ class Checker:
         now = world.sim.now
         if self.overlap_since is not None:
             self._close_overlap(now)
+        if self.services_since is not None:
+            self._close_services(now)
         if world.kube and world.api.epoch_drops:
             when, old, new, by = world.api.epoch_drops[0]
             self.violation(

@@ -143,6 +143,11 @@ class Node:
         self.fence_until: float | None = -math.inf if world.kernel_fence else None
         self.fence_token = 0
         self.fence_pending: float | None = None  # when the one pending expiry check is due (local)
+        # the watchdog device (resources/watchdog.py): armed while an agent has it open; a kernel
+        # timer, so it stops while the VM is paused
+        self.watchdog_armed = False
+        self.watchdog_token = 0
+        self.hang_stop = 0.0  # the next service stop hangs this long (s): a script stuck in stop
         # bookkeeping for the invariants and the trace
         self.vip_changes = 0
 
@@ -285,6 +290,23 @@ class Node:
             self.guard_fence("the agent is gone (EOF)")
             self.guard_alive = False
 
+    # -- the watchdog -----------------------------------------------------------------------------
+    def watchdog_feed(self) -> None:
+        """A write to /dev/watchdog (opening it arms it): the reset is `watchdog_timeout` away."""
+        if not self.powered:
+            return
+        self.watchdog_armed = True
+        self.watchdog_token += 1
+        self.sys_later(KERNEL, self.world.cfg.watchdog_timeout, self._watchdog_fires, self.watchdog_token)
+
+    def _watchdog_fires(self, token: int) -> None:
+        if token != self.watchdog_token or not self.watchdog_armed:
+            return
+        self.trace("watchdog: not fed in time: the node resets")
+        self.power_off()
+        lo, hi = self.world.cfg.reboot
+        self.sim.later(lo + (hi - lo) * self.sim.rng.random(), self.power_on)
+
     # -- the agent process ----------------------------------------------------------------------
     def boot_agent(self, *, keep_state: bool = True) -> None:
         """Start a new agent process (what the supervisor does)."""
@@ -400,6 +422,8 @@ class Node:
         close_coroutines([*self.stall_queue, *self.deferred])
         self.stalled, self.stall_queue, self.deferred = False, [], []
         self.paused = False
+        self.watchdog_armed = False
+        self.watchdog_token += 1
         self.vip_remove("power off")
         self.set_service(False, "power off")
         if self.fence_until is not None:  # the nftables table goes with the kernel

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from hacluster_agent.arbiter.lease import Arbiter, MemoryLeaseStore
 
 WINDOW = 0.2
@@ -150,3 +152,60 @@ def test_renew_of_a_free_lease_that_loses_its_swap_is_lost_not_an_exception() ->
     store.get = get_then_peer_writes  # type: ignore[method-assign]
     v = run(a.renew())
     assert not v.granted and "someone else" in v.reason
+
+
+def test_a_take_with_a_hold_off_counts_the_window_from_the_last_change() -> None:
+    """The owner went silent after we heard it (the engine's `hold_off`): the Lease unchanged since
+    our periodic read long ago means no renewal since, so the take need not watch a new window."""
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    t.now = 0.05
+    run(b.look())  # the agent's periodic read
+    t.now = 1.0
+    v = run(b.take(hold_off=0.0))
+    assert v.granted and v.epoch == 2 and t.now == 1.0
+    assert "unchanged for 950ms" in v.reason
+
+
+@pytest.mark.parametrize(("hold_off", "granted_at"), [(0.03, 1.03), (None, 1.0 + WINDOW)])
+def test_a_take_long_after_the_last_change_waits_its_hold_off_or_without_one_a_window(
+    hold_off: float | None, granted_at: float
+) -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    run(b.look())
+    t.now = 1.0
+    v = run(b.take(hold_off=hold_off))
+    assert v.granted and t.now >= granted_at - 1e-9
+
+
+def test_a_write_since_the_last_look_means_a_full_window_and_a_live_owner_keeps_it() -> None:
+    """The owner renewed after our last read: its version is new to the take, whose window starts
+    now; a renewal within it proves the owner alive."""
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    run(a.take())
+    run(b.look())
+    t.now = 0.5
+    run(a.renew())
+    t.now = 1.0
+    t.hooks.append((1.0 + WINDOW / 2, a.renew))
+    v = run(b.take(hold_off=0.0))
+    assert not v.granted and "heartbeat link is down" in v.reason
+    t.now = 2.0
+    v = run(b.take(hold_off=0.0))  # the renewal at 1.1 was read by the refused take: since = 1.1
+    assert v.granted and t.now == 2.0
+
+
+def test_a_take_from_a_silent_holder_says_it_took_it_over_and_a_free_one_does_not() -> None:
+    """lease.Verdict.taken_over: the engine then waits for the old holder's node fence."""
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    assert not run(a.take()).taken_over  # created
+    v = run(b.take())
+    assert v.granted and v.taken_over
+    run(b.release())
+    v = run(a.take())
+    assert v.granted and not v.taken_over  # free

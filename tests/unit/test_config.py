@@ -104,10 +104,23 @@ def test_bad_hacf_names_file_line_and_fault(text: str, expected: str) -> None:
 
 
 def test_valid_but_unused_directive_is_a_warning() -> None:
-    m, f = parse_hacf("bcast eth0\nnode a\nnode b\nwatchdog /dev/watchdog\nauto_failback on\n")
+    m, f = parse_hacf("bcast eth0\nnode a\nnode b\nstonith_host * null\nauto_failback on\n")
     assert m is not None and not f.errors
     assert [str(w) for w in f.warnings] == [
-        "ha.cf:4: warning: watchdog: valid Heartbeat directive that hacluster does not act on"
+        "ha.cf:4: warning: stonith_host: valid Heartbeat directive that hacluster does not act on"
+    ]
+
+
+def test_watchdog_is_acted_on_and_survives_a_round_trip() -> None:
+    """Heartbeat's `watchdog <device>`: the agent feeds it (resources/watchdog.py), no warning."""
+    m, f = parse_hacf("bcast eth0\nnode a\nnode b\nwatchdog /dev/watchdog\nauto_failback on\n")
+    assert m is not None and not f.errors and not f.warnings
+    assert m.watchdog == "/dev/watchdog"
+    again, _ = parse_hacf(render_hacf(m))
+    assert again == m
+    _, f = parse_hacf("bcast eth0\nnode a\nnode b\nwatchdog watchdog\n")
+    assert [str(e) for e in f.errors] == [
+        "ha.cf:4: watchdog: expected a device path such as /dev/watchdog, got 'watchdog'"
     ]
 
 

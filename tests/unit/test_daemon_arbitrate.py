@@ -30,7 +30,7 @@ class Arbiter:
         await asyncio.sleep(1.0)  # "hang"
         return Verdict(True, "granted too late", epoch=3)
 
-    def take(self, still_wanted: Any) -> Any:
+    def take(self, still_wanted: Any, hold_off: float | None = None) -> Any:
         return self._answer()
 
     def renew(self) -> Any:
@@ -57,7 +57,7 @@ def test_an_exception_out_of_the_arbiter_is_answered_unavailable(
     caplog.set_level(logging.ERROR, logger="hacluster")
     seen = _answers(tmp_path, "raise", Arbitrate("take", 7, "peer dead"))
     assert len(seen) == 1
-    op, granted, reason, _epoch, unavailable, _sent_at = seen[0]
+    op, granted, reason, _epoch, unavailable, _sent_at, _taken_over = seen[0]
     assert (op, granted, unavailable) == (7, False, True)
     assert reason == "Lease take failed: RuntimeError: an answer nobody expected"
     assert "Lease take failed unexpectedly; counted as unavailable" in caplog.text
@@ -66,6 +66,6 @@ def test_an_exception_out_of_the_arbiter_is_answered_unavailable(
 def test_a_renewal_past_the_engines_deadline_is_unavailable(tmp_path: Path) -> None:
     seen = _answers(tmp_path, "hang", Arbitrate("renew", -1, "peer silent", timeout=0.1))
     assert len(seen) == 1
-    op, granted, reason, _epoch, unavailable, _sent_at = seen[0]
+    op, granted, reason, _epoch, unavailable, _sent_at, _taken_over = seen[0]
     assert (op, granted, unavailable) == (-1, False, True)
     assert reason.startswith("Lease renew timed out: no answer within 100 ms")

@@ -3,10 +3,11 @@ owner renews when it loses its peer and fences itself when it cannot. Never two 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hacluster_agent.engine.actions import Acquire, Action, Arbitrate, Note, Side
-from hacluster_agent.engine.membership import UNHEARD, Engine
+from hacluster_agent.engine.actions import Acquire, Action, Arbitrate, FenceNode, Note, Release, Send, Side
+from hacluster_agent.engine.membership import FENCE, UNHEARD, Engine
 from hacluster_agent.wire.message import Message
 from tests.unit.test_engine import DEADTIME, Pair, cfg
 
@@ -18,6 +19,7 @@ class Lease:
     holder: str = ""
     transitions: int = 0
     renewed_at: float = -1.0
+    written_at: float = 0.0  # its last write: the arbiter's `since` (it reads the Lease every 0.5 s)
     api_ok: dict[str, bool] = field(default_factory=lambda: {"a": True, "b": True})
 
 
@@ -58,7 +60,7 @@ class ArbitratedPair(Pair):
             return
         if act.kind == "renew":
             if lease.holder == name:
-                lease.renewed_at = self.now
+                lease.renewed_at = lease.written_at = self.now
                 self.apply(
                     name,
                     eng.arbitrated(act.op, True, "renewed", self.now, lease.transitions, sent_at=self.now),
@@ -68,16 +70,27 @@ class ArbitratedPair(Pair):
             return
         if lease.holder in ("", name):
             self._grant(name, act)
-        else:
+        elif act.hold_off is None:
             self.later.append((self.now + W, name, act, self.now))
+        else:  # the window counts from the Lease's last write (lease.Arbiter.since)
+            when = max(lease.written_at + W, self.now + act.hold_off)
+            self.later.append((when, name, act, min(self.now, when - W)))
 
     def _grant(self, name: str, act: Arbitrate) -> None:
+        taken_over = self.lease.holder not in ("", name)
         if self.lease.holder != name:
             self.lease.holder, self.lease.transitions = name, self.lease.transitions + 1
+            self.lease.written_at = self.now
         self.apply(
             name,
             self.nodes[name].engine.arbitrated(
-                act.op, True, "granted", self.now, self.lease.transitions, sent_at=self.now
+                act.op,
+                True,
+                "granted",
+                self.now,
+                self.lease.transitions,
+                sent_at=self.now,
+                taken_over=taken_over,
             ),
         )
 
@@ -130,8 +143,9 @@ def test_start_takes_the_lease_at_epoch_1() -> None:
     assert p.lease.holder == "a" and p.lease.transitions == 1 and engine(p, "a").epoch == 1
 
 
-def test_dead_owner_standby_takes_after_window_epoch_rises() -> None:
-    p = ArbitratedPair()
+def _owner_killed(**kw: object) -> tuple[ArbitratedPair, float, float]:
+    """The owner `a` killed after 0.5 s: the pair, when, and when `b` took the group."""
+    p = ArbitratedPair(**kw)
     p.start()
     p.run(0.5)
     killed = p.now
@@ -139,9 +153,38 @@ def test_dead_owner_standby_takes_after_window_epoch_rises() -> None:
     p.run(DEADTIME + W + 0.2)
     assert p.owners() == {"b": {"foreign"}}
     assert p.lease.holder == "b" and p.lease.transitions == 2
-    took = next(t for t, n, h in p.timeline if n == "b" and h)
-    assert took >= killed + DEADTIME - 0.1 + W - 1e-9
     p.never_two_owners()
+    return p, killed, next(t for t, n, h in p.timeline if n == "b" and h)
+
+
+def test_dead_owner_standby_takes_after_window_epoch_rises() -> None:
+    """The Lease unchanged for W already when the owner went silent: the standby takes it `hold_off`
+    (3W/4 - k + drift, engine/window.py) after declaring it dead, not W after."""
+    p, killed, took = _owner_killed()
+    hold_off = 0.75 * W - 0.1 + 0.001 * DEADTIME
+    assert killed + DEADTIME - 0.1 + hold_off - 1e-9 <= took <= killed + DEADTIME + hold_off + 1e-9
+    take = next(a for a in p.nodes["b"].log if isinstance(a, Arbitrate) and a.kind == "take")
+    assert take.hold_off is not None and abs(take.hold_off - hold_off) < 1e-9
+
+
+def test_dead_owner_without_the_early_window_costs_a_full_window() -> None:
+    """The rule before issue 11 (`early_window=False`, kept for bench/failover.py's comparison):
+    the window starts when the standby declares the owner dead."""
+    _, killed, took = _owner_killed(early_window=False)
+    assert took >= killed + DEADTIME - 0.1 + W - 1e-9
+
+
+def test_a_take_at_initdead_watches_a_full_window() -> None:
+    """Never heard (initdead): nothing says the owner has been proving itself, so the window
+    starts at the take, as it always did."""
+    b = Engine(cfg("b", "a", arbitrated=True))
+    out = b.start(0.0, 1_700_000_000.0)
+    t = 0.0
+    while t < 2.0:
+        t = b.next_deadline()
+        out += b.tick(t)
+    take = next(a for a in out if isinstance(a, Arbitrate) and a.kind == "take")
+    assert take.hold_off is None
 
 
 def test_cut_heartbeat_link_is_not_a_failover() -> None:
@@ -504,3 +547,109 @@ def test_restart_in_place_only_on_a_confirmed_claim() -> None:
     a.peer.hold = frozenset()
     a.flux = Acquire(frozenset({Side.LOCAL}), "test")
     assert a.restart_refused(held) == "resources in flux"
+
+
+# -- the node fence (EngineConfig.stop_budget: ha.cf's watchdog in Kubernetes mode) ----------------
+
+BUDGET, WATCHDOG = 2.0, 5.0
+
+
+class HangingPair(ArbitratedPair):
+    """Fencing stops on the nodes in `hang` never end (a stop script stuck); in `fail`, they fail."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)
+        self.hang: set[str] = set()
+        self.fail: set[str] = set()
+
+    def apply(self, name: str, actions: list[Action]) -> None:
+        rest: list[Action] = []
+        for act in actions:
+            if isinstance(act, Release) and act.fence and name in self.hang | self.fail:
+                super().apply(name, rest)
+                rest = []
+                self.nodes[name].log.append(act)
+                if name in self.fail:
+                    self.apply(
+                        name, engine(self, name).resources_done(act.op, False, "stop failed", self.now)
+                    )
+            else:
+                rest.append(act)
+        super().apply(name, rest)
+
+
+def fenced_pair(hang: str = "", fail: str = "") -> HangingPair:
+    """A pair with a node fence whose owner `a` loses its peer and the API server after 0.5 s."""
+    p = HangingPair(stop_budget=BUDGET, watchdog_timeout=WATCHDOG)
+    p.start()
+    p.run(0.5)
+    p.hang |= {hang} - {""}
+    p.fail |= {fail} - {""}
+    p.cut_link()
+    p.lease.api_ok["a"] = False
+    return p
+
+
+def test_a_self_fencing_stop_that_hangs_resets_the_node_at_the_budget() -> None:
+    p = fenced_pair(hang="a")
+    fencing = _step_until(p, "a", lambda act: isinstance(act, Release) and act.fence)
+    reset = _step_until(p, "a", lambda act: isinstance(act, FenceNode))
+    assert fencing + BUDGET - 0.011 <= reset <= fencing + BUDGET + 0.011, (fencing, reset)
+    assert "2s" in p.events("a", FenceNode)[0].reason  # type: ignore[attr-defined]
+
+
+def test_a_self_fencing_stop_that_fails_resets_the_node_at_once() -> None:
+    p = fenced_pair(fail="a")
+    p.run(1.0)
+    (reset,) = p.events("a", FenceNode)
+    assert "stop failed" in reset.reason
+
+
+def test_the_standby_starts_services_after_the_peers_node_fence() -> None:
+    """Statuses carry the node fence (hacfence = budget + watchdog, ms); a take from a silent peer
+    starts the addresses at once and the rest that long after the grant."""
+    p = HangingPair(stop_budget=BUDGET, watchdog_timeout=WATCHDOG)
+    p.start()
+    p.run(0.5)
+    status = next(a for a in p.nodes["a"].log if isinstance(a, Send) and a.message.get("t") == "status")
+    assert status.message.get(FENCE) == "7000"
+    assert engine(p, "b").peer.fence == 7.0
+    p.kill("a")
+    p.run(DEADTIME + W + 0.2)
+    acquire = next(a for a in p.nodes["b"].log if isinstance(a, Acquire))
+    granted = next(t for t, n, h in p.timeline if n == "b" and h)
+    assert acquire.services_at is not None
+    assert granted + 7.0 < acquire.services_at < granted + 7.0 + 0.02
+
+
+def test_without_a_node_fence_nothing_is_advertised_or_waited_for() -> None:
+    p = ArbitratedPair()
+    p.start()
+    p.run(0.5)
+    assert all(FENCE not in a.message for a in p.nodes["a"].log if isinstance(a, Send))
+    p.kill("a")
+    p.run(DEADTIME + W + 0.2)
+    assert next(a for a in p.nodes["b"].log if isinstance(a, Acquire)).services_at is None
+
+
+def test_certificates_run_out_for_the_budget_while_holding_resets_the_node() -> None:
+    """A loop that ran late learns of its loss late, but the peer takes over only once our
+    certificates have run out: the budget counts from then (sim seed 3241)."""
+    e = Engine(cfg("a", "b", arbitrated=True, stop_budget=BUDGET, watchdog_timeout=WATCHDOG))
+    e.start(0.0, 1_700_000_000.0)
+    e.tick(2.0)  # initdead: the peer dead, a take
+    e.arbitrated(1, True, "granted", 2.0, 1, sent_at=2.0)  # Lease certificate: 2.0 + W
+    e.resources_done(1, True, "ok", 2.01)
+    assert e.hold
+    out = e.tick(2.0 + W + BUDGET + 0.01)  # no renewal ever answered (a stalled loop, say)
+    assert [a for a in out if isinstance(a, FenceNode)], out
+
+
+def _step_until(p: Pair, name: str, seen: Callable[[Action], bool], limit: float = 10.0) -> float:
+    """Run in 10 ms steps until `name` has emitted an action `seen` picks; the time it was seen."""
+    end = p.now + limit
+    while p.now < end:
+        if any(seen(a) for a in p.nodes[name].log):
+            return p.now
+        p.run(0.01)
+    raise AssertionError(f"not seen within {limit}s")

@@ -62,6 +62,7 @@ def test_failover_after_peer_death_sets_gap_holds_and_durations() -> None:
     assert m.acquired("peer n1 dead: silent for 532ms", wall=1_700_000_000.0) == "peer_dead"
     m.resource_operation("stop", 3.0, ok=False)
     m.note("self_fenced", {})  # the engine's self-fencing Note, as the daemon passes it on
+    m.note("node_fence", {})  # the engine's FenceNode Note: the watchdog is fed no more
     m.set_epoch(4)
 
     assert value(m, "hacluster_peer_deaths_total", peer="n1") == 1
@@ -78,6 +79,7 @@ def test_failover_after_peer_death_sets_gap_holds_and_durations() -> None:
     assert value(m, "hacluster_resource_failures_total", operation="stop") == 1
     assert value(m, "hacluster_resource_failures_total", operation="start") == 0
     assert value(m, "hacluster_self_fencings_total") == 1
+    assert value(m, "hacluster_node_fences_total") == 1
     assert value(m, "hacluster_epoch") == 4
 
     # A planned handover: a failover with no silence before it.
@@ -188,7 +190,7 @@ def test_agent_times_resource_operations_and_counts_the_failover(tmp_path: Path)
     class Instant:
         name = "demo-web"
 
-        async def start(self) -> None: ...
+        async def start(self, services_at: float | None = None) -> None: ...
 
         async def stop(self) -> None: ...
 

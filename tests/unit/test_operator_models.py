@@ -382,8 +382,7 @@ def test_serial_baud_defaults_and_camel_case_wire_names() -> None:
         "autoFailback": True,
         "maintenance": False,
         "whenArbiterUnavailable": "StayPut",
-        "arbitrationWindow": "200ms",
-    }
+    }  # no arbitrationWindow: the agents derive W from the heartbeat timing (engine/window.py)
     assert wire["auth"] == {"method": "sha1", "secretRef": {"name": "hb-auth", "key": "authkeys"}}
     assert wire["resources"][0]["ip"]["arp"] == {"count": 5, "intervalMs": 200, "refreshSeconds": 10}
     assert HAClusterSpec.model_validate(wire) == spec  # what the server stores reads back the same

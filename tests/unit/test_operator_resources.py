@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 
 from hacluster_operator.handlers import SPEC_HASH, Context, Settings, ensure_object
-from hacluster_operator.models import API_VERSION, FailoverSpec, HAClusterSpec
+from hacluster_operator.models import API_VERSION, FailoverSpec, HAClusterSpec, NodeFenceSpec
+from hacluster_operator.render import build_hacf
 from hacluster_operator.resources import (
     agent_account_name,
     agent_lease_names,
@@ -180,6 +181,25 @@ def test_ensure_object_creates_then_leaves_alone_then_replaces_on_change() -> No
     assert SPEC_HASH in stored["metadata"]["annotations"]
 
 
+def test_a_node_fence_reaches_the_agents_as_a_watchdog_they_can_open() -> None:
+    """spec.failover.nodeFence: ha.cf gets Heartbeat's `watchdog` line, the agents its timeout and
+    the stop budget, and the device is mounted into the agent's container."""
+    fence = NodeFenceSpec(watchdog="/dev/watchdog0", watchdog_timeout=7, stop_budget="12s")
+    spec = SPEC.model_copy(update={"failover": FailoverSpec(node_fence=fence)})
+    assert build_hacf(spec, spec.nodes[0]).watchdog == "/dev/watchdog0"
+    pod = daemonset(HAC, spec, image="agent:1")["spec"]["template"]["spec"]
+    cmd = pod["containers"][0]["command"]
+    assert cmd[cmd.index("--watchdog-timeout") + 1] == "7"
+    assert cmd[cmd.index("--stop-budget") + 1] == "12"
+    assert {"name": "watchdog", "hostPath": {"path": "/dev/watchdog0", "type": "CharDevice"}} in pod[
+        "volumes"
+    ]
+    assert {"name": "watchdog", "mountPath": "/dev/watchdog0"} in pod["containers"][0]["volumeMounts"]
+    plain = daemonset(HAC, SPEC, image="agent:1")["spec"]["template"]["spec"]
+    assert "--stop-budget" not in plain["containers"][0]["command"]
+    assert build_hacf(SPEC, SPEC.nodes[0]).watchdog is None
+
+
 def test_the_agents_get_the_failover_policy_they_must_enforce() -> None:
     """whenArbiterUnavailable and W reach the agents' command line (whenArbiterUnavailable was
     accepted and shown, and never passed: the agents always stayed put)."""
@@ -190,5 +210,5 @@ def test_the_agents_get_the_failover_policy_they_must_enforce() -> None:
     assert cmd[cmd.index("--arbitration-window") + 1] == "0.35"
     assert cmd[cmd.index("--when-arbiter-unavailable") + 1] == "TakeOver"
     default = daemonset(HAC, SPEC, image="agent:1")["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert default[default.index("--arbitration-window") + 1] == "0.2"
+    assert "--arbitration-window" not in default  # the agents derive W from ha.cf's timing
     assert default[default.index("--when-arbiter-unavailable") + 1] == "StayPut"

@@ -339,3 +339,20 @@ async def test_self_fencing_removes_every_address_before_any_service_stops() -> 
     assert log[:4] == ["fence IPaddr::192.0.2.100", "stop IPaddr::192.0.2.100",
                        "fence IPaddr::198.51.100.7", "stop IPaddr::198.51.100.7"]  # fmt: skip
     assert log.index("stop db") > 3 and not svc.running
+
+
+@pytest.mark.asyncio
+async def test_after_a_takeover_the_addresses_start_at_once_and_the_services_at_services_at() -> None:
+    """Taken over from a silent peer with a node fence: its copy may run until its budget and its
+    watchdog are over (Acquire.services_at): the VIP answers now, the database starts then."""
+    log: list[str] = []
+    clock = FakeClock()
+    vip, db = FakeVIP("IPaddr::192.0.2.100", log), Fake("db", log)
+    runner = GroupRunner([vip, db], sleep=clock.sleep, clock=clock)
+    await runner.start(services_at=clock.now + 11.0)
+    assert log == ["start IPaddr::192.0.2.100", "start db"]
+    assert clock.sleeps == [11.0] and vip.running and db.running
+    clock.sleeps.clear()
+    await runner.stop()
+    await runner.start(services_at=clock.now - 1.0)  # already over: no wait
+    assert clock.sleeps == []

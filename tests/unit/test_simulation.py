@@ -14,13 +14,16 @@ from typing import Any, cast
 import pytest
 
 from hacluster_agent.arbiter.lease import Conflict, LeaseView, Unavailable
-from tests.sim.faults import KINDS, Fault, nemesis
+from tests.sim.faults import ADDED, KINDS, Fault, nemesis
 from tests.sim.lease import ApiWindow, LeaseServer, SimLeaseStore
 from tests.sim.runtime import Future, Sim, Task
 from tests.sim.shrink import shrink
 from tests.sim.world import Config, World, run_one
 
 FAST = Config(keepalive=0.5, deadtime=3.0, span=20.0)
+AS_FOUND: dict[str, Any] = {"window": 0.2, "early_window": False, "node_fence": 0.0}
+"""The settings of the seeds pinned before issue 11's last changes: W = 200 ms counted from the
+declaration, no node fence."""
 
 
 def _collect(sim: Sim, coro: Coroutine[Any, Any, Any]) -> list[Any]:
@@ -238,7 +241,7 @@ def test_the_kernel_fence_bounds_a_killed_process_tree() -> None:
     assert not r.failed, [v.describe() for v in r.violations]
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("kind", sorted({**KINDS, **ADDED}))
 def test_short_run_of_one_fault_kind(kind: str) -> None:
     bad = []
     for seed in range(8):
@@ -297,11 +300,15 @@ PINNED = [
 def test_pinned_seed_replays_without_a_violation(
     seed: int, keepalive: float, deadtime: float, only: str | None, found: str
 ) -> None:
-    # found while the agents still failed back by themselves in Kubernetes mode: replay those runs
-    cfg = Config(keepalive=keepalive, deadtime=deadtime, auto_failback=True)
+    # replayed as found (the agents failing back by themselves in Kubernetes mode, W = 200 ms from
+    # the declaration, no node fence), and under today's defaults, a different run of the same faults
     kinds = {only: 1.0} if only else None
-    r = run_one(seed, cfg, nemesis(seed, cfg.span, cfg.deadtime, kinds=kinds))
-    assert not r.violations, f"{found}: {[v.describe() for v in r.violations]}"
+    for cfg in (
+        Config(keepalive=keepalive, deadtime=deadtime, auto_failback=True, **AS_FOUND),
+        Config(keepalive=keepalive, deadtime=deadtime),
+    ):
+        r = run_one(seed, cfg, nemesis(seed, cfg.span, cfg.deadtime, kinds=kinds))
+        assert not r.violations, f"{found}: {[v.describe() for v in r.violations]}"
 
 
 def test_one_cut_at_500ms_3s_the_owner_proves_itself_before_the_standby_can_take() -> None:
@@ -319,7 +326,7 @@ def test_a_resumed_vm_drops_its_vip_on_its_first_step() -> None:
     epoch 2; on resume the old owner renewed first and removed its VIP only once the API answered
     (12 ms and more of two owners, each resume). The standby's heartbeats now carry the epoch it
     holds the group at: the resumed node removes its VIP at once, before any API call."""
-    cfg = Config(keepalive=0.5, deadtime=3.0, auto_failback=True)
+    cfg = Config(keepalive=0.5, deadtime=3.0, auto_failback=True, **AS_FOUND)
     r = run_one(17, cfg, nemesis(17, cfg.span, cfg.deadtime))
     assert not r.violations, [v.describe() for v in r.violations]
     assert r.resumed and max(r.resumed) < 0.01, r.resumed  # the kernel's answers before the agent ran
@@ -338,7 +345,7 @@ def test_a_vm_paused_through_a_cut_is_bounded_by_the_lease_read() -> None:
     stopped, so on resume its renewals were not due yet and it served 2.3 s beside the new owner.
     The agent's periodic read of the Lease (every 0.5 s) now shows the new holder at a higher epoch:
     the overlap is bounded by that period plus one API round trip (still open: issue 11)."""
-    cfg = Config(keepalive=0.5, deadtime=3.0, auto_failback=True)
+    cfg = Config(keepalive=0.5, deadtime=3.0, auto_failback=True, **AS_FOUND)
     r = run_one(1273, cfg, nemesis(1273, cfg.span, cfg.deadtime))
     assert r.overlaps and max(d for _, d in r.overlaps) < 0.5 + 0.1, r.overlaps
 
@@ -424,7 +431,7 @@ def test_a_long_run_in_chunks_adds_up_in_its_ledger(
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     assert (
-        "(current code) 100ms/300ms kube W=0.2s span=5s settled_exit=3s: 2 chunk(s), 7 seeds (5 distinct)"
+        "(current code) 100ms/300ms kube W=0.132s span=5s settled_exit=3s: 2 chunk(s), 7 seeds (5 distinct)"
         in out[0]
     )
     assert "violating seeds 0" in out[0]

@@ -8,6 +8,7 @@ the windows below keep two owners apart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ class Verdict:
     """Granted: when (the arbiter's clock) the write that was granted was sent. The API server
     applied it after this instant, so a peer cannot take the Lease before `sent_at + W`: the
     engine's kernel fence keeps the VIP open until then (docs/safety.md)."""
+    taken_over: bool = False
+    """Granted a take of a Lease another node held (not free, not ours): that node may still be
+    stopping its services, and the engine waits for its node fence before starting ours."""
 
 
 class Arbiter:
@@ -68,19 +72,39 @@ class Arbiter:
         # (by hand, or by an older operator at 0) must not take the epoch down: our writes never
         # go below it.
         self.highest = 0
+        # The Lease's version as we last read it, and when (our clock, at the answer) we first saw
+        # that version: nobody has written the Lease between then and our last read. A take after
+        # the owner went silent counts its window from then (docs/safety.md, engine/window.py).
+        self.since: tuple[str, float] | None = None
 
     async def _get(self) -> LeaseView | None:
         seen = await self.store.get()  # the one raw read
         if seen is not None:
-            self.highest = max(self.highest, seen.transitions)
+            self.saw(seen.version, seen.transitions)
         return seen
 
-    async def take(self, wanted: Callable[[], bool] = lambda: True) -> Verdict:
+    async def look(self) -> LeaseView | None:
+        """Read the Lease (the agent's periodic read, for the operator's directives)."""
+        return await self._get()
+
+    def saw(self, version: str, transitions: int) -> None:
+        """The Lease was read (by us or by the agent's own read of it) and had this version; call it
+        when the answer arrived."""
+        self.highest = max(self.highest, transitions)
+        if self.since is None or self.since[0] != version:
+            self.since = (version, self.clock())
+
+    async def take(self, wanted: Callable[[], bool] = lambda: True, hold_off: float | None = None) -> Verdict:
         """Become the holder. A free Lease (or ours) is taken at once; one held by the peer only
         after a full window without a renewal, so a live owner can prove itself (and an owner cut
         off from the API server has fenced itself by then). `wanted` is asked before the swap: the
-        peer heard again meanwhile means it is alive, and we do not take over."""
+        peer heard again meanwhile means it is alive, and we do not take over.
+
+        `hold_off` (the engine's, when the owner has been proving itself since a keepalive before
+        we declared it dead): the window counts from when we first saw the Lease's current version,
+        however long ago, but the swap waits at least `hold_off` from now. None: from now."""
         try:
+            start = self.clock()
             seen = await self._get()
             if seen is None:
                 try:
@@ -92,19 +116,28 @@ class Arbiter:
                         raise Unavailable("Lease vanished") from None
             if seen.holder in ("", self.me):
                 return await self._swap(seen, "free" if seen.holder != self.me else "already ours")
-            deadline = self.clock() + self.window
+            if hold_off is not None and self.since is not None and self.since[0] == seen.version:
+                deadline = max(self.since[1] + self.window, start + hold_off)
+            else:
+                deadline = self.clock() + self.window
             while self.clock() < deadline:
                 await self.sleep(min(self.poll, max(0.0, deadline - self.clock())))
                 now = await self._get()
                 if now is None or now.holder in ("", self.me):
-                    return await self.take(wanted)
+                    return await self.take(wanted, hold_off)
                 if now.version != seen.version:
                     return Verdict(
                         False, f"{seen.holder} renewed the Lease: it is alive; the heartbeat link is down"
                     )
             if not wanted():
                 return Verdict(False, f"{seen.holder} is heard again holding the groups: not taking over")
-            return await self._swap(seen, f"{seen.holder} did not renew within {self.window * 1000:.0f}ms")
+            assert self.since is not None  # set by the read that returned `seen`
+            unchanged = (self.clock() - self.since[1]) * 1000
+            granted = await self._swap(
+                seen,
+                f"{seen.holder} did not renew: the Lease unchanged for {unchanged:.0f}ms (W {self.window * 1000:.0f}ms)",
+            )
+            return dataclasses.replace(granted, taken_over=True)
         except Conflict:
             return Verdict(False, "lost the compare-and-swap: the holder renewed")
         except Unavailable as e:

@@ -28,7 +28,7 @@ NOT_ACTED_ON = frozenset(
     {
         "hopfudge", "autojoin", "ping_group", "deadping", "hbaping", "apiauth", "conn_logd_time", "compression", "compression_threshold",
         "traditional_compression", "hbgenmethod", "uuidfrom", "coredumps", "coreroot",
-        "watchdog", "stonith", "stonith_host", "crm_daemon_dir", "crmd_spawns_pengine",
+        "stonith", "stonith_host", "crm_daemon_dir", "crmd_spawns_pengine",
         "cluster", "normalpoll", "log_badpack", "syslogmsgfmt", "use_apphbd", "env",
         "memreserve", "max_rexmit_delay", "quorum_server", "failfast",
         "record_config_changes", "record_pengine_inputs", "enable_config_writes",
@@ -36,7 +36,7 @@ NOT_ACTED_ON = frozenset(
 )  # fmt: skip
 
 _SINGLE = ("keepalive", "deadtime", "warntime", "initdead", "auto_failback", "nice_failback",
-           "crm", "msgfmt", "realtime", "rtprio", "logfile", "debugfile", "logfacility", "use_logd", "debug")  # fmt: skip
+           "watchdog", "crm", "msgfmt", "realtime", "rtprio", "logfile", "debugfile", "logfacility", "use_logd", "debug")  # fmt: skip
 _BOOL_WORDS = {"on": True, "yes": True, "true": True, "1": True,
                "off": False, "no": False, "false": False, "0": False}  # fmt: skip
 
@@ -308,6 +308,17 @@ class _Parser:
             return None
         return args[0]
 
+    def d_watchdog(self, n: int, args: list[str]) -> None:
+        """Heartbeat's `watchdog <device>`: the agent feeds it, and the kernel resets the node when
+        the agent stalls or dies, or (Kubernetes mode) when a self-fencing stop overruns its budget."""
+        path = self._one_word(n, "watchdog", args)
+        if path is None:
+            return
+        if not path.startswith("/"):
+            self.f.error(n, f"watchdog: expected a device path such as /dev/watchdog, got {path!r}")
+            return
+        self.values["watchdog"] = path
+
     def d_logfile(self, n: int, args: list[str]) -> None:
         self.values["logfile"] = self._one_word(n, "logfile", args)
 
@@ -399,6 +410,8 @@ def render_hacf(cfg: HaCf) -> str:
         out.append(f"realtime {'on' if cfg.realtime else 'off'}")
     if cfg.rtprio is not None:
         out.append(f"rtprio {cfg.rtprio}")
+    if cfg.watchdog is not None:
+        out.append(f"watchdog {cfg.watchdog}")
     port, baud = DEFAULT_UDPPORT, DEFAULT_BAUD
     for m in cfg.media:
         if isinstance(m, (BcastMedium, UcastMedium)) and m.port != port:

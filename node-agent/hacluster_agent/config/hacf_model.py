@@ -92,6 +92,7 @@ class HaCf(_Frozen):
     msgfmt: Literal["classic", "netstring"] = "classic"
     realtime: bool | None = None  # None: not written (Heartbeat's default: on)
     rtprio: int | None = None  # None: not written (Heartbeat's default: the middle of 1-99)
+    watchdog: str | None = None  # the watchdog device the agent feeds (resources/watchdog.py)
     logfile: str | None = None
     debugfile: str | None = None
     logfacility: str | None = None

@@ -54,6 +54,10 @@ class Acquire:
     sides: frozenset[Side]
     reason: str
     op: int = 0
+    services_at: float | None = None
+    """Start the groups' addresses now, and every other member no earlier than this (our clock):
+    the peer we took over from may still be stopping its services, or be about to be reset by its
+    watchdog, until then (its node fence, `hacfence`; docs/safety.md). None: no wait."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,20 @@ class Arbitrate:
     """Unanswered after this long (s), the request counts as unavailable (the driver cancels it;
     a write already sent may still be applied). Renewals: W/2, so the owner fences itself before
     the peer may take the Lease (docs/safety.md). None: no deadline."""
+    hold_off: float | None = None
+    """Takes: the owner went silent after we heard it, so it has been proving itself since before
+    we declared it dead; the window counts from when we first saw the Lease's current version, and
+    the swap waits at least this long (s) from the take's start (engine/window.py). None: the
+    window counts from the take's first read."""
+
+
+@dataclass(frozen=True)
+class FenceNode:
+    """Reset this node: stop feeding its watchdog, which resets it within its timeout. A
+    self-fencing stop failed or overran its budget: a service may still run beside the new
+    owner's copy, and only the machine going down ends it (Heartbeat's `watchdog`, SBD's rule)."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -119,4 +137,4 @@ class Note:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-Action = Send | Acquire | Release | Arbitrate | Announce | PeerChanged | LinkChanged | Note
+Action = Send | Acquire | Release | Arbitrate | FenceNode | Announce | PeerChanged | LinkChanged | Note

@@ -23,6 +23,7 @@ from .actions import (
     Action,
     Announce,
     Arbitrate,
+    FenceNode,
     LinkChanged,
     Note,
     PeerChanged,
@@ -35,6 +36,7 @@ from .actions import (
 )
 from .ordering import Ordering, Verdict
 from .ownership import SERVES, Own, state_of, transitions
+from .window import DRIFT, take_hold_off
 
 HISTORY = 500  # sequenced messages kept for retransmission, as Heartbeat
 STATUS_SENT_KEPT = 512  # send times of our last statuses, for the peer's HEARD reports
@@ -55,7 +57,7 @@ may be late by 75 ms before the VIP blinks; a loop stalled longer is fenced by i
 CLOCK_JUMP = 0.02
 """Seconds the monotonic clock may fall behind the wall clock between two readings before we take
 it for a stopped clock (a paused VM). NTP slews at most 0.5 ms/s; a loop stall moves both."""
-FENCE_DRIFT = 0.001
+FENCE_DRIFT = DRIFT
 """The clock-rate difference between the two nodes the fence allows for (1000 ppm; crystals are
 within 100 ppm): each certificate is an interval the peer measures on its own clock."""
 UNAVAILABLE_RETRY = 1.0
@@ -87,6 +89,17 @@ class EngineConfig:
     arbitrated: bool = False  # Kubernetes mode: a Lease decides who may hold the resources
     take_over_without_arbiter: bool = False  # whenArbiterUnavailable: TakeOver (Heartbeat's way)
     arbitration_window: float = 0.2  # W in docs/safety.md; the owner renews every W/4 meanwhile
+    stop_budget: float | None = None
+    """The node fence (Kubernetes mode): once we lose the right to hold the groups, everything must
+    be stopped within this (s), or the node resets (FenceNode: its watchdog stops being fed). None:
+    no node fence: a self-fencing stop that hangs is retried, and a service may outlive its VIP."""
+    watchdog_timeout: float = 0.0
+    """The watchdog's timeout (s): after FenceNode the node is down within it. With stop_budget, the
+    bound the peer waits before starting services after taking over from us (`hacfence`)."""
+    early_window: bool = True
+    """A take after the owner went silent counts W from when the Lease last changed, not from the
+    declaration (docs/safety.md, engine/window.py). False: the rule before issue 11, which costs a
+    failover W; only `bench/failover.py` sets it, to print both side by side."""
 
     @property
     def present(self) -> frozenset[Side]:
@@ -121,6 +134,8 @@ class _Peer:
     giving_up_since: float = 0.0
     state_seq: tuple[int, int] | None = None  # (generation, seq) of its newest state message applied
     window: float | None = None  # its W (hacwindow), seconds
+    lost_after_heard: bool = False  # declared dead after silence (not at initdead, nor shutdone)
+    fence: float | None = None  # its node fence (hacfence): stopped or reset this long after losing the right
 
 
 UNHEARD = "hacunheard"
@@ -131,6 +146,10 @@ it sends to, or `-` if none. That node knows when it sent that status, on its ow
 knows the sender cannot declare it dead before deadtime after that: it renews the Lease from then
 on if it holds the groups, even while it still hears the sender (a link that loses or delays
 more one way: the simulation's seeds 27 and 1254), whatever the transit time of the report."""
+FENCE = "hacfence"
+"""Status field (Kubernetes mode): the sender's node fence, in ms: once it loses the right to hold
+the groups, its services are stopped or its node reset (watchdog) within this. A node that takes the
+groups over from it silent starts their services only this long after its take (docs/safety.md)."""
 HOLDS = "hacholds"
 """Status field (Kubernetes mode): what the sender holds (rsc_hold's word), in every status, so a
 lost `resource` message cannot leave the peer believing it forever (sim seed 1081: a stale "it
@@ -201,6 +220,9 @@ class Engine:
         self.wall_skew: float | None = None  # wall - monotonic at the last clocks() reading
         self.renewal_early = False  # the renewal in flight only anticipates a quiet peer's take
         self.fence_owed: str | None = None  # the Lease was lost while resources were in flux
+        self.node_fence_at: float | None = None  # stopped by then, or FenceNode (cfg.stop_budget)
+        self.node_fenced = False  # FenceNode sent: the node is going down
+        self.lapsed_at: float | None = None  # our certificates ran out then, while something may run
         self.next_arbitration: float | None = None
         self.link_down = False  # the peer is silent but alive per the Lease
         self.unheard_until = (
@@ -275,6 +297,7 @@ class Engine:
             else:  # the Lease said no (or could not answer): ask again, whatever the peer's state
                 out += self._reconcile(now, "asking the Lease again")
         out += self._giving_up_expired(now)
+        out += self._check_node_fence(now)
         out += self._retry_release(now)
         if (
             self.standby_asked_at is not None
@@ -305,6 +328,9 @@ class Engine:
             times.append(given)
         if self.release_retry is not None:
             times.append(self.release_retry[0])
+        fence_due = self._node_fence_next()
+        if fence_due is not None:
+            times.append(fence_due)
         if self.next_arbitration is not None:
             times.append(self.next_arbitration)
         early = self._early_renewal_at()
@@ -388,6 +414,11 @@ class Engine:
             return [Note("warning", f"resource result for unknown operation {op}")]
         self.flux = None
         out: list[Action] = []
+        if isinstance(flux, Release) and flux.fence and self.node_fence_at is not None:
+            if not ok:  # (and it is retried below, in case the watchdog cannot act)
+                out += self._node_fence(now, f"a self-fencing stop failed ({reason})")
+            elif not (self.hold - flux.sides) and self.fence_owed is None:
+                self.node_fence_at = None  # everything stopped within the budget
         if self.fence_owed is not None:
             after = self.hold
             if ok:
@@ -395,7 +426,7 @@ class Engine:
             if after:
                 self._set_hold(after, now, flux.reason)
                 reason, self.fence_owed = self.fence_owed, None
-                return [self._begin(Release(after, f"self-fencing: {reason}", fence=True))]
+                return [self._fence(now, after, reason)]
             self.fence_owed = None
         if isinstance(flux, Acquire):
             if ok:
@@ -523,6 +554,8 @@ class Engine:
                     p.hold, stale_hold = flip(holds), True
                 window = _dec(msg.get(WINDOW))
                 p.window = window / 1000 if window else None
+                fence = _dec(msg.get(FENCE))
+                p.fence = fence / 1000 if fence is not None else None
                 if msg.get(STANDBY) is not None and msg.get(BUSY) is not None:
                     standby, stable = msg.get(STANDBY) == "1", msg.get(BUSY) != "1"
                     if standby != p.standby or stable != p.stable:
@@ -692,6 +725,7 @@ class Engine:
         p.alive, p.since, p.hold, p.standby, p.joined = False, now, None, False, False
         p.status_seq, p.heard_us_at = None, None
         p.last_status = None
+        p.lost_after_heard = silent > 0
         p.stable, p.giving_up = True, None
         self.rexmit.clear()
         self.standby_asked_at = None
@@ -783,7 +817,7 @@ class Engine:
         numbered = dataclasses.replace(action, op=self.op)
         if isinstance(numbered, Acquire) and self.cfg.arbitrated and not self.lease_held:
             self.arbitration = numbered  # resources start only once the Lease is ours
-            return Arbitrate("take", self.op, action.reason)
+            return Arbitrate("take", self.op, action.reason, hold_off=self._take_hold_off())
         self.flux = numbered
         return numbered
 
@@ -798,9 +832,11 @@ class Engine:
         epoch: int | None = None,
         unavailable: bool = False,
         sent_at: float | None = None,
+        taken_over: bool = False,
     ) -> list[Action]:
         """The Lease answered an Arbitrate action. `sent_at`: when the granted write was sent (on our
-        clock); without it the grant proves nothing to the kernel fence (serve_until)."""
+        clock); without it the grant proves nothing to the kernel fence (serve_until). `taken_over`:
+        the take was granted from another holder (lease.Verdict.taken_over)."""
         if epoch is not None:
             self.epoch = epoch
         if (
@@ -825,6 +861,11 @@ class Engine:
             if granted:
                 self.lease_held, self.link_down = True, False
                 self.took_at = now
+                bound = self._node_fence_bound() if taken_over else None
+                if bound is not None:
+                    # Taken from the peer (not free): its services may run until its node fence is
+                    # over, whether or not it is heard again by now (sim seed 105157, CI form).
+                    pending = dataclasses.replace(pending, services_at=now + bound)
                 self.flux = pending
                 taken: list[Action] = [Note("info", f"Lease taken, epoch {self.epoch}: {reason}"), pending]
                 # A holder the peer cannot hear must prove itself from now on, or the peer's next
@@ -891,13 +932,85 @@ class Engine:
             self._count("self_fenced")
             out: list[Action] = [Note("error", f"self-fencing: {reason}", counter="self_fenced")]
             if self.flux is None:
-                out.append(self._begin(Release(self.hold, f"self-fencing: {reason}", fence=True)))
+                out.append(self._fence(now, self.hold, reason))
             else:
                 # An acquisition (or release) is running: fence as soon as it ends. A renewal refused
                 # while the groups were starting left them held without the Lease (sim seed 4).
                 self.fence_owed = reason
+                self._arm_node_fence(now)
             return out
         return []
+
+    # -- the node fence (Kubernetes mode) ------------------------------------------------------
+    def _fence(self, now: float, sides: frozenset[Side], reason: str) -> Acquire | Release | Arbitrate:
+        """Self-fencing: every VIP first, then the services, under the node fence's budget."""
+        self._arm_node_fence(now)
+        return self._begin(Release(sides, f"self-fencing: {reason}", fence=True))
+
+    def _arm_node_fence(self, now: float) -> None:
+        """We lost the right to hold: the budget runs from now (the peer may take the Lease any
+        moment after this), not from when the stop begins."""
+        if self.cfg.stop_budget is not None and self.node_fence_at is None:
+            self.node_fence_at = now + self.cfg.stop_budget
+
+    def _node_fence(self, now: float, why: str) -> list[Action]:
+        if self.node_fenced or self.cfg.stop_budget is None:
+            return []
+        self.node_fenced, self.node_fence_at = True, None
+        self._count("node_fenced")
+        return [
+            Note("critical", f"node fence: {why}: resetting this node (its watchdog)", counter="node_fence"),
+            FenceNode(why),
+        ]
+
+    def _check_node_fence(self, now: float) -> list[Action]:
+        """Two deadlines, whichever comes first: `stop_budget` after we learned we lost the right to
+        hold (`node_fence_at`), and `stop_budget` after our certificates ran out (`_right_until`)
+        while anything may still run here. The second needs no decision of ours: a loop that ran
+        late (a stall shorter than the watchdog's timeout) learns of the loss late, but the peer may
+        take over only once the certificates have run out, and waits our budget plus our watchdog's
+        timeout from its take before starting its services (sim seed 3241 at 100 ms / 300 ms)."""
+        if self.cfg.stop_budget is None or self.node_fenced:
+            return []
+        if not self.hold and self.flux is None:
+            self.node_fence_at = self.lapsed_at = None  # nothing can run here
+            return []
+        right = math.inf if self.cfg.take_over_without_arbiter else self._right_until()
+        if right > now:
+            self.lapsed_at = None
+        elif self.lapsed_at is None:
+            self.lapsed_at = right if right > -math.inf else now
+        due = self._node_fence_next()
+        if due is None or now < due:
+            return []
+        if self.node_fence_at is not None and now >= self.node_fence_at:
+            return self._node_fence(
+                now, f"self-fencing has not stopped everything within {self.cfg.stop_budget:g}s"
+            )
+        return self._node_fence(
+            now, f"no right to hold the groups for {self.cfg.stop_budget:g}s and still running them"
+        )
+
+    def _node_fence_next(self) -> float | None:
+        """When _check_node_fence next has to look (without changing anything)."""
+        budget = self.cfg.stop_budget
+        if budget is None or self.node_fenced or (not self.hold and self.flux is None):
+            return None
+        times = [] if self.node_fence_at is None else [self.node_fence_at]
+        if self.lapsed_at is not None:
+            times.append(self.lapsed_at + budget)
+        elif not self.cfg.take_over_without_arbiter:  # (TakeOver keeps the groups without the Lease)
+            times.append(self._right_until() + budget)  # (-inf: look now, to note when it lapsed)
+        return min(times)
+
+    def _node_fence_bound(self) -> float | None:
+        """How long after our take the peer we took the groups from may still run services: its
+        advertised node fence (ours, if it never said), with the clocks' drift. None: unbounded (no
+        node fence on either side): nothing is waited for."""
+        fence = self.peer.fence
+        if fence is None and self.cfg.stop_budget is not None:
+            fence = self.cfg.stop_budget + self.cfg.watchdog_timeout
+        return None if fence is None else fence * (1 + DRIFT) + FENCE_MARGIN
 
     def _retry_release(self, now: float) -> list[Action]:
         retry = self.release_retry
@@ -1161,9 +1274,10 @@ class Engine:
         reason = f"{why} (ours: {self.epoch})"
         out: list[Action] = [Note("error", f"self-fencing: {reason}", counter="self_fenced")]
         if self.flux is None:
-            out.append(self._begin(Release(self.hold, f"self-fencing: {reason}", fence=True)))
+            out.append(self._fence(now, self.hold, reason))
         elif isinstance(self.flux, Acquire):
             self.fence_owed = reason
+            self._arm_node_fence(now)
         return out
 
     def _early_renewal_at(self) -> float | None:
@@ -1203,6 +1317,12 @@ class Engine:
             return -math.inf
         if not (self.hold or self.lease_held):
             return -math.inf  # holds nothing and no Lease to start anything under
+        return min(self._right_until(), now + FENCE_HORIZON)
+
+    def _right_until(self) -> float:
+        """The later of our certificates (serve_until): until then the peer cannot serve; from then on
+        it may have taken the groups over. -inf: no certificate."""
+        cfg = self.cfg
         certs = [-math.inf]
         p = self.peer
         if p.alive is True and p.heard_us_at is not None and p.epoch is None and not self._take_unseen():
@@ -1215,8 +1335,7 @@ class Engine:
             # the peer's W, if it says a shorter one (a change of W rolls the agents one by one)
             window = min(cfg.arbitration_window, p.window or cfg.arbitration_window)
             certs.append(self.proven_at + window)
-        until = max(certs) - (FENCE_MARGIN + FENCE_DRIFT * (cfg.deadtime + cfg.arbitration_window))
-        return min(until, now + FENCE_HORIZON)
+        return max(certs) - (FENCE_MARGIN + FENCE_DRIFT * (cfg.deadtime + cfg.arbitration_window))
 
     def proving(self, now: float) -> bool:
         """We hold and the peer may be taking over: renewals run every W/4, and the fence guard
@@ -1246,6 +1365,17 @@ class Engine:
             return False
         seen = self.peer.heard_us_at
         return seen is None or seen < self.took_at
+
+    def _take_hold_off(self) -> float | None:
+        """A take's `hold_off` (Arbitrate): set only when the peer went silent after we heard it. It
+        has then been proving itself (renewing) since a keepalive before we declared it dead, by its
+        HEARD rule (`_quiet_at`), so the window may count from when the Lease last changed. Not after
+        initdead or a shutdone: then the window starts now, as it always did."""
+        p, cfg = self.peer, self.cfg
+        if not cfg.early_window or p.alive is not False or not p.lost_after_heard:
+            return None
+        window = max(cfg.arbitration_window, p.window or 0.0)  # its renewal deadline is its W/2
+        return take_hold_off(window, cfg.keepalive, cfg.deadtime)
 
     def _arm_renewal(self, now: float) -> None:
         """Renew every W/4 while the peer cannot hear us (silent, or says it hears nothing), or has
@@ -1287,6 +1417,9 @@ class Engine:
             fields.append((STANDBY, "1" if self.self_standby else "0"))
             fields.append((BUSY, "1" if self.flux is not None else "0"))
             fields.append((WINDOW, str(round(self.cfg.arbitration_window * 1000))))
+            if self.cfg.stop_budget is not None:
+                fence = self.cfg.stop_budget + self.cfg.watchdog_timeout
+                fields.append((FENCE, str(math.ceil(fence * 1000))))
         fields += self._epoch_field()
         sent = self._send(now, Message.of(*fields))
         self.status_sent[self.seq] = now

@@ -24,10 +24,11 @@ class Directives:
     release: bool = False
     holder: str = ""
     epoch: int | None = None  # the Lease's leaseTransitions, as read
+    version: str = ""  # its resourceVersion: the arbiter counts a standby's window from a change
 
 
 def directives_of(
-    annotations: dict[str, str] | None, holder: str | None, epoch: int | None = None
+    annotations: dict[str, str] | None, holder: str | None, epoch: int | None = None, version: str = ""
 ) -> Directives:
     a = annotations or {}
     return Directives(
@@ -36,6 +37,7 @@ def directives_of(
         release=a.get(RELEASE, "").lower() == "true",
         holder=holder or "",
         epoch=epoch,
+        version=version,
     )
 
 
@@ -51,4 +53,9 @@ async def read_directives(api: client.ApiClient, namespace: str, name: str) -> D
         if e.status == 404:
             return None
         raise
-    return directives_of(lease.metadata.annotations, lease.spec.holder_identity, lease.spec.lease_transitions)
+    return directives_of(
+        lease.metadata.annotations,
+        lease.spec.holder_identity,
+        lease.spec.lease_transitions,
+        lease.metadata.resource_version or "",
+    )

@@ -107,12 +107,24 @@ class GroupRunner:
 
     # -- start / stop ----------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, services_at: float | None = None) -> None:
         """Start left to right. If one fails, stop it and those before it right to left, and raise
-        GroupStartError saying which failed, why, and whether the release was clean."""
+        GroupStartError saying which failed, why, and whether the release was clean.
+
+        `services_at` (our clock): the addresses start now, every other member no earlier than then
+        (the engine's Acquire.services_at: the peer we took over from may still run its copy)."""
         self._stopping = False
         self.reset_failures()
         for i, res in enumerate(self.resources):
+            wait = 0.0 if services_at is None or isinstance(res, Fenceable) else services_at - self._clock()
+            if wait > 0:
+                log.warning(
+                    "group %s: starting %s in %.1fs, once the peer's node fence is over (docs/safety.md)",
+                    self.name,
+                    res.name,
+                    wait,
+                )
+                await self._sleep(wait)
             try:
                 log.info("group %s: starting %s", self.name, res.name)
                 await res.start()
