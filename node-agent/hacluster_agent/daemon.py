@@ -350,7 +350,7 @@ class Agent:
         request = (
             self.arbiter.renew()
             if act.kind == "renew"
-            else self.arbiter.take(self.engine.take_still_wanted, act.hold_off)
+            else self.arbiter.take(self.engine.take_still_wanted, act.hold_off, act.window)
         )
         limit = act.timeout  # the engine's deadline (renewals: W/2)
         try:

@@ -548,7 +548,7 @@ class Agent:
         request = (
             arbiter.renew()
             if act.kind == "renew"
-            else arbiter.take(self.engine.take_still_wanted, act.hold_off)
+            else arbiter.take(self.engine.take_still_wanted, act.hold_off, act.window)
         )
         if act.timeout is None:  # (two awaits: mypyc mishandles `await (a if c else b)`, seed 104960)
             v = await request

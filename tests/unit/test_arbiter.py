@@ -168,16 +168,19 @@ def test_a_take_with_a_hold_off_counts_the_window_from_the_last_change() -> None
     assert "unchanged for 950ms" in v.reason
 
 
-@pytest.mark.parametrize(("hold_off", "granted_at"), [(0.03, 1.03), (None, 1.0 + WINDOW)])
+@pytest.mark.parametrize(
+    ("hold_off", "window", "granted_at"),
+    [(0.03, None, 1.03), (None, None, 1.0 + WINDOW), (None, 0.5, 1.5)],  # (the peer's W, if longer)
+)
 def test_a_take_long_after_the_last_change_waits_its_hold_off_or_without_one_a_window(
-    hold_off: float | None, granted_at: float
+    hold_off: float | None, window: float | None, granted_at: float
 ) -> None:
     store, t = MemoryLeaseStore(), FakeTime()
     a, b = pair(store, t)
     run(a.take())
     run(b.look())
     t.now = 1.0
-    v = run(b.take(hold_off=hold_off))
+    v = run(b.take(hold_off=hold_off, window=window))
     assert v.granted and t.now >= granted_at - 1e-9
 
 

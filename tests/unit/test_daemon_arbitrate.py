@@ -30,7 +30,7 @@ class Arbiter:
         await asyncio.sleep(1.0)  # "hang"
         return Verdict(True, "granted too late", epoch=3)
 
-    def take(self, still_wanted: Any, hold_off: float | None = None) -> Any:
+    def take(self, still_wanted: Any, hold_off: float | None = None, window: float | None = None) -> Any:
         return self._answer()
 
     def renew(self) -> Any:

@@ -165,6 +165,7 @@ def test_dead_owner_standby_takes_after_window_epoch_rises() -> None:
     assert killed + DEADTIME - 0.1 + hold_off - 1e-9 <= took <= killed + DEADTIME + hold_off + 1e-9
     take = next(a for a in p.nodes["b"].log if isinstance(a, Arbitrate) and a.kind == "take")
     assert take.hold_off is not None and abs(take.hold_off - hold_off) < 1e-9
+    assert take.window == W  # the longer of ours and the peer's (hacwindow)
 
 
 def test_dead_owner_without_the_early_window_costs_a_full_window() -> None:

@@ -94,7 +94,12 @@ class Arbiter:
         if self.since is None or self.since[0] != version:
             self.since = (version, self.clock())
 
-    async def take(self, wanted: Callable[[], bool] = lambda: True, hold_off: float | None = None) -> Verdict:
+    async def take(
+        self,
+        wanted: Callable[[], bool] = lambda: True,
+        hold_off: float | None = None,
+        window: float | None = None,
+    ) -> Verdict:
         """Become the holder. A free Lease (or ours) is taken at once; one held by the peer only
         after a full window without a renewal, so a live owner can prove itself (and an owner cut
         off from the API server has fenced itself by then). `wanted` is asked before the swap: the
@@ -102,7 +107,9 @@ class Arbiter:
 
         `hold_off` (the engine's, when the owner has been proving itself since a keepalive before
         we declared it dead): the window counts from when we first saw the Lease's current version,
-        however long ago, but the swap waits at least `hold_off` from now. None: from now."""
+        however long ago, but the swap waits at least `hold_off` from now. None: from now.
+        `window`: the engine's (the longer of ours and the peer's W); None: ours."""
+        w = self.window if window is None else window
         try:
             start = self.clock()
             seen = await self._get()
@@ -117,14 +124,14 @@ class Arbiter:
             if seen.holder in ("", self.me):
                 return await self._swap(seen, "free" if seen.holder != self.me else "already ours")
             if hold_off is not None and self.since is not None and self.since[0] == seen.version:
-                deadline = max(self.since[1] + self.window, start + hold_off)
+                deadline = max(self.since[1] + w, start + hold_off)
             else:
-                deadline = self.clock() + self.window
+                deadline = self.clock() + w
             while self.clock() < deadline:
                 await self.sleep(min(self.poll, max(0.0, deadline - self.clock())))
                 now = await self._get()
                 if now is None or now.holder in ("", self.me):
-                    return await self.take(wanted, hold_off)
+                    return await self.take(wanted, hold_off, window)
                 if now.version != seen.version:
                     return Verdict(
                         False, f"{seen.holder} renewed the Lease: it is alive; the heartbeat link is down"
@@ -135,7 +142,7 @@ class Arbiter:
             unchanged = (self.clock() - self.since[1]) * 1000
             granted = await self._swap(
                 seen,
-                f"{seen.holder} did not renew: the Lease unchanged for {unchanged:.0f}ms (W {self.window * 1000:.0f}ms)",
+                f"{seen.holder} did not renew: the Lease unchanged for {unchanged:.0f}ms (W {w * 1000:.0f}ms)",
             )
             return dataclasses.replace(granted, taken_over=True)
         except Conflict:

@@ -90,6 +90,10 @@ class Arbitrate:
     we declared it dead; the window counts from when we first saw the Lease's current version, and
     the swap waits at least this long (s) from the take's start (engine/window.py). None: the
     window counts from the take's first read."""
+    window: float | None = None
+    """Takes: the window to watch (s): the longer of ours and the peer's (`hacwindow`), whose
+    renewals come every W/4 of its own W while the two differ (a change of W rolls the agents one
+    at a time). None: the arbiter's own."""
 
 
 @dataclass(frozen=True)

@@ -817,7 +817,8 @@ class Engine:
         numbered = dataclasses.replace(action, op=self.op)
         if isinstance(numbered, Acquire) and self.cfg.arbitrated and not self.lease_held:
             self.arbitration = numbered  # resources start only once the Lease is ours
-            return Arbitrate("take", self.op, action.reason, hold_off=self._take_hold_off())
+            window = max(self.cfg.arbitration_window, self.peer.window or 0.0)
+            return Arbitrate("take", self.op, action.reason, hold_off=self._take_hold_off(), window=window)
         self.flux = numbered
         return numbered
 
