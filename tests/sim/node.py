@@ -332,6 +332,10 @@ class Node:
             return
         self.trace(f"agent killed ({why}{', guard too' if with_guard else ''})")
         self.resume_clean = False
+        if self.watchdog_armed:
+            # its descriptor closed without the magic close: the kernel feeds it one last time
+            # (watchdog_release: "watchdog did not stop!"; tests/vm/test_watchdog.py)
+            self.watchdog_feed()
         self.agent.dead()
         self.agent = None
         self.proc_gen += 1

@@ -91,7 +91,7 @@ class Config:
             + p.stop_service[1]
             + 5.0
             + (
-                self.stop_budget + self.watchdog_timeout + self.reboot[1]
+                max(self.stop_budget, self.watchdog_timeout) + self.watchdog_timeout + self.reboot[1]
                 if self.kube and self.node_fence
                 else 0.0
             )
