@@ -442,8 +442,8 @@ def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operato
     assert container["command"] == [
         "hacluster-agent", "--config-dir", "/etc/hacluster", "--config-prefix", "$(NODE_NAME).",
         "--node", "$(NODE_NAME)", "--kube", "--namespace", NS, "--cluster", "web", "--metrics-port", "9694",
-        "--arbitration-window", "0.2", "--when-arbiter-unavailable", "StayPut",
-    ]  # fmt: skip
+        "--when-arbiter-unavailable", "StayPut",
+    ]  # fmt: skip (no --arbitration-window: the agents derive W from the timing, engine/window.py)
     assert container["env"][0] == {
         "name": "NODE_NAME",
         "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}},
