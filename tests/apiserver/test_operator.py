@@ -439,11 +439,12 @@ def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operato
         "drop": ["ALL"],
     }
     assert container["image"] == IMAGE
+    # no --arbitration-window: the agents derive W from the timing (engine/window.py)
     assert container["command"] == [
         "hacluster-agent", "--config-dir", "/etc/hacluster", "--config-prefix", "$(NODE_NAME).",
         "--node", "$(NODE_NAME)", "--kube", "--namespace", NS, "--cluster", "web", "--metrics-port", "9694",
         "--when-arbiter-unavailable", "StayPut",
-    ]  # fmt: skip (no --arbitration-window: the agents derive W from the timing, engine/window.py)
+    ]  # fmt: skip
     assert container["env"][0] == {
         "name": "NODE_NAME",
         "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "spec.nodeName"}},
