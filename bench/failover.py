@@ -188,7 +188,8 @@ class OursKube(Ours):
         self.cp: ControlPlane | None = None
 
     def start(self) -> None:
-        self.lab.attach_host()
+        if not self.lab.host_links:  # (the second Kubernetes pair of a run reuses it)
+            self.lab.attach_host()
         self.cp = ControlPlane(find_or_build_apiserver(), bind_address=APISERVER_ADDR)
         self.cp.start()
         kc = agent_rbac(self.cp, self.lab.root, "ha", "bench")
