@@ -398,3 +398,18 @@ def test_export_errors(article: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert hactl(["export", "-f", str(both), "--node", "node-z", "-o", str(tmp_path / "x")]) == 1
     assert "'node-z' is not one of the nodes" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_watchdog_becomes_the_node_fence_and_comes_back(tmp_path: Path) -> None:
+    """Heartbeat's `watchdog` is acted on: carried as failover.nodeFence (with its defaults, listed
+    to check), and exported back as ha.cf's watchdog (the stop budget noted as Kubernetes only)."""
+    hacf = "keepalive 1\ndeadtime 10\nbcast eth0\nnode alpha\nnode beta\nwatchdog /dev/watchdog\n"
+    d = write_dir(tmp_path / "ha.d", hacf, "alpha 192.0.2.10\n", "auth 1\n1 sha1 k\n")
+    imp = import_directory(d, name="web")
+    model = HACluster.model_validate(imp.hacluster)
+    fence = model.spec.failover.node_fence
+    assert fence is not None and fence.watchdog == "/dev/watchdog" and fence.stop_budget == "10s"
+    assert "watchdog /dev/watchdog: carried as failover.nodeFence" in texts(imp.assumed)
+    assert "watchdog" not in texts(imp.dropped)
+    back = _export(imp, tmp_path, "alpha")
+    assert back.hacf.watchdog == "/dev/watchdog"

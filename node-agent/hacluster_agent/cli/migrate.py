@@ -37,7 +37,7 @@ SECRET_KEY = "authkeys"
 _CARRIED = frozenset(
     {"keepalive", "deadtime", "warntime", "initdead", "udpport", "baud", "bcast", "udp", "ucast",
      "ucast6", "mcast", "mcast6", "serial", "node", "auto_failback", "nice_failback", "crm",
-     "pacemaker"}
+     "pacemaker", "watchdog"}
 )  # fmt: skip
 _LOGGING = "logging: the agents log to stdout (kubectl logs), not to files or syslog"
 _WHY_DROPPED = {
@@ -46,7 +46,6 @@ _WHY_DROPPED = {
     "respawn": "respawn clients: run the program as its own workload (a Deployment or DaemonSet)",
     "stonith": "STONITH: the ownership Lease fences instead (docs/safety.md)",
     "stonith_host": "STONITH: the ownership Lease fences instead (docs/safety.md)",
-    "watchdog": "the kernel watchdog: not managed by the HACluster",
     "logfile": _LOGGING,
     "debugfile": _LOGGING,
     "logfacility": _LOGGING,
@@ -240,6 +239,13 @@ class _Importer:
                     self.hacf_file,
                     line.number,
                     f"{shown}: legacy behaves as on in a pair: autoFailback: true",
+                )
+            elif name == "watchdog":
+                self.assume(
+                    self.hacf_file,
+                    line.number,
+                    f"{shown}: carried as failover.nodeFence (watchdogTimeout 5, stopBudget 10s: a failover "
+                    "from a silent owner then starts the services 10 s + 5 s after the VIP; docs/safety.md)",
                 )
             elif name == "nice_failback":
                 value = str(h.auto_failback_effective).lower()
@@ -474,6 +480,8 @@ def import_directory(
     spec["auth"] = {"method": keys.signing_key.method, "secretRef": {"name": secret, "key": SECRET_KEY}}
     spec["resources"] = resources
     spec["failover"] = {"autoFailback": h.auto_failback_effective}
+    if h.watchdog is not None:
+        spec["failover"]["nodeFence"] = {"watchdog": h.watchdog}
     manifest = {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -677,6 +685,12 @@ def _export_notes(spec: Any) -> list[str]:
         )
     if f.maintenance:
         notes.append("failover.maintenance: Kubernetes only (the standalone agent has no freeze)")
+    if f.node_fence is not None:
+        notes.append(
+            f"failover.nodeFence: carried as ha.cf's watchdog {f.node_fence.watchdog}; its stopBudget is "
+            f"Kubernetes only (the standalone agent does not fence itself), and set --watchdog-timeout "
+            f"{f.node_fence.watchdog_timeout} on the agent"
+        )
     if f.when_arbiter_unavailable != "StayPut":
         notes.append(
             f"failover.whenArbiterUnavailable {f.when_arbiter_unavailable}: Kubernetes only (no Lease here)"
