@@ -416,7 +416,7 @@ class Engine:
         out: list[Action] = []
         if isinstance(flux, Release) and flux.fence and self.node_fence_at is not None:
             if not ok:  # (and it is retried below, in case the watchdog cannot act)
-                out += self._node_fence(now, f"a self-fencing stop failed ({reason})")
+                out += self._node_fence(f"a self-fencing stop failed ({reason})")
             elif not (self.hold - flux.sides) and self.fence_owed is None:
                 self.node_fence_at = None  # everything stopped within the budget
         if self.fence_owed is not None:
@@ -954,7 +954,11 @@ class Engine:
         if self.cfg.stop_budget is not None and self.node_fence_at is None:
             self.node_fence_at = now + self.cfg.stop_budget
 
-    def _node_fence(self, now: float, why: str) -> list[Action]:
+    def _node_fence_idle(self) -> bool:
+        """No node fence to watch: none configured, already sent, or nothing that can run here."""
+        return self.cfg.stop_budget is None or self.node_fenced or (not self.hold and self.flux is None)
+
+    def _node_fence(self, why: str) -> list[Action]:
         if self.node_fenced or self.cfg.stop_budget is None:
             return []
         self.node_fenced, self.node_fence_at = True, None
@@ -971,10 +975,8 @@ class Engine:
         late (a stall shorter than the watchdog's timeout) learns of the loss late, but the peer may
         take over only once the certificates have run out, and waits our budget plus our watchdog's
         timeout from its take before starting its services (sim seed 3241 at 100 ms / 300 ms)."""
-        if self.cfg.stop_budget is None or self.node_fenced:
-            return []
-        if not self.hold and self.flux is None:
-            self.node_fence_at = self.lapsed_at = None  # nothing can run here
+        if self._node_fence_idle():
+            self.node_fence_at = self.lapsed_at = None
             return []
         right = math.inf if self.cfg.take_over_without_arbiter else self._right_until()
         if right > now:
@@ -986,16 +988,16 @@ class Engine:
             return []
         if self.node_fence_at is not None and now >= self.node_fence_at:
             return self._node_fence(
-                now, f"self-fencing has not stopped everything within {self.cfg.stop_budget:g}s"
+                f"self-fencing has not stopped everything within {self.cfg.stop_budget:g}s"
             )
         return self._node_fence(
-            now, f"no right to hold the groups for {self.cfg.stop_budget:g}s and still running them"
+            f"no right to hold the groups for {self.cfg.stop_budget:g}s and still running them"
         )
 
     def _node_fence_next(self) -> float | None:
         """When _check_node_fence next has to look (without changing anything)."""
         budget = self.cfg.stop_budget
-        if budget is None or self.node_fenced or (not self.hold and self.flux is None):
+        if budget is None or self._node_fence_idle():
             return None
         times = [] if self.node_fence_at is None else [self.node_fence_at]
         if self.lapsed_at is not None:
