@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hacluster_agent.engine.membership import FENCE_HORIZON
-from hacluster_agent.resources.kernelfence import SYNC_EVERY
+from hacluster_agent.engine.fencewrite import SYNC_EVERY
 
 if TYPE_CHECKING:
     from .node import Node

@@ -39,58 +39,42 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from hacluster_agent.engine.fencewrite import (
+    IDLE_WAKE,
+    REFRESH_STEP,
+    SYNC_EVERY,
+    Write,
+    next_write,
+    sync_interval,
+)
 from hacluster_agent.engine.membership import FENCE_HORIZON
+
+__all__ = [
+    "IDLE_WAKE",
+    "REFRESH_STEP",
+    "SYNC_EVERY",
+    "FenceError",
+    "KernelFence",
+    "Write",
+    "next_write",
+    "sync_interval",
+    "table_name",
+]
 
 log = logging.getLogger("hacluster.kernelfence")
 
-REFRESH_STEP = 0.01
-"""A later deadline is written only when it gains at least this much (s): one write per status."""
 LATENCY_SLACK = 0.002
 """A write slower than the recent worst by this much (s) is written again at once, corrected."""
 LATENCY_DECAY = 0.99
 """The recent worst write time decays by this factor per write (back to normal in a few seconds)."""
-SYNC_EVERY = 0.025
-"""The agent looks at the engine's deadline (and its clocks) at least this often (s)."""
-IDLE_WAKE = 1.0
-"""While the fence is closed nothing runs out: the agent's loop only looks this often (s); the
-event that opens it wakes the loop at once."""
 PRIORITY = -300
 """Before conntrack and anything a CNI or kube-proxy installs (raw priority)."""
 
 
 class FenceError(RuntimeError):
     """nftables refused or is missing; the message says what to install or check."""
-
-
-@dataclass(frozen=True)
-class Write:
-    """One change to make: open for `timeout` seconds from the moment it is applied, or close."""
-
-    timeout: float | None  # None: close now
-
-
-def next_write(until: float | None, installed: float | None, now: float) -> Write | None:
-    """The write (if any) that brings the kernel from `installed` (the deadline last written, None
-    when unknown, -inf when closed) to the engine's `until`, at `now`. Pure: the daemon and the
-    simulation both decide with it."""
-    if until is None:
-        return None
-    if until <= now:
-        if installed is None or installed > -math.inf:
-            return Write(None)
-        return None
-    if installed is None or until < installed or until > installed + REFRESH_STEP:
-        return Write(until - now)
-    return None
-
-
-def sync_interval(window: float) -> float:
-    """How often the agent syncs the fence: SYNC_EVERY, or W/8 for a short arbitration window. After
-    a paused VM resumes, its first look closes the fence: this bounds how long it answered."""
-    return min(SYNC_EVERY, window / 8)
 
 
 def table_name(namespace: str, cluster: str) -> str:

@@ -32,6 +32,9 @@ class Field(NamedTuple):
 
 
 _STRING, _BINARY = FieldType.STRING, FieldType.BINARY
+_field = tuple.__new__
+"""Field(name, value, type) without the named tuple's Python-level __new__ (the same tuple): every
+status message builds about 17 fields, the simulation millions."""
 
 
 class Message:
@@ -47,9 +50,9 @@ class Message:
         """Build from (name, value) pairs: str values are strings, bytes values are binary."""
         return cls(
             [
-                Field(name, value, _BINARY)
+                _field(Field, (name, value, _BINARY))
                 if isinstance(value, bytes)
-                else Field(name, value.encode("latin-1"), _STRING)
+                else _field(Field, (name, value.encode("latin-1"), _STRING))
                 for name, value in pairs
             ]
         )
