@@ -61,6 +61,7 @@ def config_args(a: argparse.Namespace) -> dict[str, Any]:
         "auto_failback": True if a.agent_failback else None,
         "settled_exit": a.settled_exit,
         **({"node_fence_rules": False} if a.without_node_fence_rules else {}),
+        **({"recreation_rules": False} if a.without_recreation_rules else {}),
         **({"node_fence": a.node_fence} if a.node_fence is not None else {}),
     }
 
@@ -158,6 +159,7 @@ def settings_of(a: argparse.Namespace) -> str:
     s += f" only={a.only}" if a.only else ""
     s += f" node_fence={a.node_fence:g}" if a.node_fence is not None else ""
     s += " without_node_fence_rules" if a.without_node_fence_rules else ""
+    s += " without_recreation_rules" if a.without_recreation_rules else ""
     return s + (" agent_failback" if a.agent_failback else "")
 
 
@@ -217,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         "--without-node-fence-rules",
         action="store_true",
         help="check (e) but give the agents no stop budget: what the node fence closes",
+    )
+    p.add_argument(
+        "--without-recreation-rules",
+        action="store_true",
+        help="the operator recreates a deleted Lease as before arbiter/recreate.py: what the rules close",
     )
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument(

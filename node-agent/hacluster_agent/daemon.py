@@ -418,6 +418,7 @@ class Agent:
                         handover_to=d.handover_to,
                         freeze=d.freeze,
                         release=d.release,
+                        recreated=d.recreated,
                     )
                 )
             await asyncio.sleep(0.5)

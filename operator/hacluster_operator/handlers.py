@@ -345,9 +345,14 @@ async def ensure_agent_rbac(ctx: Context, hacluster: Mapping[str, Any], spec: HA
     return written
 
 
-async def ensure_lease(ctx: Context, hacluster: Mapping[str, Any]) -> dict[str, Any]:
-    """The ownership Lease: created released at epoch 0 if missing."""
-    return await _ensure_lease(ctx, hacluster, ownership_lease(hacluster), "the ownership Lease")
+async def ensure_lease(
+    ctx: Context,
+    hacluster: Mapping[str, Any],
+    reports: Mapping[str, tuple[bool, int | None]] | None = None,
+) -> dict[str, Any]:
+    """The ownership Lease, created if missing: marked recreated, above every epoch the status and
+    the agents' `reports` show (resources.ownership_lease)."""
+    return await _ensure_lease(ctx, hacluster, ownership_lease(hacluster, reports), "the ownership Lease")
 
 
 async def ensure_report_leases(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> None:
@@ -493,13 +498,24 @@ async def tick(ctx: Context, hacluster: Mapping[str, Any], *, deleting: bool = F
             log.warning("[%s/%s] could not write the agents' objects: %s", namespace, name, _brief(e))
 
     raw_lease = await ctx.kube.get_lease(namespace, name)
-    if raw_lease is None and not deleting:
-        raw_lease = await ensure_lease(ctx, hacluster)
     raw_reports = await asyncio.gather(
         *(ctx.kube.get_lease(namespace, report_lease_name(name, n)) for n in spec.nodes)
     )
     reports = {n: report_of(n, r) for n, r in zip(spec.nodes, raw_reports, strict=True)}
     previous = memory.status if memory.status is not None else _previous(hacluster)
+    if raw_lease is None and not deleting:
+        # recreated from the freshest record we have (our own last status, not the object's)
+        # and the agents' reports: its epoch above all of them
+        recorded = {"owner": previous.owner, "epoch": previous.epoch} if previous is not None else {}
+        raw_lease = await ensure_lease(
+            ctx,
+            {**hacluster, "status": recorded},
+            {
+                n: (r.report.holds != "none", r.report.epoch)
+                for n, r in reports.items()
+                if r is not None and r.report is not None
+            },
+        )
     decision = decide(
         spec,
         int(meta.get("generation") or 0),

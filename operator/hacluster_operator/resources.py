@@ -16,6 +16,9 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hacluster_agent.arbiter.recreate import recreation
+from hacluster_agent.kube.directives import RECREATED
+
 from .models import API_VERSION, KIND, FailoverSpec, HAClusterSpec
 from .render import RenderError, render_all
 
@@ -360,25 +363,30 @@ def agent_role_binding(hacluster: Mapping[str, Any]) -> Manifest:
 # the Leases
 
 
-def ownership_lease(hacluster: Mapping[str, Any]) -> Manifest:
-    """The Lease `<name>`. For a new HACluster: released (no holder) at epoch 0, the agents take
-    it. Recreated after someone deleted it: at the epoch the status last recorded + 1, naming the
-    owner it recorded, so the epoch never goes down and the owner keeps its groups without a move
-    (recreated empty at 0, the epoch went 6 -> 0 and the pair never settled)."""
+def ownership_lease(
+    hacluster: Mapping[str, Any], reports: Mapping[str, tuple[bool, int | None]] | None = None
+) -> Manifest:
+    """The Lease `<name>`, as the operator creates it when it is missing: marked `recreated` (its
+    holder proves nothing to the agents), at an epoch above every one observed, naming the owner
+    only when the status and the agents' `reports` (node -> holds anything, epoch) agree on it
+    (`hacluster_agent/arbiter/recreate.py`: the rule and why). A new HACluster's: at 0, nobody."""
     meta = hacluster["metadata"]
     status = hacluster.get("status") or {}
     epoch, owner = status.get("epoch"), status.get("owner")
-    spec: dict[str, Any] = {"leaseTransitions": 0}
-    if isinstance(epoch, int) and epoch > 0:
-        spec["leaseTransitions"] = epoch + 1
-        if isinstance(owner, str) and owner:
-            spec["holderIdentity"] = owner
-    return {
+    r = recreation(
+        owner if isinstance(owner, str) else None, epoch if isinstance(epoch, int) else None, reports or {}
+    )
+    spec: dict[str, Any] = {"leaseTransitions": r.transitions}
+    if r.holder:
+        spec["holderIdentity"] = r.holder
+    manifest: Manifest = {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": _metadata(hacluster, ownership_lease_name(meta["name"]), "ownership"),
         "spec": spec,
     }
+    manifest["metadata"]["annotations"] = {RECREATED: str(r.known)}
+    return manifest
 
 
 def report_lease(hacluster: Mapping[str, Any], node: str) -> Manifest:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from hacluster_agent.kube.directives import RECREATED
 from hacluster_agent.lab import APISERVER_ADDR, Lab
 from tests.apiserver.conftest import ApiServerBinaries
 from tests.support import hosttools
@@ -126,3 +127,45 @@ def test_owner_cut_from_peer_and_api_server_fences_before_the_peer_takes(
     assert lab.holds_vip("n2") and not lab.holds_vip("n1")
     assert owner_and_epoch(cp) == ("n2", 2)
     assert "self-fencing" in lab.agent_log("n1")
+
+
+def _recreate(cp: ControlPlane, holder: str, transitions: int) -> None:
+    """What the operator does with a missing ownership Lease (resources.ownership_lease): marked."""
+    with cp.api_client() as api:
+        leases = k8s.CoordinationV1Api(api)
+        leases.delete_namespaced_lease(CLUSTER, NS)
+        leases.create_namespaced_lease(
+            NS,
+            k8s.V1Lease(
+                metadata=k8s.V1ObjectMeta(name=CLUSTER, annotations={RECREATED: str(transitions - 1)}),
+                spec=k8s.V1LeaseSpec(holder_identity=holder or None, lease_transitions=transitions),
+            ),
+        )
+
+
+def test_a_recreated_lease_is_claimed_by_its_owner_or_costs_a_move_never_two_owners(
+    kube_lab: tuple[Lab, ControlPlane],
+) -> None:
+    """The operator recreates a deleted Lease from its last observations, which can be stale (the
+    full stack's campaign: the old owner named at the new owner's epoch, the pair never settled).
+    Marked `recreated`, it proves nobody's ownership: named right, the owner claims it at its next
+    read and keeps the VIP; named wrong, the owner loses it and takes it back after a window."""
+    lab, cp = kube_lab
+    start(lab)
+    assert owner_and_epoch(cp) == ("n1", 1)
+
+    def settled(epoch_above: int) -> tuple[str, int]:
+        got = lease(cp)
+        assert RECREATED not in (got.metadata.annotations or {}), "still the operator's record"
+        holder, epoch = got.spec.holder_identity or "", got.spec.lease_transitions or 0
+        assert holder == "n1" and epoch > epoch_above and lab.holds_vip("n1"), (holder, epoch)
+        return holder, epoch
+
+    _recreate(cp, "n1", 2)  # named right
+    assert watch_owners(lab, 2.0) == 1 and lab.holds_vip("n1")  # never moved
+    eventually(lambda: settled(1), timeout=5, interval=0.1, what="n1 claiming the recreated Lease")
+
+    _, epoch = owner_and_epoch(cp)
+    _recreate(cp, "n2", epoch)  # named wrong, at n1's own epoch (a stale status)
+    assert watch_owners(lab, 3.0) <= 1
+    eventually(lambda: settled(epoch), timeout=10, interval=0.1, what="one owner on the record again")

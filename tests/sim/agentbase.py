@@ -204,7 +204,9 @@ class AgentBase:
             elif isinstance(act, PeerChanged):
                 self.trace(f"peer {act.peer} {'up' if act.alive else 'DEAD'} ({act.reason})")
         self.fence_sync()
-        if self.engine.illegal:  # a move outside the ownership table (engine/ownership.py)
+        engine = self.engine
+        node.report(bool(engine.hold), engine.epoch)
+        if engine.illegal:  # a move outside the ownership table (engine/ownership.py)
             for text in self.engine.illegal:
                 world.violation("illegal_transition", f"{node.name}: {text}")
             self.engine.illegal.clear()

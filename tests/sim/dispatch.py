@@ -304,7 +304,11 @@ class Agent(AgentBase):
                 d = self.world.directive
                 self.execute(
                     engine.directives(
-                        self.now(), view.holder, view.transitions, handover_to=d[1] if d is not None else None
+                        self.now(),
+                        view.holder,
+                        view.transitions,
+                        handover_to=d[1] if d is not None else None,
+                        recreated=view.recreated,
                     )
                 )
             await node.sleep(0.5)

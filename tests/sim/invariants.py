@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from hacluster_agent.engine.membership import FENCE_HORIZON
 from hacluster_agent.engine.fencewrite import SYNC_EVERY
+from hacluster_agent.engine.membership import FENCE_HORIZON
 
 if TYPE_CHECKING:
     from .node import Node

@@ -9,16 +9,22 @@ Semantics of the real thing (`hacluster_agent/arbiter/kube.py` against a kube-ap
   timeout, 2 s in the daemon); the answer of an APPLIED write can be lost (the write happened, the
   client sees Unavailable); during an API freeze requests hang until it ends (and are applied
   then, even if the client gave up);
-- the operator recreates a deleted Lease naming the owner its status recorded, at the recorded
-  epoch + 1 (`operator/hacluster_operator/resources.py: ownership_lease`).
+- the operator creates the Lease marked `recreated` (arbiter/recreate.py, as
+  `operator/hacluster_operator/resources.py: ownership_lease`): first at 0 naming nobody, and
+  again after a deletion from what it last observed, which may be stale: its status records the
+  Lease as it was up to STATUS_LAG before the deletion, and each agent's report is its state up to
+  REPORT_LAG before the recreation (a take the operator had not seen yet named the old owner at
+  the new owner's epoch in the full stack's campaign).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hacluster_agent.arbiter.lease import Conflict, LeaseView, Unavailable
+from hacluster_agent.arbiter.recreate import recreation
 
 from .runtime import Future, Sim
 
@@ -26,6 +32,8 @@ if TYPE_CHECKING:
     from .node import Node
 
 CLIENT_TIMEOUT = 2.0  # KubeLeaseStore(timeout=2.0) in daemon.py
+STATUS_LAG = 1.5  # the operator's status: the Lease as it saw it on a tick (every 1 s) and wrote it
+REPORT_LAG = 2.0  # an agent's report: written after each transition, through the API's faults
 
 
 @dataclass
@@ -42,9 +50,18 @@ class ApiWindow:
 class LeaseServer:
     """The API server's copy of the Lease, on the true clock."""
 
-    def __init__(self, sim: Sim, *, base_latency: float = 0.004, agents_may_create: bool = False) -> None:
+    def __init__(
+        self,
+        sim: Sim,
+        *,
+        base_latency: float = 0.004,
+        agents_may_create: bool = False,
+        recreation_rules: bool = True,
+    ) -> None:
         self.sim = sim
-        self.view: LeaseView | None = LeaseView("", 0, "1")
+        self.recreation_rules = recreation_rules
+        """False: as before arbiter/recreate.py (the status's owner at its epoch + 1, unmarked)."""
+        self.view: LeaseView | None = LeaseView("", 0, "1", recreated=recreation_rules)  # the operator's
         self.counter = 1
         self.base_latency = base_latency
         self.agents_may_create = agents_may_create
@@ -53,7 +70,11 @@ class LeaseServer:
         self.epoch_drops: list[tuple[float, int, int, str]] = []  # (time, from, to, by)
         self.writes: list[tuple[float, str, str, int]] = []  # (time, by, holder, transitions)
         self.recreate_delay = (0.5, 3.0)
-        self.last_recorded: LeaseView | None = None
+        self.recorded_at = 0.0  # the operator's status: the Lease as of then
+        self.status_lag = (0.0, STATUS_LAG)  # how old the status is at a deletion (s)
+        self.report_lag = (0.0, REPORT_LAG)  # how old a report is at the recreation (s)
+        self.reports: Callable[[float], dict[str, tuple[bool, int | None]]] | None = None
+        """Each agent's report as of a time (the World's: node -> holds anything, epoch)."""
         self.trace: Any = None  # a callable(text) when tracing
 
     # -- faults ---------------------------------------------------------------------------
@@ -75,20 +96,38 @@ class LeaseServer:
         if self.view is None:
             return
         self._log(f"Lease deleted (was {self.view.holder or '-'} epoch {self.view.transitions})")
-        self.last_recorded = self.view  # what the operator's status recorded (its last observation)
+        lo, hi = self.status_lag
+        self.recorded_at = self.sim.now - (lo + (hi - lo) * self.sim.rng.random())
         self.view = None
         lo, hi = self.recreate_delay
         self.sim.later(lo + (hi - lo) * self.sim.rng.random(), self._recreate)
 
+    def recorded(self, at: float) -> tuple[str, int] | None:
+        """The Lease as it was at `at` (what a status recorded then): (holder, epoch)."""
+        last = None
+        for t, _by, holder, transitions in self.writes:
+            if t > at:
+                break
+            last = (holder, transitions)
+        return last
+
     def _recreate(self) -> None:
-        """As operator/hacluster_operator/resources.py `ownership_lease`: the recorded owner, at the
-        recorded epoch + 1 (empty at 0 only for a Lease never written)."""
-        if self.view is None:
-            last = self.last_recorded
-            if last is None or last.transitions <= 0:
+        """As operator/hacluster_operator/resources.py `ownership_lease`: arbiter/recreate.py's rule
+        on the operator's (possibly stale) status and the agents' (possibly stale) reports."""
+        if self.view is not None:
+            return
+        rec = self.recorded(self.recorded_at)
+        if not self.recreation_rules:
+            if rec is None or rec[1] <= 0:
                 self._write("", 0, "operator")
             else:
-                self._write(last.holder, last.transitions + 1, "operator")
+                self._write(rec[0], rec[1] + 1, "operator")
+            return
+        now = self.sim.now
+        lo, hi = self.report_lag
+        reports = self.reports(now - (lo + (hi - lo) * self.sim.rng.random())) if self.reports else {}
+        r = recreation(rec[0] if rec else None, rec[1] if rec else None, reports)
+        self._write(r.holder, r.transitions, "operator", recreated=True)
 
     # -- requests -------------------------------------------------------------------------
     def submit(self, node: Node, op: str, args: tuple[Any, ...]) -> Future:
@@ -138,11 +177,16 @@ class LeaseServer:
             raise Conflict("resourceVersion changed")
         return self._write(holder, transitions, by)
 
-    def _write(self, holder: str, transitions: int, by: str) -> LeaseView:
+    def _write(self, holder: str, transitions: int, by: str, *, recreated: bool = False) -> LeaseView:
         self.counter += 1
-        self.view = LeaseView(holder, transitions, str(self.counter))
+        self.view = LeaseView(holder, transitions, str(self.counter), recreated=recreated)
         now = self.sim.now
         self.writes.append((now, by, holder, transitions))
+        if recreated:
+            # Above every epoch the operator observed (arbiter/recreate.py), but it cannot know one
+            # written just before the deletion: the agents' writes are checked from here on (they
+            # write above every epoch they have seen, and each node's never goes down).
+            self.max_epoch = transitions
         if transitions < self.max_epoch:
             self.epoch_drops.append((now, self.max_epoch, transitions, by))
         self.max_epoch = max(self.max_epoch, transitions)

@@ -129,6 +129,8 @@ class Node:
         self.stall_queue: list[NodeEvent] = []
         self.state_dir: dict[str, int] = {}  # what survives a restart: the generation
         self.max_epoch_seen = 0
+        # its agent's report (kube/reporter.py), as the operator reads it: (since, holds, epoch)
+        self.reports: list[tuple[float, bool, int | None]] = []
         # the fence guard
         self.guard_alive = False
         self.guard_spawned_at = -1e9
@@ -195,6 +197,19 @@ class Node:
 
     def trace(self, text: str) -> None:
         self.world.trace(f"{self.name}: {text}")
+
+    def report(self, holds: bool, epoch: int | None) -> None:
+        """The agent's state changed: its report says so from now on."""
+        if not self.reports or self.reports[-1][1:] != (holds, epoch):
+            self.reports.append((self.sim.now, holds, epoch))
+
+    def report_at(self, t: float) -> tuple[bool, int | None] | None:
+        last = None
+        for since, holds, epoch in self.reports:
+            if since > t:
+                break
+            last = (holds, epoch)
+        return last
 
     # -- the kernel ---------------------------------------------------------------------------
     def vip_write(self, why: str) -> None:

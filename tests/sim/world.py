@@ -60,6 +60,9 @@ class Config:
     stop_budget: float = 1.0  # --stop-budget (s)
     watchdog_timeout: float = 1.0  # the watchdog device's timeout (s): softdog's smallest
     reboot: tuple[float, float] = (1.0, 3.0)  # a reset node's power-on, after the watchdog fired
+    recreation_rules: bool = True
+    """False: the operator recreates a deleted Lease as before arbiter/recreate.py (its status's owner
+    at its epoch + 1, not marked), to show what the rules close."""
     settled_exit: float | None = None
     """CI's short form: end a run once the pair has stayed settled this long (s) after the faults
     (more than HALF_TOLERANCE, so a half-started group is still caught). None: run the whole
@@ -135,7 +138,10 @@ class World:
         # its own stream: the schedule and the run's other draws do not depend on it
         self.node_fence = cfg.kube and random.Random(f"node-fence {seed}").random() < cfg.node_fence
         self.home = "n1"
-        self.api = LeaseServer(self.sim, agents_may_create=cfg.agents_may_create)
+        self.api = LeaseServer(
+            self.sim, agents_may_create=cfg.agents_may_create, recreation_rules=cfg.recreation_rules
+        )
+        self.api.reports = self.reports_at
         if tracing:
             self.api.trace = self.trace
         self.net = Network(self.sim)
@@ -155,6 +161,15 @@ class World:
             self.net.attach(node)
 
     # -- helpers used by the parts ------------------------------------------------------------------
+    def reports_at(self, t: float) -> dict[str, tuple[bool, int | None]]:
+        """The agents' reports as the operator would have read them at `t`."""
+        out: dict[str, tuple[bool, int | None]] = {}
+        for name, node in self.nodes.items():
+            r = node.report_at(t)
+            if r is not None:
+                out[name] = r
+        return out
+
     def peer_of(self, name: str) -> str:
         return "n2" if name == "n1" else "n1"
 

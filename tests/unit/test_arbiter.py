@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from hacluster_agent.arbiter.lease import Arbiter, MemoryLeaseStore
+from hacluster_agent.arbiter.lease import Arbiter, LeaseView, MemoryLeaseStore
 
 WINDOW = 0.2
 
@@ -212,3 +212,45 @@ def test_a_take_from_a_silent_holder_says_it_took_it_over_and_a_free_one_does_no
     run(b.release())
     v = run(a.take())
     assert v.granted and not v.taken_over  # free
+
+
+# -- a Lease the operator recreated (arbiter/recreate.py) ------------------------------------------
+
+
+def _recreated(store: MemoryLeaseStore, holder: str, transitions: int) -> None:
+    store.counter += 1
+    store.view = LeaseView(holder, transitions, str(store.counter), recreated=True)
+
+
+@pytest.mark.parametrize("holder", ["", "a", "b"])
+def test_a_recreated_lease_is_taken_only_after_a_window_whoever_it_names(holder: str) -> None:
+    """Its holder is the operator's stale guess: "already ours" or "free" proves nothing (the full
+    stack: recreated naming the old owner at the new owner's epoch)."""
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, _ = pair(store, t)
+    _recreated(store, holder, 5)
+    v = run(a.take())
+    assert v.granted and v.taken_over and t.now >= WINDOW
+    assert v.epoch == 6 and store.view is not None and not store.view.recreated  # above it, ours
+
+
+def test_a_recreated_lease_renewed_by_its_real_owner_within_the_window_is_not_taken() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, b = pair(store, t)
+    _recreated(store, "", 5)
+    t.hooks.append((WINDOW / 2, b.renew))  # b serves: its read of the recreated Lease renews it
+    v = run(a.take())
+    assert not v.granted and store.view is not None and store.view.holder == "b"
+    assert store.view.transitions == 6 and not store.view.recreated
+
+
+def test_the_owner_renewing_a_recreated_lease_naming_the_peer_has_lost() -> None:
+    store, t = MemoryLeaseStore(), FakeTime()
+    a, _ = pair(store, t)
+    run(a.take())
+    _recreated(store, "b", 3)
+    v = run(a.renew())
+    assert not v.granted and "held by b" in v.reason
+    _recreated(store, "a", 3)  # naming us: renewed, ours again (above every epoch we saw)
+    v = run(a.renew())
+    assert v.granted and store.view is not None and not store.view.recreated

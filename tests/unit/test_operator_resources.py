@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from hacluster_agent.kube.directives import RECREATED
 from hacluster_operator.handlers import SPEC_HASH, Context, Settings, ensure_object
 from hacluster_operator.models import API_VERSION, FailoverSpec, HAClusterSpec, NodeFenceSpec
 from hacluster_operator.render import build_hacf
@@ -100,6 +101,11 @@ def test_the_report_leases_are_created_empty_and_owned() -> None:
     # recreated after a deletion: the recorded owner at the recorded epoch + 1, never lower
     recorded = {**HAC, "status": {"owner": "node-b", "epoch": 6}}
     assert ownership_lease(recorded)["spec"] == {"leaseTransitions": 7, "holderIdentity": "node-b"}
+    # marked: its holder proves nothing to the agents (hacluster_agent/arbiter/recreate.py)
+    assert ownership_lease(recorded)["metadata"]["annotations"] == {RECREATED: "6"}
+    # a report newer than the status (a take it had not recorded): above it, naming that node
+    newer = ownership_lease(recorded, {"node-a": (True, 7), "node-b": (False, 6)})
+    assert newer["spec"] == {"leaseTransitions": 8, "holderIdentity": "node-a"}
 
 
 def _covers(rule: dict[str, Any], group: str, resource: str, verb: str, name: str | None) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from hacluster_agent.engine.actions import Release
+from hacluster_agent.engine.actions import Arbitrate, Release
 from hacluster_agent.engine.ownership import (
     KUBE_TRANSITIONS,
     SERVES,
@@ -67,3 +67,26 @@ def test_a_failed_fencing_stop_stays_fencing_and_dark_until_a_retry_succeeds() -
     assert a.hold and a.flux is None and a.release_retry is not None
     assert state_of(a) is Own.FENCING and a.own is Own.FENCING and not a.illegal
     assert a.serve_until(p.now + 0.1) == -math.inf
+
+
+def test_a_lease_the_operator_recreated_is_renewed_and_one_naming_the_peer_at_our_epoch_fences() -> None:
+    """A recreated Lease proves nobody's ownership (arbiter/recreate.py): the owner renews it at
+    its next read (claiming it, or learning it lost). One naming the peer at our own epoch can only
+    be a recreation below an epoch the operator never saw, then taken by the peer (sim seed
+    100382): we are outranked, as by a higher epoch."""
+    p = ArbitratedPair()
+    p.start()
+    p.run(3.0)
+    a = engine(p, "a")
+    assert state_of(a) is Own.OWNER and a.epoch is not None
+    out = a.lease_observed("b", a.epoch, p.now, recreated=True)
+    assert [x.kind for x in out if isinstance(x, Arbitrate)] == ["renew"] and state_of(a) is Own.OWNER
+    assert a.lease_observed("", a.epoch + 1, p.now, recreated=True) == []  # one renewal at a time
+    b = ArbitratedPair()
+    b.start()
+    b.run(3.0)
+    a = engine(b, "a")
+    assert a.epoch is not None
+    assert a.lease_observed("b", a.epoch - 1, b.now) == []  # an older read: ignored
+    out = a.lease_observed("b", a.epoch, b.now)
+    assert any(isinstance(x, Release) and x.fence for x in out) and state_of(a) is Own.FENCING

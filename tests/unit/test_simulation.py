@@ -91,7 +91,7 @@ def test_lease_compare_and_swap() -> None:
     world, server, store = _store()
     sim = world.sim
     seen = _collect(sim, store.get())[0]
-    assert seen == LeaseView("", 0, "1")
+    assert seen == LeaseView("", 0, "1", recreated=True)  # created by the operator
     mine = _collect(sim, store.swap(seen, "n1", 1))[0]
     assert mine.holder == "n1" and mine.transitions == 1 and mine.version != seen.version
 
@@ -133,8 +133,10 @@ def test_lease_deleted_then_recreated_at_the_recorded_owner_and_epoch() -> None:
 
     assert _collect(sim, swap_deleted()) == ["HTTP 404"]
     sim.run_until(sim.now + 20)
-    # as the operator now does: the recorded owner at the recorded epoch + 1 (it was empty at 0: 6 -> 0)
+    # as the operator now does (arbiter/recreate.py): above the epoch it recorded (it was empty at
+    # 0: 6 -> 0), marked, naming the owner its record shows
     assert server.view is not None and server.view.transitions == 7 and server.view.holder == "n1"
+    assert server.view.recreated
     assert not server.epoch_drops
 
 
@@ -330,6 +332,33 @@ def test_a_resumed_vm_drops_its_vip_on_its_first_step() -> None:
     r = run_one(17, cfg, nemesis(17, cfg.span, cfg.deadtime))
     assert not r.violations, [v.describe() for v in r.violations]
     assert r.resumed and max(r.resumed) < 0.01, r.resumed  # the kernel's answers before the agent ran
+
+
+@pytest.mark.parametrize("restart_in_a_cut", [False, True])
+def test_a_lease_recreated_from_a_stale_record_proves_no_ownership(restart_in_a_cut: bool) -> None:
+    """The full stack's campaign (session 8, trial 3 of seed 45: `lease-deleted` right after a
+    move): the operator recreated the Lease from a status that had not seen the take yet, naming the
+    old owner at the new owner's epoch; the new owner kept serving beside a Lease that named the
+    other node, and the pair never settled (45 s). Now the recreated Lease is marked: its holder
+    proves nothing, the node serving renews it at its next read (and loses to the node it names),
+    and nobody takes it before a window unchanged, not even the node it names when that node starts
+    again in a cut ("already ours" was a take at once)."""
+    cfg = Config(keepalive=0.1, deadtime=0.3, span=8.0, node_fence=0.0)
+    schedule = [
+        Fault("agent_kill", 1.0, 0.6, "n1"),  # the home node's agent: n2 takes the group
+        Fault("lease_delete", 4.0, 0.0, "both"),  # both agents up and heard: nobody renews
+    ]
+    if restart_in_a_cut:
+        schedule += [Fault("link_cut", 4.6, 3.0, "both"), Fault("agent_kill", 4.7, 0.3, "n1")]
+    world = World(7, schedule, cfg)
+    world.api.status_lag = (3.0, 3.0)  # the operator's status and the reports: from before the take
+    world.api.report_lag = (3.3, 3.3)
+    world.api.recreate_delay = (0.5, 0.5)
+    r = world.run()
+    taken = [w for w in world.api.writes if w[1] == "n2" and w[2] == "n2"]
+    recreated = [w for w in world.api.writes if w[1] == "operator" and w[0] > cfg.warmup]
+    assert taken and recreated and recreated[0][2:] == ("n1", taken[0][3]), (taken, recreated)
+    assert not r.violations, [v.describe() for v in r.violations]
 
 
 def test_lease_deleted_by_hand_keeps_the_epoch_and_the_owner() -> None:

@@ -10,6 +10,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from ..kube.directives import RECREATED
 from .lease import Conflict, LeaseView, Unavailable
 
 
@@ -44,6 +45,7 @@ class KubeLeaseStore:
             holder=lease.spec.holder_identity or "",
             transitions=lease.spec.lease_transitions or 0,
             version=lease.metadata.resource_version,
+            recreated=RECREATED in (lease.metadata.annotations or {}),
         )
 
     async def get(self) -> LeaseView | None:
@@ -83,6 +85,8 @@ class KubeLeaseStore:
         # spec changes, and only if nobody wrote since `seen`.
         meta = self._last.metadata if self._last is not None else client.V1ObjectMeta(name=self.name)
         meta.namespace, meta.resource_version = self.namespace, seen.version
+        if meta.annotations and RECREATED in meta.annotations:  # ours now: a CAS winner's record
+            meta.annotations = {k: v for k, v in meta.annotations.items() if k != RECREATED}
         body = client.V1Lease(metadata=meta, spec=self._spec(holder, transitions, changed and bool(holder)))
         try:
             lease = await self._call(self.api.replace_namespaced_lease, self.name, self.namespace, body)

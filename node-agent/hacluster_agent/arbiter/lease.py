@@ -20,6 +20,10 @@ class LeaseView:
     holder: str  # "" when released
     transitions: int
     version: str  # resourceVersion: changes on every write, so a renewal is visible
+    recreated: bool = False
+    """Written by the operator (the Lease was missing: deleted by hand, or not yet created), not by
+    an agent's compare-and-swap: its holder is the operator's best knowledge, which can be stale,
+    so it proves nobody's ownership. An agent's write clears it (docs/safety.md)."""
 
 
 class Conflict(Exception):
@@ -100,9 +104,10 @@ class Arbiter:
         hold_off: float | None = None,
         window: float | None = None,
     ) -> Verdict:
-        """Become the holder. A free Lease (or ours) is taken at once; one held by the peer only
-        after a full window without a renewal, so a live owner can prove itself (and an owner cut
-        off from the API server has fenced itself by then). `wanted` is asked before the swap: the
+        """Become the holder. A free Lease (or ours) is taken at once; one held by the peer, or one
+        the operator recreated (whoever it names: the owner it knew may be stale), only after a
+        full window without a renewal, so a live owner can prove itself (and an owner cut off from
+        the API server has fenced itself by then). `wanted` is asked before the swap: the
         peer heard again meanwhile means it is alive, and we do not take over.
 
         `hold_off` (the engine's, when the owner has been proving itself since a keepalive before
@@ -121,7 +126,7 @@ class Arbiter:
                     seen = await self._get()
                     if seen is None:
                         raise Unavailable("Lease vanished") from None
-            if seen.holder in ("", self.me):
+            if seen.holder in ("", self.me) and not seen.recreated:
                 return await self._swap(seen, "free" if seen.holder != self.me else "already ours")
             if hold_off is not None and self.since is not None and self.since[0] == seen.version:
                 deadline = max(self.since[1] + w, start + hold_off)
@@ -130,19 +135,22 @@ class Arbiter:
             while self.clock() < deadline:
                 await self.sleep(min(self.poll, max(0.0, deadline - self.clock())))
                 now = await self._get()
-                if now is None or now.holder in ("", self.me):
+                if now is None or (now.holder in ("", self.me) and not now.recreated):
                     return await self.take(wanted, hold_off, window)
                 if now.version != seen.version:
-                    return Verdict(
-                        False, f"{seen.holder} renewed the Lease: it is alive; the heartbeat link is down"
-                    )
+                    who = seen.holder or "the owner"
+                    return Verdict(False, f"{who} renewed the Lease: it is alive; the heartbeat link is down")
             if not wanted():
                 return Verdict(False, f"{seen.holder} is heard again holding the groups: not taking over")
             assert self.since is not None  # set by the read that returned `seen`
             unchanged = (self.clock() - self.since[1]) * 1000
+            who = (
+                f"the operator recreated the Lease ({seen.holder or 'no holder'}) and nobody claimed it"
+                if seen.recreated
+                else f"{seen.holder} did not renew"
+            )
             granted = await self._swap(
-                seen,
-                f"{seen.holder} did not renew: the Lease unchanged for {unchanged:.0f}ms (W {w * 1000:.0f}ms)",
+                seen, f"{who}: the Lease unchanged for {unchanged:.0f}ms (W {w * 1000:.0f}ms)"
             )
             return dataclasses.replace(granted, taken_over=True)
         except Conflict:
@@ -151,7 +159,8 @@ class Arbiter:
             return Verdict(False, f"API server unavailable: {e}", unavailable=True)
 
     async def renew(self) -> Verdict:
-        """Prove we are alive (the holder's answer to a silent peer). Not holding it = lost."""
+        """Prove we are alive (the holder's answer to a silent peer, or to a Lease the operator
+        recreated). Not holding it = lost; free (recreated without a holder) = claimed again."""
         try:
             for _attempt in range(3):
                 seen = await self._get()
@@ -207,7 +216,8 @@ class Arbiter:
 
     async def _swap(self, seen: LeaseView, why: str) -> Verdict:
         base = max(seen.transitions, self.highest)
-        transitions = base if seen.holder == self.me and seen.transitions >= self.highest else base + 1
+        ours = seen.holder == self.me and seen.transitions >= self.highest and not seen.recreated
+        transitions = base if ours else base + 1
         sent = self.clock()
         return self._granted(await self.store.swap(seen, self.me, transitions), why, sent)
 

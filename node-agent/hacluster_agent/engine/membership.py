@@ -218,7 +218,9 @@ class Engine:
         self.release_retry: tuple[float, Release] | None = None  # a failed release, tried again then
         self.clock_jump_at = -math.inf  # when our clock was last found to have stopped (clock_jumped)
         self.wall_skew: float | None = None  # wall - monotonic at the last clocks() reading
-        self.renewal_early = False  # the renewal in flight only anticipates a quiet peer's take
+        self.renewal_early = False
+        """The renewal in flight is a precaution (a quiet peer's take, a Lease the operator
+        recreated), not an answer to a peer known to be taking over."""
         self.fence_owed: str | None = None  # the Lease was lost while resources were in flux
         self.node_fence_at: float | None = None  # stopped by then, or FenceNode (cfg.stop_budget)
         self.node_fenced = False  # FenceNode sent: the node is going down
@@ -1220,13 +1222,14 @@ class Engine:
         handover_to: str | None = None,
         freeze: bool = False,
         release: bool = False,
+        recreated: bool = False,
     ) -> list[Action]:
         """The ownership Lease as the agent's periodic read found it (Kubernetes mode, every 0.5 s):
-        its holder and epoch, and the operator's word on it: maintenance (`freeze`), the HACluster
+        its holder and epoch (and whether the operator recreated it), and the operator's word on it: maintenance (`freeze`), the HACluster
         being deleted (`release`), a planned move to `handover_to`. A switchover is accepted once per
         reading that differs from the last, and only while we hold the groups with nothing in flight
         and no standby asked yet: the operator keeps the annotation until the move is done."""
-        out = self.lease_observed(holder, epoch, now)
+        out = self.lease_observed(holder, epoch, now, recreated=recreated)
         out += self.set_frozen(freeze, now)
         seen = (holder, epoch, handover_to, freeze, release)
         if release and not self.shutting_down:
@@ -1261,19 +1264,40 @@ class Engine:
         return None
 
     @_event
-    def lease_observed(self, holder: str, epoch: int | None, now: float) -> list[Action]:
+    def lease_observed(
+        self, holder: str, epoch: int | None, now: float, *, recreated: bool = False
+    ) -> list[Action]:
         """The Lease as the agent's periodic read of it saw it (every 0.5 s, with the operator's
         directives). Another holder at a higher epoch while we hold the groups: we were replaced
         while paused or cut off, and our own timers may not know it (a paused VM's clocks stop, so
-        its renewals are not due yet on resume: sim seed 1273, 2.3 s). Drop the VIPs now."""
-        if not self.cfg.arbitrated or not holder or holder == self.cfg.node or epoch is None:
-            return []
-        return self._outranked(now, f"the Lease names {holder} at epoch {epoch}", epoch)
+        its renewals are not due yet on resume: sim seed 1273, 2.3 s). Drop the VIPs now.
 
-    def _outranked(self, now: float, why: str, epoch: int) -> list[Action]:
+        A Lease the operator recreated while we hold the groups: renew, which claims it if it is
+        free or names us, and loses (we fence) if it names the peer. Its holder is the operator's
+        last knowledge, which can be stale (a take it had not recorded yet: the full stack's
+        campaign, `lease-deleted` right after a move, named the old owner at the new owner's epoch
+        and the pair never settled); and the peer waits a window before taking a recreated Lease,
+        so our renewal, or our loss, comes first."""
+        if not self.cfg.arbitrated or epoch is None:
+            return []
+        if recreated and (self.hold or self.lease_held) and not self.shutting_down:
+            if isinstance(self.flux, Release) or self.fence_owed is not None:
+                return []  # giving them up anyway
+            # a precaution, as an early renewal: unanswered while the peer is heard, we keep them
+            return self._renew(
+                f"the operator recreated the Lease ({holder or 'no holder'}, epoch {epoch})", early=True
+            )
+        if not holder or holder == self.cfg.node:
+            return []
+        # At our own epoch too: no read that went out before our take can show it (a take writes
+        # above the epoch it replaced), only a Lease recreated below an epoch the operator never
+        # saw and then taken by the peer at ours (sim seed 100382).
+        return self._outranked(now, f"the Lease names {holder} at epoch {epoch}", epoch, equal=True)
+
+    def _outranked(self, now: float, why: str, epoch: int, *, equal: bool = False) -> list[Action]:
         if (
             not self.hold
-            or (self.epoch is not None and epoch <= self.epoch)
+            or (self.epoch is not None and (epoch < self.epoch if equal else epoch <= self.epoch))
             or self.shutting_down
             or self.fence_owed is not None
             or (isinstance(self.flux, Release) and self.flux.fence)

@@ -12,6 +12,9 @@ from kubernetes.client.exceptions import ApiException
 HANDOVER_TO = "hacluster.dev/handover-to"
 FREEZE = "hacluster.dev/freeze"
 RELEASE = "hacluster.dev/release"
+RECREATED = "hacluster.dev/recreated"
+"""On the ownership Lease the operator created (it was missing): the highest epoch the operator
+knew. Its holder proves nothing (arbiter/lease.py `LeaseView.recreated`); an agent's write drops it."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class Directives:
     holder: str = ""
     epoch: int | None = None  # the Lease's leaseTransitions, as read
     version: str = ""  # its resourceVersion: the arbiter counts a standby's window from a change
+    recreated: bool = False  # the operator wrote it (RECREATED): its holder proves nothing
 
 
 def directives_of(
@@ -38,6 +42,7 @@ def directives_of(
         holder=holder or "",
         epoch=epoch,
         version=version,
+        recreated=RECREATED in a,
     )
 
 
