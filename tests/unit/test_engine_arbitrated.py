@@ -654,3 +654,21 @@ def _step_until(p: Pair, name: str, seen: Callable[[Action], bool], limit: float
             return p.now
         p.run(0.01)
     raise AssertionError(f"not seen within {limit}s")
+
+
+def test_an_unanswered_take_is_asked_again_at_once_when_the_lease_reads_again() -> None:
+    """Chaos, compound at 100 ms / 300 ms (session 8): the API server restarted and the Lease was
+    deleted; the operator recreated it 17 ms after the home node's last try, whose next try came
+    1.1 s later, 95 ms past the campaign's recovery target. The agent's periodic read of the Lease
+    (every 0.5 s) now asks again at once."""
+    p = ArbitratedPair(keepalive=1.0, deadtime=10.0, warntime=5.0, initdead=20.0)
+    p.lease.api_ok["a"] = False
+    p.start()
+    p.run(2.0)
+    a = engine(p, "a")
+    assert p.owners() == {} and a.next_arbitration is not None and a.next_arbitration > p.now + 0.1
+    p.lease.api_ok["a"] = True
+    p.apply("a", a.lease_observed("", 0, p.now))  # read: the Lease is there again
+    assert a.next_arbitration is not None and a.next_arbitration <= p.now
+    p.apply("a", a.tick(p.now))  # asked again at once, and granted (it is free)
+    assert p.owners() == {"a": {"local"}} and p.lease.holder == "a"

@@ -226,6 +226,7 @@ class Engine:
         self.node_fenced = False  # FenceNode sent: the node is going down
         self.lapsed_at: float | None = None  # our certificates ran out then, while something may run
         self.next_arbitration: float | None = None
+        self.retry_unanswered = False  # next_arbitration retries a take the API server did not answer
         self.link_down = False  # the peer is silent but alive per the Lease
         self.unheard_until = (
             0.0  # the peer says it cannot hear us (a one-way cut): prove ourselves until then
@@ -291,7 +292,7 @@ class Engine:
                 f"{self.cfg.peer} may declare us dead from now on (heard {quiet_ms:.0f}ms ago)", early=True
             )
         if self.next_arbitration is not None and now >= self.next_arbitration:
-            self.next_arbitration = None
+            self.next_arbitration, self.retry_unanswered = None, False
             if self._must_prove(now):
                 out += self._renew(
                     "peer still silent" if self.peer.alive is False else "peer still deaf to us"
@@ -534,7 +535,7 @@ class Engine:
                 # client kept its MAC: 2.7 s without service after a heal, test_failover.py). In
                 # Kubernetes mode the Lease decides who announces.
                 out.append(Announce("the peer is back after a partition: it may have answered for our VIPs"))
-            self.link_down, self.next_arbitration = False, None
+            self.link_down, self.next_arbitration, self.retry_unanswered = False, None, False
             p.alive, p.since, p.joined, p.hold = True, now, True, None
             p.stable, p.giving_up = True, None
             self.st = "active"
@@ -890,7 +891,7 @@ class Engine:
             # later (chaos, compound at 1s/10s: the owner fenced itself while the API server was
             # away and came back 6.2 s after it did).
             again = UNAVAILABLE_RETRY if unavailable else max(self.cfg.deadtime, 1.0)
-            self.next_arbitration = now + again
+            self.next_arbitration, self.retry_unanswered = now + again, unavailable
             self._count("arbitration_denied")
             return [Note("warning", f"not taking over: {reason}")]
         if self.renewing and op == -1:
@@ -905,7 +906,10 @@ class Engine:
                 self.link_down = self.peer.alive is False
                 if self._must_prove(now):
                     # keep proving we are alive: a standby watches for W > R + F
-                    self.next_arbitration = now + self.cfg.arbitration_window / 4
+                    self.next_arbitration, self.retry_unanswered = (
+                        now + self.cfg.arbitration_window / 4,
+                        False,
+                    )
                 notes: list[Action] = (
                     [Note("info", f"still the owner (epoch {self.epoch}): {reason}")]
                     if self.link_down
@@ -1280,6 +1284,12 @@ class Engine:
         so our renewal, or our loss, comes first."""
         if not self.cfg.arbitrated or epoch is None:
             return []
+        if self.retry_unanswered and self.next_arbitration is not None and self.next_arbitration > now:
+            # A take the API server did not answer (down, or the Lease missing: agents may not
+            # create it) waits UNAVAILABLE_RETRY; the Lease is readable again: ask now, not up to a
+            # second later (the campaign: API server restarted and the Lease deleted, the operator
+            # recreated it 17 ms after the agent's last try, which came back 1.1 s later)
+            self.next_arbitration = now
         if recreated and (self.hold or self.lease_held) and not self.shutting_down:
             if isinstance(self.flux, Release) or self.fence_owed is not None:
                 return []  # giving them up anyway
@@ -1416,7 +1426,7 @@ class Engine:
         not heard us since our take."""
         if self.peer.alive is not True or now < self.unheard_until or self._take_unseen():  # noqa: SIM102
             if self.next_arbitration is None:
-                self.next_arbitration = now + self.cfg.arbitration_window / 4
+                self.next_arbitration, self.retry_unanswered = now + self.cfg.arbitration_window / 4, False
 
     def _renew(self, reason: str, early: bool = False) -> list[Action]:
         if self.renewing:
