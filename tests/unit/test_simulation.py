@@ -361,6 +361,15 @@ def test_a_lease_recreated_from_a_stale_record_proves_no_ownership(restart_in_a_
     assert not r.violations, [v.describe() for v in r.violations]
 
 
+def test_a_group_that_failed_to_start_on_both_nodes_is_started_again() -> None:
+    """Seed 311464 of the long run (CI form): each node's start failed once (the second while the
+    peer was heard), both went standby and nobody ever started the group again. The home node now
+    starts it again, up to engine START_RETRIES times, a deadtime (at least 1 s) apart."""
+    cfg = Config(span=5.0, settled_exit=3.0)
+    r = run_one(311464, cfg, nemesis(311464, cfg.span, cfg.deadtime))
+    assert not r.violations, [v.describe() for v in r.violations]
+
+
 def test_lease_deleted_by_hand_keeps_the_epoch_and_the_owner() -> None:
     """Seed 30 at 500 ms / 3 s (lease_delete alone): the operator recreated the Lease empty at epoch
     0 (the epoch went down; the pair never settled: the owner served, the Lease named nobody)."""

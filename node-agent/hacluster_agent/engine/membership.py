@@ -61,6 +61,10 @@ FENCE_DRIFT = DRIFT
 """The clock-rate difference between the two nodes the fence allows for (1000 ppm; crystals are
 within 100 ppm): each certificate is an interval the peer measures on its own clock."""
 UNAVAILABLE_RETRY = 1.0
+START_RETRIES = 3
+"""Kubernetes mode: a group that failed to start on both nodes is started again by its home node
+this many times (START_RETRY_AFTER apart) before the pair gives up on it (sim seed 311464: each
+node's start failed once, and nobody ever started it again)."""
 """Seconds between takes while the API server does not answer (a refused take waits a deadtime)."""
 RESEND_EVERY = 0.24  # Heartbeat resends (or naks) a given seq at most once per ~240 ms
 # Heartbeat's message types (section 8 of the protocol notes): counted by name; anything else is
@@ -205,6 +209,8 @@ class Engine:
         self.op = 0
         self.self_standby = False
         self.standby_failed = False  # our standby came from a failed start, not a planned move
+        self.start_failed_at: float | None = None  # our last failed start (reset by one that works)
+        self.start_failures = 0  # failed starts in a row
         self.standby_asked_at: float | None = None
         self.standby_sides: frozenset[Side] = frozenset(Side)  # what our pending ask_resources me gives up
         self.done_owed: str | None = None  # taker's ask_resources done, sent once the acquisition ends
@@ -300,6 +306,9 @@ class Engine:
             else:  # the Lease said no (or could not answer): ask again, whatever the peer's state
                 out += self._reconcile(now, "asking the Lease again")
         out += self._giving_up_expired(now)
+        retry_at = self._start_retry_pending()
+        if retry_at is not None and now >= retry_at:
+            out += self._reconcile(now, "retrying the start")
         out += self._check_node_fence(now)
         out += self._retry_release(now)
         if (
@@ -334,6 +343,9 @@ class Engine:
         fence_due = self._node_fence_next()
         if fence_due is not None:
             times.append(fence_due)
+        retry_at = self._start_retry_pending()
+        if retry_at is not None:
+            times.append(retry_at)
         if self.next_arbitration is not None:
             times.append(self.next_arbitration)
         early = self._early_renewal_at()
@@ -434,10 +446,12 @@ class Engine:
         if isinstance(flux, Acquire):
             if ok:
                 self._set_hold(self.hold | flux.sides, now, flux.reason)
+                self.start_failed_at, self.start_failures = None, 0
                 out.append(self._resource_msg(now))
             else:
                 self._count("acquire_failed")
                 self.self_standby, self.standby_failed = True, True
+                self.start_failed_at, self.start_failures = now, self.start_failures + 1
                 if self.cfg.arbitrated and self.lease_held and not self.hold:
                     # Nothing started (the driver rolled back): free the Lease for the peer, and take
                     # it again before any later acquisition (sim seed 38).
@@ -801,19 +815,60 @@ class Engine:
             if not free:
                 self.self_standby = False
                 return []
-            if not (self.cfg.arbitrated and p.standby and not self.standby_failed and p.alive):
+            if not (self.cfg.arbitrated and p.standby and p.alive):
                 return []
-            # Kubernetes mode: we went standby for a planned move and the peer went standby too
-            # (it could not start them): nobody would ever own them (sim seed 112447). We can run
-            # them: take them back; the Lease decides.
-            self.self_standby = False
-            self._count("standby_taken_back")
-            out.append(Note("warning", f"{self.cfg.peer} could not take the groups over: taking them back"))
+            if self.standby_failed:
+                # Both starts failed: nobody would ever start them again (sim seed 311464). The home
+                # node tries again, START_RETRIES times, START_RETRY_AFTER apart.
+                retry_at = self._start_retry_at()
+                if retry_at is None or Side.LOCAL not in free or now < retry_at:
+                    return []
+                self.self_standby = self.standby_failed = False
+                self._count("start_retried")
+                out.append(
+                    Note(
+                        "warning",
+                        f"the groups failed to start on both nodes: starting them again "
+                        f"(try {self.start_failures + 1} of {START_RETRIES + 1})",
+                    )
+                )
+                free = frozenset({Side.LOCAL})
+            else:
+                # Kubernetes mode: we went standby for a planned move and the peer went standby too
+                # (it could not start them): nobody would ever own them (sim seed 112447). We can
+                # run them: take them back; the Lease decides.
+                self.self_standby = False
+                self._count("standby_taken_back")
+                out.append(
+                    Note("warning", f"{self.cfg.peer} could not take the groups over: taking them back")
+                )
         want = frozenset(s for s in free if s is Side.LOCAL or p.standby)
         if want:
             reason = "peer in standby" if p.standby else "home node, nobody holds them"
             out.append(self._begin(Acquire(want, reason)))
         return out
+
+    def _start_retry_at(self) -> float | None:
+        """When the home node starts again groups that failed to start on both nodes (None: not
+        due: no failed start of ours, or the retries are spent)."""
+        if self.start_failed_at is None or self.start_failures > START_RETRIES:
+            return None
+        return self.start_failed_at + max(self.cfg.deadtime, 1.0)
+
+    def _start_retry_pending(self) -> float | None:
+        """When (None: never) the home node will start again groups that failed to start on both
+        nodes, if nothing changes meanwhile: every condition of _reconcile's retry but the time,
+        so that next_deadline never names a time at which tick would do nothing."""
+        p = self.peer
+        if not (self.cfg.arbitrated and self.cfg.has_local and self.self_standby and self.standby_failed):
+            return None
+        if not (p.alive and p.standby) or Side.LOCAL in self.hold | (p.hold or frozenset()):
+            return None
+        if self.flux is not None or self.shutting_down or self.standby_asked_at is not None:
+            return None
+        if self.arbitration is not None or self.renewing or not p.stable or p.giving_up is not None:
+            return None
+        return self._start_retry_at()
 
     def _begin(self, action: Acquire | Release) -> Acquire | Release | Arbitrate:
         self.op += 1
