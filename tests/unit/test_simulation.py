@@ -370,6 +370,17 @@ def test_a_group_that_failed_to_start_on_both_nodes_is_started_again() -> None:
     assert not r.violations, [v.describe() for v in r.violations]
 
 
+def test_a_stop_budget_runs_from_when_the_certificate_ran_out_not_from_the_answer() -> None:
+    """Seed 334152 of the long run (CI form, node fence): the owner's loop stalled 727 ms with a
+    renewal out; answered after the stall (timed out, then refused), it lost the Lease's
+    certificate, and the lapse rule counted its budget from that answer instead of from when the
+    certificate ran out: its failing stop ran 283 ms beside the peer's service. The budget now runs
+    from our last granted write's window, known lost or not (invariant (e))."""
+    cfg = Config(span=5.0, settled_exit=3.0)
+    r = run_one(334152, cfg, nemesis(334152, cfg.span, cfg.deadtime))
+    assert not r.violations, [v.describe() for v in r.violations]
+
+
 def test_lease_deleted_by_hand_keeps_the_epoch_and_the_owner() -> None:
     """Seed 30 at 500 ms / 3 s (lease_delete alone): the operator recreated the Lease empty at epoch
     0 (the epoch went down; the pair never settled: the owner served, the Lease named nobody)."""

@@ -1039,7 +1039,10 @@ class Engine:
         if self._node_fence_idle():
             self.node_fence_at = self.lapsed_at = None
             return []
-        right = math.inf if self.cfg.take_over_without_arbiter else self._right_until()
+        # lost_too: a renewal that timed out while the loop stalled (answered, refused, after it)
+        # took the Lease's certificate away, and the budget ran from the answer, not from when
+        # the certificate ran out: the service ran 283 ms beside the peer's (sim seed 334152)
+        right = math.inf if self.cfg.take_over_without_arbiter else self._right_until(lost_too=True)
         if right > now:
             self.lapsed_at = None
         elif self.lapsed_at is None:
@@ -1064,7 +1067,9 @@ class Engine:
         if self.lapsed_at is not None:
             times.append(self.lapsed_at + budget)
         elif not self.cfg.take_over_without_arbiter:  # (TakeOver keeps the groups without the Lease)
-            times.append(self._right_until() + budget)  # (-inf: look now, to note when it lapsed)
+            times.append(
+                self._right_until(lost_too=True) + budget
+            )  # (-inf: look now, to note when it lapsed)
         return min(times)
 
     def _node_fence_bound(self) -> float | None:
@@ -1418,9 +1423,11 @@ class Engine:
             return -math.inf  # holds nothing and no Lease to start anything under
         return min(self._right_until(), now + FENCE_HORIZON)
 
-    def _right_until(self) -> float:
+    def _right_until(self, *, lost_too: bool = False) -> float:
         """The later of our certificates (serve_until): until then the peer cannot serve; from then on
-        it may have taken the groups over. -inf: no certificate."""
+        it may have taken the groups over. -inf: no certificate. `lost_too`: count our last granted
+        write's window even once we know the Lease is no longer ours: the peer could not take it
+        before then all the same, so our right ran out then, not when we learned we lost it."""
         cfg = self.cfg
         certs = [-math.inf]
         p = self.peer
@@ -1430,7 +1437,7 @@ class Engine:
             # without declaring us dead (a home node reclaiming a group it saw nobody hold), and a
             # slow answer to our take left us no time to renew (sim seed 105288, 51 ms).
             certs.append(p.heard_us_at + cfg.deadtime)
-        if self.lease_held and self.proven_at is not None:
+        if (self.lease_held or lost_too) and self.proven_at is not None:
             # the peer's W, if it says a shorter one (a change of W rolls the agents one by one)
             window = min(cfg.arbitration_window, p.window or cfg.arbitration_window)
             certs.append(self.proven_at + window)
