@@ -379,14 +379,13 @@ def ownership_lease(
     spec: dict[str, Any] = {"leaseTransitions": r.transitions}
     if r.holder:
         spec["holderIdentity"] = r.holder
-    manifest: Manifest = {
+    metadata = _metadata(hacluster, ownership_lease_name(meta["name"]), "ownership")
+    return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": _metadata(hacluster, ownership_lease_name(meta["name"]), "ownership"),
+        "metadata": {**metadata, "annotations": {RECREATED: str(r.known)}},
         "spec": spec,
     }
-    manifest["metadata"]["annotations"] = {RECREATED: str(r.known)}
-    return manifest
 
 
 def report_lease(hacluster: Mapping[str, Any], node: str) -> Manifest:

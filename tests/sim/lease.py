@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from hacluster_agent.arbiter.lease import Conflict, LeaseView, Unavailable
 from hacluster_agent.arbiter.recreate import recreation
 
-from .runtime import Future, Sim
+from .runtime import Future, Sim, last_at
 
 if TYPE_CHECKING:
     from .node import Node
@@ -104,12 +104,8 @@ class LeaseServer:
 
     def recorded(self, at: float) -> tuple[str, int] | None:
         """The Lease as it was at `at` (what a status recorded then): (holder, epoch)."""
-        last = None
-        for t, _by, holder, transitions in self.writes:
-            if t > at:
-                break
-            last = (holder, transitions)
-        return last
+        w = last_at(self.writes, at)
+        return None if w is None else (w[2], w[3])
 
     def _recreate(self) -> None:
         """As operator/hacluster_operator/resources.py `ownership_lease`: arbiter/recreate.py's rule

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from hacluster_agent.wire.message import Message
 
-from .runtime import Event, Future
+from .runtime import Event, Future, last_at
 
 if TYPE_CHECKING:
     from .dispatch import Agent
@@ -204,12 +204,8 @@ class Node:
             self.reports.append((self.sim.now, holds, epoch))
 
     def report_at(self, t: float) -> tuple[bool, int | None] | None:
-        last = None
-        for since, holds, epoch in self.reports:
-            if since > t:
-                break
-            last = (holds, epoch)
-        return last
+        r = last_at(self.reports, t)
+        return None if r is None else (r[1], r[2])
 
     # -- the kernel ---------------------------------------------------------------------------
     def vip_write(self, why: str) -> None:

@@ -8,10 +8,18 @@ agent's loop is stalled, and drops them when the process they belong to has died
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import random
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
+
+
+def last_at(history: list[Any], t: float) -> Any:
+    """The last entry of `history` (tuples appended in time order, the time first) at or before
+    `t`: what a record made then showed. None: nothing yet."""
+    i = bisect.bisect_right(history, t, key=lambda e: e[0])
+    return history[i - 1] if i else None
 
 
 class Event:
