@@ -672,3 +672,25 @@ def test_an_unanswered_take_is_asked_again_at_once_when_the_lease_reads_again() 
     assert a.next_arbitration is not None and a.next_arbitration <= p.now
     p.apply("a", a.tick(p.now))  # asked again at once, and granted (it is free)
     assert p.owners() == {"a": {"local"}} and p.lease.holder == "a"
+
+
+def test_a_take_granted_but_read_later_than_w_starts_nothing_and_asks_again() -> None:
+    """Sim seed 349654 (CI form): a take sent at 5.98 s was read at 9.0 s after a stalled loop; the
+    peer had seen the write, waited out W and taken the Lease meanwhile; the stale grant started
+    the VIP beside the peer's (12 ms). A grant read more than W after it was sent proves nothing:
+    it starts nothing, and the take is asked again at once. The retry finds the Lease "already
+    ours" but still waits out the peer's node fence when the late grant took it from the peer
+    (seeds 115780, 119638: the retry lost that, and a service ran beside the peer's)."""
+    e = Engine(cfg("a", "b", arbitrated=True, stop_budget=BUDGET, watchdog_timeout=WATCHDOG))
+    e.start(0.0, 1_700_000_000.0)
+    (take,) = [a for a in e.tick(2.0) if isinstance(a, Arbitrate)]  # initdead: the peer dead
+    late = 2.0 + W + 0.05
+    out = e.arbitrated(take.op, True, "granted", late, 1, sent_at=2.0, taken_over=True)
+    assert not [a for a in out if isinstance(a, Acquire)] and not e.lease_held, out
+    assert e.counters["late_grant"] == 1 and e.next_arbitration == late
+    (again,) = [a for a in e.tick(late) if isinstance(a, Arbitrate)]
+    assert again.kind == "take"
+    out = e.arbitrated(again.op, True, "already ours", late + 0.01, 1, sent_at=late)
+    (acquire,) = [a for a in out if isinstance(a, Acquire)]
+    assert acquire.services_at is not None and acquire.services_at >= late + 0.01 + 10.0  # hacfence
+    assert not e.late_take_over

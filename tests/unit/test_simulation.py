@@ -381,6 +381,20 @@ def test_a_stop_budget_runs_from_when_the_certificate_ran_out_not_from_the_answe
     assert not r.violations, [v.describe() for v in r.violations]
 
 
+@pytest.mark.parametrize("seed", [349654, 115780, 119638])
+def test_a_take_granted_but_read_later_than_w_proves_nothing(seed: int) -> None:
+    """Seed 349654 of the long run (CI form): the owner's loop stalled 2.7 s with a take ("already
+    ours") out; the peer saw the write, waited out W and took the Lease; the stale grant, read after
+    the stall, started the VIP beside the peer's: 12 ms of two owners. A grant read more than W
+    after it was sent now starts nothing and is asked again. Seeds 115780 and 119638 broke the
+    first form of that fix: the retry found the Lease already ours and forgot it had been taken from
+    the peer, so the peer's node fence was not waited for (a service ran beside the peer's)."""
+    cfg = Config(span=5.0, settled_exit=3.0)
+    r = run_one(seed, cfg, nemesis(seed, cfg.span, cfg.deadtime), tracing=True)
+    assert not r.violations, [v.describe() for v in r.violations]
+    assert any("read" in line and "after it was sent: asking again" in line for line in r.trace)
+
+
 def test_lease_deleted_by_hand_keeps_the_epoch_and_the_owner() -> None:
     """Seed 30 at 500 ms / 3 s (lease_delete alone): the operator recreated the Lease empty at epoch
     0 (the epoch went down; the pair never settled: the owner served, the Lease named nobody)."""

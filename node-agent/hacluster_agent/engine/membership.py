@@ -233,6 +233,10 @@ class Engine:
         self.lapsed_at: float | None = None  # our certificates ran out then, while something may run
         self.next_arbitration: float | None = None
         self.retry_unanswered = False  # next_arbitration retries a take the API server did not answer
+        self.late_take_over = False
+        """A take granted from the peer was read too late to trust and is being asked again: the
+        retry will find the Lease already ours, but the peer's services may still run (sim seeds
+        115780, 119638)."""
         self.link_down = False  # the peer is silent but alive per the Lease
         self.unheard_until = (
             0.0  # the peer says it cannot hear us (a one-way cut): prove ourselves until then
@@ -917,9 +921,26 @@ class Engine:
                          "holds the groups: handing the Lease back"),
                     Arbitrate("handback", op, f"{self.cfg.peer} is alive"),
                 ]  # fmt: skip
+            if granted and sent_at is not None and now - sent_at > self._trusted_answer():
+                # Read more than W after it was sent (a stalled loop, a paused VM, a slow API
+                # server): the peer may have seen our write and waited out its own W since, so the
+                # Lease may have changed hands (sim seed 349654: a take sent at 5.98 s, read at
+                # 9.0 s after the peer had taken the Lease, started the VIP: 12 ms of two owners).
+                # It proves nothing: ask again, now.
+                self._count("late_grant")
+                self.next_arbitration, self.retry_unanswered = now, False
+                self.late_take_over = self.late_take_over or taken_over
+                late_ms = (now - sent_at) * 1000
+                return [
+                    Note(
+                        "warning",
+                        f"Lease take granted but read {late_ms:.0f}ms after it was sent: asking again",
+                    )
+                ]
             if granted:
                 self.lease_held, self.link_down = True, False
                 self.took_at = now
+                taken_over, self.late_take_over = taken_over or self.late_take_over, False
                 bound = self._node_fence_bound() if taken_over else None
                 if bound is not None:
                     # Taken from the peer (not free): its services may run until its node fence is
@@ -1071,6 +1092,13 @@ class Engine:
                 self._right_until(lost_too=True) + budget
             )  # (-inf: look now, to note when it lapsed)
         return min(times)
+
+    def _trusted_answer(self) -> float:
+        """How long after sending a take its grant may still be read and acted on: the shortest
+        wait either node makes before taking a Lease from its holder (its own W, on a clock that
+        may run DRIFT fast). Our write applied after we sent it, so before this nobody took it."""
+        peer_w = self.peer.window if self.peer.window is not None else self.cfg.arbitration_window
+        return min(self.cfg.arbitration_window, peer_w) * (1 - DRIFT)
 
     def _node_fence_bound(self) -> float | None:
         """How long after our take the peer we took the groups from may still run services: its
