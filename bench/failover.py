@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "node-agent")]
+sys.path[:0] = [str(ROOT), str(ROOT / "api"), str(ROOT / "node-agent")]
 
-from hacluster_agent.config.durations import parse_duration_ms  # noqa: E402
 from hacluster_agent.lab import APISERVER_ADDR, NODE_ADDR, VIP, Lab  # noqa: E402
+from hacluster_api.heartbeat.durations import parse_duration_ms  # noqa: E402
 from tests.support.controlplane import ControlPlane, find_or_build_apiserver  # noqa: E402
 from tests.support.kubeagents import agent_rbac  # noqa: E402
 from tests.support.netns import register_cleanup, unregister_cleanup, wait_until  # noqa: E402

@@ -12,7 +12,7 @@ Every run: two real Engines and Arbiters, the daemon's dispatch, a simulated Lea
 heartbeat link, fence guards and kernels, and a nemesis schedule drawn from the seed; the
 invariants of tests/sim/invariants.py are checked at every step. Ends with
 `RESULT seeds=… violations=… worst_heal_ms=…` (violations: seeds with at least one).
-Run from the repository root with PYTHONPATH=.:node-agent:operator.
+Run from the repository root with PYTHONPATH=.:api:node-agent:operator.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-for extra in (ROOT, ROOT / "node-agent", ROOT / "operator"):
+for extra in (ROOT, ROOT / "api", ROOT / "node-agent", ROOT / "operator"):
     if str(extra) not in sys.path:
         sys.path.append(str(extra))  # after PYTHONPATH: a compiled engine (dev: sim-engine) comes first
 
@@ -115,7 +115,10 @@ def same_as_interpreted(argv: list[str], a: argparse.Namespace, results: list[Su
             args.append(arg)
     args += ["--seeds", str(n), "--digest-only"]
     env = dict(
-        os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in (ROOT, ROOT / "node-agent", ROOT / "operator"))
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            str(p) for p in (ROOT, ROOT / "api", ROOT / "node-agent", ROOT / "operator")
+        ),
     )
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), *args],

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hacluster_api.heartbeat.directory import ClusterConfig, load_directory
+from hacluster_api.heartbeat.haresources_model import ResourceGroup
+from hacluster_api.heartbeat.issues import ConfigError
+
 from .arbiter.kube import KubeLeaseStore
 from .arbiter.lease import Arbiter, Verdict
-from .config.directory import ClusterConfig, load_directory
-from .config.haresources_model import ResourceGroup
-from .config.issues import ConfigError
 from .engine.actions import (
     Acquire,
     Action,

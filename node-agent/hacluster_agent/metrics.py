@@ -43,7 +43,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .config.authkeys import MAX_AUTH_INDEX, AuthKeys
+from hacluster_api.heartbeat.authkeys import MAX_AUTH_INDEX, AuthKeys
+
 from .engine.actions import Side
 from .wire.errors import Reject
 

@@ -30,9 +30,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config.authkeys import AuthKeys, write_secret_file
-from .config.directory import FILES, ClusterConfig, parse_texts
-from .config.issues import Finding, Severity
+from hacluster_api.heartbeat.authkeys import AuthKeys, write_secret_file
+from hacluster_api.heartbeat.directory import FILES, ClusterConfig, parse_texts
+from hacluster_api.heartbeat.issues import Finding, Severity
 
 log = logging.getLogger("hacluster.reload")
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import kopf
 
+from hacluster_api.models import GROUP, PLURAL, VERSION
+
 from .handlers import (
     ApiError,
     Context,
@@ -38,7 +40,6 @@ from .handlers import (
 )
 from .leader import ElectionConfig, LeaderElector
 from .metrics import METRICS
-from .models import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("hacluster.operator")
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .models import (
+from hacluster_api.models import (
     CRD_NAME,
     GROUP,
     KIND,
@@ -30,7 +30,7 @@ from .models import (
 )
 
 HEADER = (
-    "# The HACluster CustomResourceDefinition. GENERATED from operator/hacluster_operator/models.py:\n"
+    "# The HACluster CustomResourceDefinition. GENERATED from api/hacluster_api/models.py:\n"
     "#   python -m hacluster_operator.crd > crds/hacluster.dev_haclusters.yaml\n"
     "# Do not edit by hand; tests/unit/test_operator_models.py fails when this file is stale.\n"
 )

@@ -9,10 +9,8 @@ tests/unit/test_operator_decide.py drives every rule with fake times.
 The operator never takes ownership itself. The agents own the Lease (compare-and-swap on it, the
 `leaseTransitions` counter is the fencing epoch); the operator only asks, through annotations:
 
-- `hacluster.dev/handover-to: <node>`: the holder releases gracefully, empties the holder, and that
-  node takes the Lease (epoch + 1). Cleared once the node holds it, or when it can no longer take it.
-- `hacluster.dev/freeze: "true"`: maintenance; the agents make no automatic moves.
-- `hacluster.dev/release: "true"`: the HACluster is being deleted; release everything.
+handover-to (a planned move), freeze (maintenance) and release (the HACluster is being deleted):
+the keys and their one parser are in `hacluster_api.annotations`.
 
 Events come from edges only (an annotation set or cleared, the epoch rising, a condition turning),
 never from levels, so a loop that decides every second does not repeat them.
@@ -20,16 +18,14 @@ never from levels, so a loop that decides every second does not repeat them.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from .models import (
+from hacluster_api.annotations import FREEZE, HANDOVER_TO, RELEASE, Directives, directives_of
+from hacluster_api.models import (
     DNS1123_SUBDOMAIN,
     Condition,
     ConditionType,
@@ -38,12 +34,7 @@ from .models import (
     NodeStatus,
     Transition,
 )
-
-ANNOTATION_PREFIX = "hacluster.dev"
-HANDOVER_TO = f"{ANNOTATION_PREFIX}/handover-to"
-FREEZE = f"{ANNOTATION_PREFIX}/freeze"
-RELEASE = f"{ANNOTATION_PREFIX}/release"
-REPORT = f"{ANNOTATION_PREFIX}/report"
+from hacluster_api.report import AgentReport, ReportLease, TransitionKind, TransitionReport
 
 DEFAULT_REPORT_DURATION_S = 5.0
 """A report Lease without leaseDurationSeconds is stale this long after its renewTime."""
@@ -63,82 +54,6 @@ _MAX_MEDIA = 16
 EventType = Literal["Normal", "Warning"]
 
 # --------------------------------------------------------------------------------------------
-# what the agents report (annotation hacluster.dev/report on each report Lease)
-
-
-class _Report(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-
-class LinkReport(_Report):
-    up: bool
-
-
-class PeerReport(_Report):
-    """How a node sees its peer over the heartbeat links."""
-
-    node: str = ""
-    state: str = "unknown"
-    links: dict[str, LinkReport] = Field(default_factory=dict)
-
-
-class TransitionReport(_Report):
-    """The last move of the resources, as the node that took them saw it: `from` and `to` are
-    node names ("" for nobody), `gapMs` the time without an owner."""
-
-    from_: str = Field(default="", alias="from")
-    to: str = ""
-    reason: str = ""
-    gap_ms: int | None = Field(default=None, alias="gapMs", ge=0)
-    time: datetime | None = None
-
-
-class AgentReport(_Report):
-    """The JSON in a report Lease's `hacluster.dev/report` annotation. Lenient on purpose: unknown
-    fields are ignored and state words are kept as sent (only "active" makes a node eligible)."""
-
-    state: str
-    holds: str = "none"
-    epoch: int | None = Field(default=None, ge=0)
-    peer: PeerReport | None = None
-    last_transition: TransitionReport | None = Field(default=None, alias="lastTransition")
-
-    @property
-    def known_epoch(self) -> int:
-        """The epoch the agent knows (0 when it does not say)."""
-        return self.epoch or 0
-
-
-@dataclass(frozen=True)
-class ReportLease:
-    """One agent's report Lease `<cluster>-<node>` as observed."""
-
-    node: str
-    renewed: datetime | None
-    duration_s: float | None
-    report: AgentReport | None
-    error: str | None = None
-    """Why `report` is None although the Lease exists (no annotation, not JSON, wrong shape)."""
-
-
-def parse_report(
-    node: str, renewed: datetime | None, duration_s: float | None, text: str | None
-) -> ReportLease:
-    """A report Lease from its renewTime, leaseDurationSeconds and report annotation text."""
-    if text is None:
-        return ReportLease(node, renewed, duration_s, None, f"no {REPORT} annotation")
-    try:
-        return ReportLease(node, renewed, duration_s, AgentReport.model_validate(json.loads(text)))
-    except json.JSONDecodeError as e:
-        return ReportLease(node, renewed, duration_s, None, f"not JSON ({e.msg} at {e.pos})")
-    except ValidationError as e:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()
-        )
-        return ReportLease(node, renewed, duration_s, None, f"unexpected shape ({where})")
-
-
-# --------------------------------------------------------------------------------------------
 # the ownership Lease as observed
 
 
@@ -153,16 +68,21 @@ class LeaseState:
     acquired: datetime | None = None
 
     @property
+    def directives(self) -> Directives:
+        """The annotations as the agents read them (one parser: hacluster_api.annotations)."""
+        return directives_of(self.annotations, self.holder, self.epoch)
+
+    @property
     def handover_to(self) -> str | None:
-        return self.annotations.get(HANDOVER_TO) or None
+        return self.directives.handover_to
 
     @property
     def frozen(self) -> bool:
-        return self.annotations.get(FREEZE) == "true"
+        return self.directives.freeze
 
     @property
     def releasing(self) -> bool:
-        return self.annotations.get(RELEASE) == "true"
+        return self.directives.release
 
     def with_annotations(self, changes: Mapping[str, str | None]) -> LeaseState:
         """This Lease after an annotation change set (None removes)."""
@@ -526,14 +446,18 @@ def _account(
         return transition, None
     source = transition.from_
     reason = reported.reason if reported is not None else ""
-    if source is not None and source != owner:
+    kind = reported.kind if reported is not None else None
+    # The agent says what kind of move it made; without its report (or from an agent that did not
+    # say), a move between nodes the operator did not ask for counts as a failover.
+    failed_over = kind is TransitionKind.FAILOVER or (kind is None and source not in (None, owner))
+    if failed_over and source is not None and source != owner:
         gap = reported.gap_ms if reported is not None else None
         head = f"FailedOver from {source} to {owner}: "
         body = (
             f"{source} silent for {gap}ms, epoch {lease.epoch}" if gap is not None else f"epoch {lease.epoch}"
         )
         return transition, Event("Warning", "FailedOver", head + body + (f" ({reason})" if reason else ""))
-    again = " again" if source == owner else ""
+    again = " again" if source == owner else f" from {source}" if source else ""
     message = f"{owner} took the resources{again}, epoch {lease.epoch}" + (f" ({reason})" if reason else "")
     return transition, Event("Normal", "Acquired", message)
 

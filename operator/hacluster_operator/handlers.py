@@ -34,11 +34,14 @@ from typing import Any
 import kopf
 from kubernetes import client as k8s
 
+from hacluster_api.annotations import REPORT
+from hacluster_api.models import GROUP, PLURAL, VERSION, HAClusterSpec, HAClusterStatus
+from hacluster_api.render import RenderError, script_sources
+from hacluster_api.report import ReportLease, parse_report
+
 from . import leader
-from .decide import REPORT, Decision, LeaseState, ReportLease, decide, parse_report
+from .decide import Decision, LeaseState, decide
 from .metrics import METRICS
-from .models import GROUP, PLURAL, VERSION, HAClusterSpec, HAClusterStatus
-from .render import RenderError, script_sources
 from .resources import (
     Manifest,
     agent_account_name,

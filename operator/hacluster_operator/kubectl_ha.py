@@ -23,11 +23,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from .models import GROUP, KIND, PLURAL, VERSION
-
-HANDOVER_TO = f"{GROUP}/handover-to"
-FREEZE = f"{GROUP}/freeze"
-RELEASE = f"{GROUP}/release"
+from hacluster_api.annotations import directives_of
+from hacluster_api.models import GROUP, KIND, PLURAL, VERSION
 
 
 class NotFound(Exception):
@@ -142,11 +139,12 @@ def render_status(
         lines.append(f"  lease      {who}, epoch {epoch}{since}")
         if status.get("owner") and holder and status.get("owner") != holder:
             lines.append(f"             status says {status['owner']}: the operator has not caught up yet")
-        if annotations.get(HANDOVER_TO):
-            lines.append(f"             handover to {annotations[HANDOVER_TO]} in progress")
-        if annotations.get(FREEZE) == "true":
+        directives = directives_of(annotations, holder, epoch)
+        if directives.handover_to:
+            lines.append(f"             handover to {directives.handover_to} in progress")
+        if directives.freeze:
             lines.append("             maintenance: automatic moves frozen")
-        if annotations.get(RELEASE) == "true":
+        if directives.release:
             lines.append("             releasing: the HACluster is being deleted")
 
     policy = [

@@ -16,11 +16,10 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hacluster_agent.arbiter.recreate import recreation
-from hacluster_agent.kube.directives import RECREATED
-
-from .models import API_VERSION, KIND, FailoverSpec, HAClusterSpec
-from .render import RenderError, render_all
+from hacluster_api.annotations import RECREATED
+from hacluster_api.models import API_VERSION, KIND, FailoverSpec, HAClusterSpec
+from hacluster_api.recreate import recreation
+from hacluster_api.render import RenderError, render_all
 
 CONFIG_DIR = "/etc/hacluster"
 STATE_DIR = "/var/lib/hacluster"
@@ -369,7 +368,7 @@ def ownership_lease(
     """The Lease `<name>`, as the operator creates it when it is missing: marked `recreated` (its
     holder proves nothing to the agents), at an epoch above every one observed, naming the owner
     only when the status and the agents' `reports` (node -> holds anything, epoch) agree on it
-    (`hacluster_agent/arbiter/recreate.py`: the rule and why). A new HACluster's: at 0, nobody."""
+    (`api/hacluster_api/recreate.py`: the rule and why). A new HACluster's: at 0, nobody."""
     meta = hacluster["metadata"]
     status = hacluster.get("status") or {}
     epoch, owner = status.get("epoch"), status.get("owner")

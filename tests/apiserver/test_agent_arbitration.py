@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from hacluster_agent.kube.directives import RECREATED
 from hacluster_agent.lab import APISERVER_ADDR, Lab
+from hacluster_api.annotations import RECREATED
 from tests.apiserver.conftest import ApiServerBinaries
 from tests.support import hosttools
 from tests.support.controlplane import ControlPlane

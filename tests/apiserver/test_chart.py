@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hacluster_operator.models import CRD_NAME, HACluster
+from hacluster_api.models import CRD_NAME, HACluster
 from tests.apiserver.conftest import ControlPlaneFixture
 
 pytestmark = pytest.mark.apiserver

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from hacluster_operator.models import (
+from hacluster_api.models import (
     CRD_NAME,
     GROUP,
     PLURAL,

@@ -25,12 +25,12 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from hacluster_agent.config.authkeys import parse_authkeys
-from hacluster_agent.config.hacf import parse_hacf
-from hacluster_agent.config.haresources import parse_haresources
-from hacluster_operator.decide import FREEZE, HANDOVER_TO, RELEASE, REPORT
+from hacluster_api.annotations import FREEZE, HANDOVER_TO, RELEASE, REPORT
+from hacluster_api.heartbeat.authkeys import parse_authkeys
+from hacluster_api.heartbeat.hacf import parse_hacf
+from hacluster_api.heartbeat.haresources import parse_haresources
+from hacluster_api.models import GROUP, PLURAL, VERSION
 from hacluster_operator.handlers import FINALIZER
-from hacluster_operator.models import GROUP, PLURAL, VERSION
 from tests.apiserver.conftest import ControlPlaneFixture
 from tests.support.controlplane import free_port
 from tests.support.eventually import eventually as _eventually

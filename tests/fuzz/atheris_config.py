@@ -25,14 +25,14 @@ from typing import Any
 import atheris  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "node-agent")]
+sys.path[:0] = [str(ROOT), str(ROOT / "api"), str(ROOT / "node-agent")]
 
 import pydantic  # noqa: E402,F401  (imported before instrumentation: only our code is instrumented)
 
 with atheris.instrument_imports(include=["hacluster_agent"]):
-    from hacluster_agent.config.authkeys import render_authkeys
-    from hacluster_agent.config.hacf import render_hacf
-    from hacluster_agent.config.haresources import render_haresources
+    from hacluster_api.heartbeat.authkeys import render_authkeys
+    from hacluster_api.heartbeat.hacf import render_hacf
+    from hacluster_api.heartbeat.haresources import render_haresources
 
 from tests.fuzz.support import CAPTURES, CORPUS, PARSERS, SEEDS, check_config  # noqa: E402
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import atheris  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "node-agent")]
+sys.path[:0] = [str(ROOT), str(ROOT / "api"), str(ROOT / "node-agent")]
 
 import pydantic  # noqa: E402,F401  (imported before instrumentation: only our code is instrumented)
 

@@ -12,11 +12,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from hacluster_agent.config.authkeys import AuthKeys, parse_authkeys
-from hacluster_agent.config.hacf import parse_hacf
-from hacluster_agent.config.haresources import parse_haresources
-from hacluster_agent.config.issues import Findings
 from hacluster_agent.wire.codec import Decoded, decode
+from hacluster_api.heartbeat.authkeys import AuthKeys, parse_authkeys
+from hacluster_api.heartbeat.hacf import parse_hacf
+from hacluster_api.heartbeat.haresources import parse_haresources
+from hacluster_api.heartbeat.issues import Findings
 
 # HACLUSTER_FUZZ_SCALE=50 multiplies every property's example budget for a long run (default 1:
 # the normal suite stays at a few seconds per property).

@@ -10,10 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hacluster_agent.config.authkeys import parse_authkeys
-from hacluster_agent.config.durations import MAX_MS, parse_duration_ms
-from hacluster_agent.config.hacf import parse_hacf
-from hacluster_agent.config.haresources import parse_haresources, render_haresources
 from hacluster_agent.engine.actions import Acquire, Release, Send
 from hacluster_agent.engine.membership import Engine
 from hacluster_agent.engine.ordering import MAX_MISSING, Ordering
@@ -21,6 +17,10 @@ from hacluster_agent.wire.codec import MAX_FIELDS, MAX_PACKET, Decoded, classic_
 from hacluster_agent.wire.digest import auth_value, heartbeat_crc
 from hacluster_agent.wire.errors import Reject, Rejected
 from hacluster_agent.wire.message import Message
+from hacluster_api.heartbeat.authkeys import parse_authkeys
+from hacluster_api.heartbeat.durations import MAX_MS, parse_duration_ms
+from hacluster_api.heartbeat.hacf import parse_hacf
+from hacluster_api.heartbeat.haresources import parse_haresources, render_haresources
 from tests.fuzz.support import KEYSETS, budget
 from tests.unit.test_engine import cfg
 

@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hacluster_agent.config.authkeys import AuthKeys
 from hacluster_agent.wire.codec import (
     MAX_FIELDS,
     MAX_PACKET,
@@ -25,6 +24,7 @@ from hacluster_agent.wire.codec import (
 from hacluster_agent.wire.digest import auth_value
 from hacluster_agent.wire.errors import Reject, Rejected
 from hacluster_agent.wire.message import Field, FieldType, Message
+from hacluster_api.heartbeat.authkeys import AuthKeys
 from tests.fuzz.support import KEYSETS, METHODS, MUTATIONS, Capture, budget, captures, mutate
 
 FAST = settings(max_examples=budget(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])

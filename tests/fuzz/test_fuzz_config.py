@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hacluster_agent.config.authkeys import render_authkeys
-from hacluster_agent.config.directory import load_directory
-from hacluster_agent.config.hacf import render_hacf
-from hacluster_agent.config.haresources import render_haresources
-from hacluster_agent.config.issues import ConfigError, Severity
+from hacluster_api.heartbeat.authkeys import render_authkeys
+from hacluster_api.heartbeat.directory import load_directory
+from hacluster_api.heartbeat.hacf import render_hacf
+from hacluster_api.heartbeat.haresources import render_haresources
+from hacluster_api.heartbeat.issues import ConfigError, Severity
 from tests.fuzz.support import (
     AUTHKEYS_SEEDS,
     DIRECTIVES,

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 AGENT = r"""
 import asyncio, json, sys
 from pydantic import TypeAdapter
-from hacluster_agent.config.hacf_model import Medium
+from hacluster_api.heartbeat.hacf_model import Medium
 from hacluster_agent.media import open_media
 
 def emit(**kw):

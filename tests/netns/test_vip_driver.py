@@ -38,7 +38,7 @@ OLD_OWNER_MAC = "02:00:00:00:00:99"
 # Runs inside h1: one IPAddrDriver driven by JSON lines on stdin, answering on stdout.
 DRIVER_HOST = r"""
 import asyncio, json, sys
-from hacluster_agent.config.haresources import parse_ip_spec
+from hacluster_api.heartbeat.haresources import parse_ip_spec
 from hacluster_agent.resources import IPAddrDriver, ResourceError, VIPOptions
 
 async def main():

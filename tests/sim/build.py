@@ -66,15 +66,17 @@ class BuildError(RuntimeError):
 
 def _sources(root: Path = ROOT) -> list[tuple[Path, str]]:
     """Every file copied into the build: (file, its path inside the build directory)."""
-    agent = root / "node-agent"
-    out = [(p, str(p.relative_to(agent))) for p in sorted((agent / "hacluster_agent").rglob("*.py"))]
+    out: list[tuple[Path, str]] = []
+    for where, package in (("api", "hacluster_api"), ("node-agent", "hacluster_agent")):
+        top = root / where
+        out += [(p, str(p.relative_to(top))) for p in sorted((top / package).rglob("*.py"))]
     out += [(p, str(p.relative_to(root))) for p in sorted((root / "tests" / "sim").glob("*.py"))]
     out.append((root / "tests" / "__init__.py", "tests/__init__.py"))
     return out
 
 
 def key(root: Path = ROOT) -> str:
-    """The build's key: every source it copies (the whole agent package, the simulator), the Python
+    """The build's key: every source it copies (the api and agent packages, the simulator), the Python
     and mypy versions, the module list. Two runs under the same key ran the same code."""
     import mypy.version
 
@@ -115,7 +117,9 @@ def ensure(log: bool = True) -> Path:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
         (work / "mypyc.ini").write_text(MYPY_CONFIG)
-        env = dict(os.environ, MYPYPATH=f"{ROOT / 'node-agent'}{os.pathsep}{ROOT / 'operator'}")
+        env = dict(
+            os.environ, MYPYPATH=os.pathsep.join(str(ROOT / d) for d in ("api", "node-agent", "operator"))
+        )
         if log:
             print(
                 f"sim build: compiling {len(COMPILED)} modules with mypyc into {target} (about a minute)",

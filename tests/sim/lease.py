@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hacluster_agent.arbiter.lease import Conflict, LeaseView, Unavailable
-from hacluster_agent.arbiter.recreate import recreation
+from hacluster_api.recreate import recreation
 
 from .runtime import Future, Sim, last_at
 

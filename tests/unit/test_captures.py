@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hacluster_agent.config.authkeys import AuthKeys, parse_authkeys
 from hacluster_agent.engine.membership import Engine, EngineConfig
 from hacluster_agent.wire.codec import Decoded, decode, encode_classic, encode_netstring
 from hacluster_agent.wire.errors import Reject, Rejected
+from hacluster_api.heartbeat.authkeys import AuthKeys, parse_authkeys
 
 CAPTURES = Path(__file__).parent.parent / "data" / "captures"
 SETS = sorted(p for p in CAPTURES.iterdir() if (p / "meta.json").exists())

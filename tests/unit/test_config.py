@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hacluster_agent.config.authkeys import parse_authkeys, render_authkeys
-from hacluster_agent.config.directory import load_directory
-from hacluster_agent.config.durations import format_duration_ms, parse_duration_ms
-from hacluster_agent.config.hacf import parse_hacf, render_hacf
-from hacluster_agent.config.haresources import parse_haresources, render_haresources
-from hacluster_agent.config.issues import ConfigError
+from hacluster_api.heartbeat.authkeys import parse_authkeys, render_authkeys
+from hacluster_api.heartbeat.directory import load_directory
+from hacluster_api.heartbeat.durations import format_duration_ms, parse_duration_ms
+from hacluster_api.heartbeat.hacf import parse_hacf, render_hacf
+from hacluster_api.heartbeat.haresources import parse_haresources, render_haresources
+from hacluster_api.heartbeat.issues import ConfigError
 
 ARTICLE = Path(__file__).parent.parent / "data" / "article"
 

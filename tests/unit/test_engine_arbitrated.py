@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from hacluster_agent.engine.actions import Acquire, Action, Arbitrate, FenceNode, Note, Release, Send, Side
 from hacluster_agent.engine.membership import FENCE, UNHEARD, Engine
 from hacluster_agent.wire.message import Message
+from hacluster_api.transition import TransitionKind
 from tests.unit.test_engine import DEADTIME, Pair, cfg
 
 W, F = 0.2, 0.1  # arbitration window W, owner's renewal deadline F = W/2 (docs/safety.md)
@@ -389,7 +390,7 @@ def test_a_take_granted_after_the_peer_was_heard_holding_is_handed_back() -> Non
     p.run(0.5)
     b = engine(p, "b")
     assert b.peer.alive and b.peer.hold == frozenset({Side.FOREIGN})
-    b.arbitration = Acquire(frozenset({Side.FOREIGN}), "peer a dead", 99)
+    b.arbitration = Acquire(frozenset({Side.FOREIGN}), "peer a dead", TransitionKind.FAILOVER, 99)
     out = b.arbitrated(99, True, "granted", p.now, 2)
     assert [a for a in out if isinstance(a, Arbitrate)] == [Arbitrate("handback", 99, "a is alive")]
     assert not b.lease_held and b.flux is None and b.counters.get("handed_back") == 1
@@ -546,7 +547,7 @@ def test_restart_in_place_only_on_a_confirmed_claim() -> None:
     a.peer.hold = frozenset({Side.LOCAL})  # the peer claims our group (a healed partition)
     assert a.restart_refused(held) == "b says it holds the group"
     a.peer.hold = frozenset()
-    a.flux = Acquire(frozenset({Side.LOCAL}), "test")
+    a.flux = Acquire(frozenset({Side.LOCAL}), "test", TransitionKind.START)
     assert a.restart_refused(held) == "resources in flux"
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from hacluster_agent.config.authkeys import parse_authkeys
-from hacluster_operator.models import HACluster
-from hacluster_operator.render import render_all, script_sources
+from hacluster_api.heartbeat.authkeys import parse_authkeys
+from hacluster_api.models import HACluster
+from hacluster_api.render import render_all, script_sources
 from hacluster_operator.resources import config_data
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,6 @@ from ipaddress import ip_interface
 
 import pytest
 
-from hacluster_agent.config.haresources import parse_haresources
 from hacluster_agent.resources import fenceguard
 from hacluster_agent.resources.fenceguard import (
     BEAT,
@@ -26,6 +25,7 @@ from hacluster_agent.resources.fenceguard import (
     guarded_addresses,
     watch,
 )
+from hacluster_api.heartbeat.haresources import parse_haresources
 
 G = 0.25
 

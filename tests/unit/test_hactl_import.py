@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 from hacluster_agent.cli.hactl import main as hactl
-from hacluster_agent.cli.migrate import Imported, MigrateError, export_node, import_directory
-from hacluster_agent.config.directory import ClusterConfig, load_directory
-from hacluster_agent.config.hacf_model import McastMedium, SerialMedium, UcastMedium
-from hacluster_agent.config.haresources_model import IPResource, ScriptResource
-from hacluster_operator.models import HACluster
-from hacluster_operator.render import build_authkeys
+from hacluster_api.heartbeat.directory import ClusterConfig, load_directory
+from hacluster_api.heartbeat.hacf_model import McastMedium, SerialMedium, UcastMedium
+from hacluster_api.heartbeat.haresources_model import IPResource, ScriptResource
+from hacluster_api.migrate import Imported, MigrateError, export_node, import_directory
+from hacluster_api.models import HACluster
+from hacluster_api.render import build_authkeys
 
 ARTICLE = Path(__file__).resolve().parent.parent / "data" / "article"
 

@@ -18,7 +18,7 @@ import pytest
 from tests.support import hosttools
 
 ROOT = Path(__file__).resolve().parents[2]
-SCANNED = ("node-agent", "operator", "tests", "bench")
+SCANNED = ("api", "node-agent", "operator", "tests", "bench")
 # calls that start a program: an argv list literal among their positional arguments ...
 SPAWNERS = {"run", "Popen", "check_output", "check_call", "call", "create_subprocess_exec",
             "subprocess_exec", "execv", "execvp", "execvpe", "_run", "sh", "ns_run", "ns_spawn",

@@ -120,7 +120,7 @@ def test_every_copy_source_exists_in_the_build_context(image: tuple[str, Dockerf
 def test_the_project_sources_reach_the_build(image: tuple[str, Dockerfile]) -> None:
     _, df = image
     local = {src.rstrip("/") for sources, stage in df.copies if stage is None for src in sources}
-    assert {"pyproject.toml", "node-agent", "operator"} <= local
+    assert {"pyproject.toml", "api", "node-agent", "operator"} <= local
     assert "pip wheel" in df.text and "pip install /wheels/" in df.text, "the project wheel is installed"
 
 

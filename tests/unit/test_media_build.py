@@ -8,9 +8,9 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from hacluster_agent.config.hacf import parse_hacf
-from hacluster_agent.config.hacf_model import BcastMedium, McastMedium, SerialMedium, UcastMedium
 from hacluster_agent.media import SerialLine, UdpBroadcast, UdpMulticast, UdpUnicast, build_media
+from hacluster_api.heartbeat.hacf import parse_hacf
+from hacluster_api.heartbeat.hacf_model import BcastMedium, McastMedium, SerialMedium, UcastMedium
 
 HACF = """\
 udpport 5694

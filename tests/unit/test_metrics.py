@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from hacluster_agent.config.authkeys import parse_authkeys
-from hacluster_agent.config.directory import load_directory
 from hacluster_agent.daemon import Agent, AgentOptions
 from hacluster_agent.engine.actions import Acquire, Note, PeerChanged, Send, Side
 from hacluster_agent.engine.membership import Engine, EngineConfig
 from hacluster_agent.metrics import AgentMetrics, failover_reason, samples
 from hacluster_agent.wire.codec import encode
 from hacluster_agent.wire.message import Message
+from hacluster_api.heartbeat.authkeys import parse_authkeys
+from hacluster_api.heartbeat.directory import load_directory
+from hacluster_api.transition import TransitionKind
 
 
 def value(m: AgentMetrics, name: str, **labels: str) -> float | None:
@@ -196,7 +197,7 @@ def test_agent_times_resource_operations_and_counts_the_failover(tmp_path: Path)
 
     agent.runners[Side.FOREIGN] = [Instant()]  # type: ignore[list-item]
     agent.execute([PeerChanged("n1", False, "silent for 600ms", 0.6)])
-    act = Acquire(frozenset({Side.FOREIGN}), "peer n1 dead: silent for 600ms", 1)
+    act = Acquire(frozenset({Side.FOREIGN}), "peer n1 dead: silent for 600ms", TransitionKind.FAILOVER, 1)
     agent.engine.flux = act  # as if the engine had asked for it
     asyncio.run(agent._resources(act))
     assert value(m, "hacluster_holds", side="foreign") == 1

@@ -15,20 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hacluster_api.annotations import FREEZE, HANDOVER_TO, RELEASE
+from hacluster_api.models import HAClusterSpec, HAClusterStatus
+from hacluster_api.report import ReportLease, parse_report
 from hacluster_operator.decide import (
     ACCOUNTING_WAIT_S,
-    FREEZE,
-    HANDOVER_TO,
     LAST_SEEN_REFRESH_S,
-    RELEASE,
     Decision,
     Event,
     LeaseState,
-    ReportLease,
     decide,
-    parse_report,
 )
-from hacluster_operator.models import HAClusterSpec, HAClusterStatus
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 A, B = "node-a", "node-b"

@@ -19,19 +19,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hacluster_agent.config.authkeys import parse_authkeys
-from hacluster_agent.config.directory import load_directory
-from hacluster_agent.config.hacf import parse_hacf
-from hacluster_agent.config.haresources import parse_haresources
-from hacluster_operator.crd import build_crd, crd_yaml, structural
-from hacluster_operator.models import (
+from hacluster_api.heartbeat.authkeys import parse_authkeys
+from hacluster_api.heartbeat.directory import load_directory
+from hacluster_api.heartbeat.hacf import parse_hacf
+from hacluster_api.heartbeat.haresources import parse_haresources
+from hacluster_api.models import (
     HACluster,
     HAClusterSpec,
     HAClusterStatus,
     IPResourceSpec,
     ScriptResourceSpec,
 )
-from hacluster_operator.render import (
+from hacluster_api.render import (
     RenderError,
     build_hacf,
     build_haresources,
@@ -39,6 +38,7 @@ from hacluster_operator.render import (
     render_node,
     script_sources,
 )
+from hacluster_operator.crd import build_crd, crd_yaml, structural
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "crds" / "hacluster.dev_haclusters.yaml"
@@ -464,7 +464,10 @@ def test_committed_crd_is_the_generated_one() -> None:
 
 
 def test_crd_module_prints_the_crd() -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator") + os.pathsep + str(REPO / "node-agent")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(REPO / d) for d in ("api", "operator", "node-agent")),
+    }
     out = subprocess.run(
         [sys.executable, "-m", "hacluster_operator.crd"], capture_output=True, text=True, check=True, env=env
     )

@@ -11,10 +11,10 @@ from typing import Any
 
 import yaml
 
-from hacluster_agent.kube.directives import RECREATED
+from hacluster_api.annotations import RECREATED
+from hacluster_api.models import API_VERSION, FailoverSpec, HAClusterSpec, NodeFenceSpec
+from hacluster_api.render import build_hacf
 from hacluster_operator.handlers import SPEC_HASH, Context, Settings, ensure_object
-from hacluster_operator.models import API_VERSION, FailoverSpec, HAClusterSpec, NodeFenceSpec
-from hacluster_operator.render import build_hacf
 from hacluster_operator.resources import (
     agent_account_name,
     agent_lease_names,
@@ -101,7 +101,7 @@ def test_the_report_leases_are_created_empty_and_owned() -> None:
     # recreated after a deletion: the recorded owner at the recorded epoch + 1, never lower
     recorded = {**HAC, "status": {"owner": "node-b", "epoch": 6}}
     assert ownership_lease(recorded)["spec"] == {"leaseTransitions": 7, "holderIdentity": "node-b"}
-    # marked: its holder proves nothing to the agents (hacluster_agent/arbiter/recreate.py)
+    # marked: its holder proves nothing to the agents (api/hacluster_api/recreate.py)
     assert ownership_lease(recorded)["metadata"]["annotations"] == {RECREATED: "6"}
     # a report newer than the status (a take it had not recorded): above it, naming that node
     newer = ownership_lease(recorded, {"node-a": (True, 7), "node-b": (False, 6)})

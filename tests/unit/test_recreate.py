@@ -1,9 +1,9 @@
-"""The operator's rule for a missing ownership Lease (hacluster_agent/arbiter/recreate.py): above
+"""The operator's rule for a missing ownership Lease (api/hacluster_api/recreate.py): above
 every epoch it observed, naming the owner only when every observation agrees."""
 
 from __future__ import annotations
 
-from hacluster_agent.arbiter.recreate import Recreation, recreation
+from hacluster_api.recreate import Recreation, recreation
 
 
 def test_a_new_cluster_gets_an_empty_lease_at_0() -> None:

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from hacluster_agent.config.authkeys import parse_authkeys
-from hacluster_agent.config.directory import ClusterConfig
 from hacluster_agent.metrics import AgentMetrics, samples
 from hacluster_agent.reload import ConfigSource, Reloader, Result, Snapshot, parse_snapshot, plan
 from hacluster_agent.wire.codec import Decoded, decode, encode
 from hacluster_agent.wire.errors import Reject, Rejected
 from hacluster_agent.wire.message import Message
+from hacluster_api.heartbeat.authkeys import parse_authkeys
+from hacluster_api.heartbeat.directory import ClusterConfig
 
 D = Path("/etc/ha.d")
 HACF = "keepalive 100ms\ndeadtime 500ms\nucast eth0 192.0.2.12\nnode n1\nnode n2\nauto_failback on\n"

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from hacluster_agent.config.haresources import parse_haresources
-from hacluster_agent.config.haresources_model import ResourceGroup, ScriptResource
 from hacluster_agent.resources import (
     GroupRunner,
     GroupStartError,
@@ -25,6 +23,8 @@ from hacluster_agent.resources import (
     drivers_for,
     runner_for,
 )
+from hacluster_api.heartbeat.haresources import parse_haresources
+from hacluster_api.heartbeat.haresources_model import ResourceGroup, ScriptResource
 
 
 @dataclass

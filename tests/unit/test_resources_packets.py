@@ -7,7 +7,6 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from hacluster_agent.config.haresources import parse_ip_spec
 from hacluster_agent.resources import IPAddrDriver, VIPOptions
 from hacluster_agent.resources.ipaddr import (
     ARPOP_REPLY,
@@ -19,6 +18,7 @@ from hacluster_agent.resources.ipaddr import (
     icmpv6_checksum,
     parse_mac,
 )
+from hacluster_api.heartbeat.haresources import parse_ip_spec
 
 MAC = parse_mac("02:ac:00:00:00:01")
 VIP4 = IPv4Address("192.0.2.100")

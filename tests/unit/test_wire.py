@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hacluster_agent.config.authkeys import AuthKeys, parse_authkeys
 from hacluster_agent.wire.codec import MAX_PACKET, Decoded, classic_body, decode, encode
 from hacluster_agent.wire.digest import heartbeat_crc
 from hacluster_agent.wire.errors import Reject, Rejected
 from hacluster_agent.wire.message import Field, FieldType, Message
+from hacluster_api.heartbeat.authkeys import AuthKeys, parse_authkeys
 
 
 def keys(text: str) -> AuthKeys:

@@ -81,7 +81,8 @@ def pool() -> Iterator[vmlab.Pool]:
         pytest.skip(reason)
     img = vmlab.ensure_image()
     # The share is read-only: compile the agent here, or every guest compiles it again (slowly).
-    compileall.compile_dir(REPO / "node-agent", quiet=1)
+    for package_dir in ("api", "node-agent"):
+        compileall.compile_dir(REPO / package_dir, quiet=1)
     pool = vmlab.Pool(img, [vmlab.Share(REPO, str(REPO), "repo"), vmlab.interpreter_share(PYTHON)])
     try:
         yield pool

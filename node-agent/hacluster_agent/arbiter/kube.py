@@ -10,7 +10,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from ..kube.directives import RECREATED
+from hacluster_api.annotations import RECREATED
+
 from .lease import Conflict, LeaseView, Unavailable
 
 

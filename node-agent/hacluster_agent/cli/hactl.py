@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config.directory import load_directory
-from ..config.durations import format_duration_ms
-from ..config.hacf_model import BcastMedium, McastMedium, SerialMedium, UcastMedium
-from ..config.issues import ConfigError
+from hacluster_api.heartbeat.directory import load_directory
+from hacluster_api.heartbeat.durations import format_duration_ms
+from hacluster_api.heartbeat.hacf_model import BcastMedium, McastMedium, SerialMedium, UcastMedium
+from hacluster_api.heartbeat.issues import ConfigError
+
 from .migrate import add_migrate_commands, run_migrate
 
 DEFAULT_SOCKET = "/run/hacluster/agent.sock"

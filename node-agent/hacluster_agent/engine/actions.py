@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from hacluster_api.transition import TransitionKind
+
 from ..wire.message import Message
 
 
@@ -53,6 +55,7 @@ class Acquire:
 
     sides: frozenset[Side]
     reason: str
+    kind: TransitionKind
     op: int = 0
     services_at: float | None = None
     """Start the groups' addresses now, and every other member no earlier than this (our clock):
@@ -68,6 +71,7 @@ class Release:
 
     sides: frozenset[Side]
     reason: str
+    kind: TransitionKind
     op: int = 0
     fence: bool = False
 

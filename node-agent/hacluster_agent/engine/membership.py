@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec
 
+from hacluster_api.transition import TransitionKind
+
 from ..wire.errors import Reject
 from ..wire.message import Message
 from .actions import (
@@ -443,13 +445,13 @@ class Engine:
             if ok:
                 after = self.hold | flux.sides if isinstance(flux, Acquire) else self.hold - flux.sides
             if after:
-                self._set_hold(after, now, flux.reason)
+                self._set_hold(after, now, flux)
                 reason, self.fence_owed = self.fence_owed, None
                 return [self._fence(now, after, reason)]
             self.fence_owed = None
         if isinstance(flux, Acquire):
             if ok:
-                self._set_hold(self.hold | flux.sides, now, flux.reason)
+                self._set_hold(self.hold | flux.sides, now, flux)
                 self.start_failed_at, self.start_failures = None, 0
                 out.append(self._resource_msg(now))
             else:
@@ -465,7 +467,7 @@ class Engine:
                 out.append(self._resource_msg(now, info="standby"))
         else:
             if ok:
-                self._set_hold(self.hold - flux.sides, now, flux.reason)
+                self._set_hold(self.hold - flux.sides, now, flux)
                 if self.cfg.arbitrated and self.lease_held and not self.hold:
                     self.lease_held = False  # stopped first, then the Lease is freed for the peer
                     out.append(Arbitrate("release", 0, flux.reason))
@@ -476,7 +478,7 @@ class Engine:
                     # Try again later, as long as it takes: a group left half-stopped (its VIP gone
                     # first, its service still up) was never touched again (sim seed 2838: the
                     # node won the Lease back and nobody owned the VIP for good).
-                    again = Release(flux.sides, flux.reason, fence=flux.fence)
+                    again = Release(flux.sides, flux.reason, flux.kind, fence=flux.fence)
                     self.release_retry = (now + max(self.cfg.deadtime, 1.0), again)
             if self.shutting_down:
                 if not self.hold:
@@ -525,7 +527,7 @@ class Engine:
         if self.flux is not None:
             return []  # resources_done will continue
         if self.hold:
-            return [self._begin(Release(self.hold, "shutdown"))]
+            return [self._begin(Release(self.hold, "shutdown", TransitionKind.STOP))]
         return [self._send(now, Message.of(("t", "shutdone"), ("st", "dead")))]
 
     # -- message handlers ---------------------------------------------------------------------
@@ -641,7 +643,13 @@ class Engine:
                 tag = "standby" if self.self_standby else None
                 return [self._resource_msg(now, info=tag), self._send(now, _ask("done", word))]
             return [
-                self._begin(Release(give, "standby" if self.self_standby else "auto_failback: going home"))
+                self._begin(
+                    Release(
+                        give,
+                        "standby" if self.self_standby else "auto_failback: going home",
+                        TransitionKind.HANDOVER,
+                    )
+                )
             ]
         if info == "takeover":
             return self.request_standby(now, "standby: the peer asked to take over")
@@ -782,7 +790,8 @@ class Engine:
             return []  # the Lease said no: ask again when next_arbitration comes
         if p.alive is False:
             want = present - self.hold
-            return [self._begin(Acquire(want, f"peer {self.cfg.peer} dead: {why}"))] if want else []
+            acquire = Acquire(want, f"peer {self.cfg.peer} dead: {why}", TransitionKind.FAILOVER)
+            return [self._begin(acquire)] if want else []
         if p.alive is None or p.hold is None:
             return []  # still waiting for the peer's report: never guess while it may hold them
         out: list[Action] = []
@@ -799,7 +808,11 @@ class Engine:
             if keep:
                 out.append(Announce("partition healed: home node keeps its groups"))
             if drop:
-                out.append(self._begin(Release(drop, "partition healed: the home node keeps them")))
+                out.append(
+                    self._begin(
+                        Release(drop, "partition healed: the home node keeps them", TransitionKind.HANDOVER)
+                    )
+                )
             p.joined = False
             return out
         if not p.stable or p.giving_up is not None:
@@ -848,8 +861,10 @@ class Engine:
                 )
         want = frozenset(s for s in free if s is Side.LOCAL or p.standby)
         if want:
-            reason = "peer in standby" if p.standby else "home node, nobody holds them"
-            out.append(self._begin(Acquire(want, reason)))
+            if p.standby:
+                out.append(self._begin(Acquire(want, "peer in standby", TransitionKind.HANDOVER)))
+            else:
+                out.append(self._begin(Acquire(want, "home node, nobody holds them", TransitionKind.START)))
         return out
 
     def _start_retry_at(self) -> float | None:
@@ -1028,7 +1043,7 @@ class Engine:
     def _fence(self, now: float, sides: frozenset[Side], reason: str) -> Acquire | Release | Arbitrate:
         """Self-fencing: every VIP first, then the services, under the node fence's budget."""
         self._arm_node_fence(now)
-        return self._begin(Release(sides, f"self-fencing: {reason}", fence=True))
+        return self._begin(Release(sides, f"self-fencing: {reason}", TransitionKind.FENCE, fence=True))
 
     def _arm_node_fence(self, now: float) -> None:
         """We lost the right to hold: the budget runs from now (the peer may take the Lease any
@@ -1524,12 +1539,13 @@ class Engine:
         self.renewing, self.renewal_early = True, early
         return [Arbitrate("renew", -1, reason, timeout=self.cfg.arbitration_window / 2)]
 
-    def _set_hold(self, hold: frozenset[Side], now: float, reason: str) -> None:
+    def _set_hold(self, hold: frozenset[Side], now: float, why: Acquire | Release) -> None:
         if hold != self.hold:
             self.last_transition = {
                 "from": hold_word(self.hold),
                 "to": hold_word(hold),
-                "reason": reason,
+                "kind": why.kind.value,
+                "reason": why.reason,
                 "at": self.wall0 + (now - self.started),
             }
             self.hold, self.hold_since = hold, now

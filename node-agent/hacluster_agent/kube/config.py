@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..config.authkeys import write_secret_file
+from hacluster_api.heartbeat.authkeys import write_secret_file
 
 FILES = ("ha.cf", "haresources", "authkeys")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -13,51 +12,61 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from hacluster_api.annotations import REPORT
+from hacluster_api.report import AgentReport, TransitionKind, TransitionReport
+
 log = logging.getLogger("hacluster.agent.report")
 
-REPORT_ANNOTATION = "hacluster.dev/report"
+_WITH_PEER = (TransitionKind.FAILOVER, TransitionKind.HANDOVER)
+"""Only a takeover from a dead peer or a handover involves the other node; a home node taking its
+free group at start-up came from nobody, a shutdown or a fence gives it to nobody."""
 
 
-def transition_of(status: dict[str, Any], gap_s: float | None) -> dict[str, Any] | None:
-    """The engine's last change of holdings, in the operator's terms: node names, gap, RFC3339."""
+def transition_of(status: dict[str, Any], gap_s: float | None) -> TransitionReport | None:
+    """The engine's last change of holdings, in the operator's terms: node names, kind, gap."""
     t = status.get("last_transition")
     if not t:
         return None
     me, peer = status["node"], status["peer"]["node"]
-    reason = str(t["reason"])
+    kind = TransitionKind(t["kind"])
     acquired = t["to"] != "none"
-    # Only a takeover from a dead peer or a handover involves the other node; a home node taking
-    # its free group at start-up came from nobody.
-    failover = reason.startswith(f"peer {peer} dead")
-    handover = any(w in reason for w in ("standby", "auto_failback", "switchover", "partition"))
-    other = peer if (failover or handover) else ""
-    return {
-        "from": other if acquired else me,
-        "to": me if acquired else other,
-        "reason": reason,
-        "gapMs": round((gap_s or 0.0) * 1000) if acquired and failover else 0,
-        "time": dt.datetime.fromtimestamp(t["at"], dt.UTC).isoformat().replace("+00:00", "Z"),
-    }
+    other = peer if kind in _WITH_PEER else ""
+    return TransitionReport.model_validate(
+        {
+            "from": other if acquired else me,
+            "to": me if acquired else other,
+            "kind": kind,
+            "reason": str(t["reason"]),
+            "gapMs": round((gap_s or 0.0) * 1000) if acquired and kind is TransitionKind.FAILOVER else 0,
+            "time": dt.datetime.fromtimestamp(t["at"], dt.UTC),
+        }
+    )
 
 
 def report_of(
     status: dict[str, Any], epoch: int | None, peer_name: str, gap_s: float | None = None
-) -> dict[str, Any]:
+) -> AgentReport:
     """The operator's view of one agent, from `Agent.status()` (pure; no keys, no secrets).
     `gap_s`: how long the peer had been silent when we last took over."""
     peer = status["peer"]
-    t = transition_of(status, gap_s)
-    return {
-        "state": status["state"],
-        "holds": status["holds"],
-        "epoch": epoch,
-        "peer": {
-            "node": peer_name,
-            "state": peer["state"],
-            "links": {name: {"up": link["up"]} for name, link in peer["links"].items()},
-        },
-        "lastTransition": t,
-    }
+    return AgentReport.model_validate(
+        {
+            "state": status["state"],
+            "holds": status["holds"],
+            "epoch": epoch,
+            "peer": {
+                "node": peer_name,
+                "state": peer["state"],
+                "links": {name: {"up": link["up"]} for name, link in peer["links"].items()},
+            },
+            "lastTransition": transition_of(status, gap_s),
+        }
+    )
+
+
+def report_json(report: AgentReport) -> str:
+    """The annotation's text: the model's JSON by its wire names (camelCase, `from`)."""
+    return report.model_dump_json(by_alias=True)
 
 
 class Reporter:
@@ -67,7 +76,7 @@ class Reporter:
         namespace: str,
         name: str,
         node: str,
-        snapshot: Callable[[], dict[str, Any]],
+        snapshot: Callable[[], AgentReport],
         *,
         every: float = 1.0,
         duration_s: int = 5,
@@ -82,7 +91,7 @@ class Reporter:
             metadata=client.V1ObjectMeta(
                 name=self.name,
                 namespace=self.namespace,
-                annotations={REPORT_ANNOTATION: json.dumps(self.snapshot(), default=str)},
+                annotations={REPORT: report_json(self.snapshot())},
             ),
             spec=client.V1LeaseSpec(
                 holder_identity=self.node,

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal, Protocol
 
-from ..config.hacf_model import BcastMedium, McastMedium, SerialMedium, UcastMedium
+from hacluster_api.heartbeat.hacf_model import BcastMedium, McastMedium, SerialMedium, UcastMedium
+
 from ..wire.codec import Encoding
 
 __all__ = [

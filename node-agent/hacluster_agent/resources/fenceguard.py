@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from hacluster_agent.logs import JsonFormatter, setup
 
 if TYPE_CHECKING:
-    from hacluster_agent.config.haresources_model import ResourceGroup
+    from hacluster_api.heartbeat.haresources_model import ResourceGroup
 
 log = logging.getLogger("hacluster.fenceguard")
 
@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def guarded_addresses(groups: Iterable[ResourceGroup]) -> list[Address]:
     """The VIPs of these groups (give both sides': the node may hold the peer's groups)."""
-    from hacluster_agent.config.haresources_model import IPResource
+    from hacluster_api.heartbeat.haresources_model import IPResource
 
     out: list[Address] = []
     for g in groups:

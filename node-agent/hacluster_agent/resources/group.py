@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config.haresources import parse_ip_spec
-from ..config.haresources_model import IP_AGENTS, IPResource, ResourceGroup, ScriptResource
+from hacluster_api.heartbeat.haresources import parse_ip_spec
+from hacluster_api.heartbeat.haresources_model import IP_AGENTS, IPResource, ResourceGroup, ScriptResource
+
 from .base import Announcing, Fenceable, Renewable, Resource, ResourceError, ResourceState
 from .ipaddr import IPAddrDriver, VIPOptions
 from .script import ScriptDriver, ScriptOptions

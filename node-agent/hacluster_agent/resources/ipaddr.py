@@ -31,7 +31,8 @@ from typing import Any, Literal, NoReturn
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..config.haresources_model import IPResource
+from hacluster_api.heartbeat.haresources_model import IPResource
+
 from .base import ResourceError, ResourceState
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ import binascii
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config.authkeys import AuthKey, AuthKeys
+from hacluster_api.heartbeat.authkeys import AuthKey, AuthKeys
+
 from .digest import auth_value, check_auth_value
 from .errors import Reject, Rejected
 from .message import Field, FieldType, Message

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import zlib
 
-from ..config.authkeys import AuthKey
+from hacluster_api.heartbeat.authkeys import AuthKey
 
 # Heartbeat's CRC is zlib's CRC-32 mirrored: reflect every input byte, start the register at 0
 # (zlib's `value` is the complemented register), reflect the 32-bit result. C speed: the pure

@@ -18,10 +18,10 @@ from ipaddress import ip_address, ip_interface
 
 from pydantic import SecretStr
 
-from hacluster_agent.config.authkeys import AuthKey, AuthKeys, parse_authkeys, render_authkeys
-from hacluster_agent.config.durations import parse_duration_ms
-from hacluster_agent.config.hacf import parse_hacf, render_hacf
-from hacluster_agent.config.hacf_model import (
+from hacluster_api.heartbeat.authkeys import AuthKey, AuthKeys, parse_authkeys, render_authkeys
+from hacluster_api.heartbeat.durations import parse_duration_ms
+from hacluster_api.heartbeat.hacf import parse_hacf, render_hacf
+from hacluster_api.heartbeat.hacf_model import (
     DEFAULT_BAUD,
     DEFAULT_UDPPORT,
     BcastMedium,
@@ -31,15 +31,15 @@ from hacluster_agent.config.hacf_model import (
     SerialMedium,
     UcastMedium,
 )
-from hacluster_agent.config.haresources import parse_haresources, render_haresources
-from hacluster_agent.config.haresources_model import (
+from hacluster_api.heartbeat.haresources import parse_haresources, render_haresources
+from hacluster_api.heartbeat.haresources_model import (
     HaResources,
     IPResource,
     Resource,
     ResourceGroup,
     ScriptResource,
 )
-from hacluster_agent.config.issues import Findings
+from hacluster_api.heartbeat.issues import Findings
 
 from .models import ArpSpec, ConfigMapKeyRef, HAClusterSpec, IPResourceSpec, ScriptResourceSpec
 

@@ -33,10 +33,10 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, InitErrorDetails, PydanticCustomError, core_schema
 
-from hacluster_agent.config.authkeys import AuthMethod
-from hacluster_agent.config.durations import parse_duration_ms
-from hacluster_agent.config.hacf_model import DEFAULT_BAUD, DEFAULT_UDPPORT, SERIAL_BAUDS, HaCf
-from hacluster_agent.config.haresources import parse_ip_spec
+from hacluster_api.heartbeat.authkeys import AuthMethod
+from hacluster_api.heartbeat.durations import parse_duration_ms
+from hacluster_api.heartbeat.hacf_model import DEFAULT_BAUD, DEFAULT_UDPPORT, SERIAL_BAUDS, HaCf
+from hacluster_api.heartbeat.haresources import parse_ip_spec
 
 GROUP = "hacluster.dev"
 VERSION = "v1alpha1"

@@ -1,0 +1,1 @@
+"""Heartbeat's own files (ha.cf, haresources, authkeys): one parser and one renderer per format."""
