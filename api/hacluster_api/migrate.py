@@ -675,8 +675,8 @@ def export_node(
 
 
 def _export_notes(spec: Any) -> list[str]:
-    from hacluster_api.models import ArpSpec
-
+    """What the standalone agent's files do not carry. (agent.json carries the watchdog's timeout
+    and each VIP's ARP settings.)"""
     notes: list[str] = []
     f = spec.failover
     if f.switchover_to is not None:
@@ -687,19 +687,15 @@ def _export_notes(spec: Any) -> list[str]:
         notes.append("failover.maintenance: Kubernetes only (the standalone agent has no freeze)")
     if f.node_fence is not None:
         notes.append(
-            f"failover.nodeFence: carried as ha.cf's watchdog {f.node_fence.watchdog}; its stopBudget is "
-            f"Kubernetes only (the standalone agent does not fence itself), and set --watchdog-timeout "
-            f"{f.node_fence.watchdog_timeout} on the agent"
+            f"failover.nodeFence: carried as ha.cf's watchdog {f.node_fence.watchdog} and agent.json's "
+            "watchdogTimeoutSeconds; its stopBudget is Kubernetes only (the standalone agent does not "
+            "fence itself)"
         )
     if f.when_arbiter_unavailable != "StayPut":
         notes.append(
             f"failover.whenArbiterUnavailable {f.when_arbiter_unavailable}: Kubernetes only (no Lease here)"
         )
     for r in spec.resources:
-        if r.ip is not None and r.ip.arp != ArpSpec():
-            notes.append(
-                f"resource ip {r.ip.address}: its arp settings are agent options, not in haresources"
-            )
         if r.workload is not None:
             notes.append(f"resource workload {r.workload.node_label}: a node label, Kubernetes only")
     return notes

@@ -37,6 +37,7 @@ from hacluster_api.heartbeat.authkeys import AuthMethod
 from hacluster_api.heartbeat.durations import parse_duration_ms
 from hacluster_api.heartbeat.hacf_model import DEFAULT_BAUD, DEFAULT_UDPPORT, SERIAL_BAUDS, HaCf
 from hacluster_api.heartbeat.haresources import parse_ip_spec
+from hacluster_api.limits import MAX_WINDOW_MS, MIN_WINDOW_MS
 
 GROUP = "hacluster.dev"
 VERSION = "v1alpha1"
@@ -469,11 +470,6 @@ class ResourceSpec(_Model):
 
 # --------------------------------------------------------------------------------------------
 # spec: failover and the whole spec
-
-
-MIN_WINDOW_MS, MAX_WINDOW_MS = 100, 10_000
-"""W below 100 ms leaves a renewal under 50 ms to reach the API server; above 10 s a failover waits
-that long for nothing."""
 
 
 class NodeFenceSpec(_Model):

@@ -5,7 +5,8 @@ HaResources, AuthKeys, render_*), and checked with its own parsers before they a
 agent reads exactly what the spec says, and the same agent runs inside and outside Kubernetes.
 
 What Heartbeat's files cannot say is returned beside them: script bodies from ConfigMaps (as
-`resource.d/<name>` files) and each VIP's ARP settings (agent options). Workload resources are the
+`resource.d/<name>` files) and the agent's options (`agent.json`, agentconfig.py: the arbitration
+window, the arbiter policy, the node fence, each VIP's ARP settings). Workload resources are the
 operator's business (a node label) and never reach haresources.
 """
 
@@ -41,6 +42,7 @@ from hacluster_api.heartbeat.haresources_model import (
 )
 from hacluster_api.heartbeat.issues import Findings
 
+from .agentconfig import AGENT_CONFIG_FILE, AgentConfig, NodeFenceConfig
 from .models import ArpSpec, ConfigMapKeyRef, HAClusterSpec, IPResourceSpec, ScriptResourceSpec
 
 RESOURCE_D = "resource.d"
@@ -59,10 +61,10 @@ class NodeConfig:
     hacf: str
     haresources: str
     authkeys: str
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    """The agent's options beyond Heartbeat's files (`agent.json`)."""
     scripts: dict[str, str] = field(default_factory=dict)
     """Extra files, `resource.d/<name>` -> body: install them executable (0755)."""
-    arp: dict[str, ArpSpec] = field(default_factory=dict)
-    """Each VIP's ARP settings, by its haresources name (e.g. `IPaddr2::192.0.2.10/24`)."""
 
     def files(self) -> dict[str, str]:
         """Path (relative to the ha.d directory) -> text. authkeys must be written 0600."""
@@ -70,6 +72,7 @@ class NodeConfig:
             "ha.cf": self.hacf,
             "haresources": self.haresources,
             "authkeys": self.authkeys,
+            AGENT_CONFIG_FILE: self.agent.to_json(),
             **self.scripts,
         }
 
@@ -163,6 +166,23 @@ def arp_settings(spec: HAClusterSpec) -> dict[str, ArpSpec]:
     return {heartbeat_resource(r.ip).name: r.ip.arp for r in spec.resources if r.ip is not None}
 
 
+def build_agent_config(spec: HAClusterSpec) -> AgentConfig:
+    """The agent's options (agent.json): the same on both nodes."""
+    failover = spec.failover
+    window = failover.arbitration_window_ms
+    fence = failover.node_fence
+    return AgentConfig(
+        arbitration_window_s=None if window is None else window / 1000,
+        when_arbiter_unavailable=failover.when_arbiter_unavailable,
+        node_fence=None
+        if fence is None
+        else NodeFenceConfig(
+            watchdog_timeout_s=fence.watchdog_timeout, stop_budget_s=fence.stop_budget_ms / 1000
+        ),
+        arp=arp_settings(spec),
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # authkeys
 
@@ -237,7 +257,7 @@ def render_node(
             raise RenderError(f"no body for script {name!r}: its ConfigMap key was not provided")
         scripts[f"{RESOURCE_D}/{name}"] = bodies[name]
     _check_with_agent(hacf, haresources, authkeys)
-    return NodeConfig(node, hacf, haresources, authkeys, scripts, arp_settings(spec))
+    return NodeConfig(node, hacf, haresources, authkeys, build_agent_config(spec), scripts)
 
 
 def render_all(

@@ -18,13 +18,21 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hacluster_api.agentconfig import (
+    AGENT_CONFIG_FILE,
+    AgentConfig,
+    AgentConfigError,
+    check_agent_config,
+    load_agent_config,
+)
 from hacluster_api.heartbeat.directory import ClusterConfig, load_directory
 from hacluster_api.heartbeat.haresources_model import ResourceGroup
 from hacluster_api.heartbeat.issues import ConfigError
+from hacluster_api.models import ArpSpec
 
 from .arbiter.kube import KubeLeaseStore
 from .arbiter.lease import Arbiter, Verdict
@@ -55,7 +63,7 @@ from .realtime import executor as realtime_executor
 from .reload import ConfigSource, Reloader
 from .resources.base import ResourceError
 from .resources.fenceguard import FenceGuard, current_log_format, guarded_addresses
-from .resources.group import GroupRunner, GroupStopError, drivers_for
+from .resources.group import GroupRunner, GroupStopError, drivers_for, vip_names
 from .resources.ipaddr import default_address_lifetime
 from .resources.kernelfence import IDLE_WAKE, FenceError, KernelFence, sync_interval, table_name
 from .resources.script import ScriptOptions
@@ -86,6 +94,7 @@ class AgentOptions:
     # deadtime/2, 0: no guard); see resources/fenceguard.py
     watchdog_timeout: int | None = None  # s, set on ha.cf's watchdog device (None: the device's own)
     stop_budget: float = 10.0  # s a self-fencing stop may take before the watchdog resets the node
+    arp: dict[str, ArpSpec] = field(default_factory=dict)  # each VIP's announcements (agent.json)
 
 
 @dataclass
@@ -152,6 +161,7 @@ class Agent:
                         scripts=ScriptOptions(status_timeout=opts.status_timeout),
                         init_dir=opts.init_dir,
                         address_lifetime=opts.address_lifetime,
+                        arp=opts.arp,
                     ),
                     name=g.key,
                 )
@@ -704,7 +714,57 @@ class Agent:
         return 0
 
 
+DEFAULT_STOP_BUDGET = 10.0
+
+
+@dataclass
+class GivenOptions:
+    """The options agent.json and the flags may both give: from one of them, never both."""
+
+    arbitration_window: float | None
+    when_arbiter_unavailable: str
+    watchdog_timeout: int | None
+    stop_budget: float
+
+
+def given_options(a: argparse.Namespace, file: AgentConfig | None) -> GivenOptions:
+    """Merge the flags with agent.json. One source per option: a flag that agent.json also sets is
+    an error naming both (the operator passes none of these flags; a hand-run agent may)."""
+    fence = file.node_fence if file is not None else None
+    pairs: list[tuple[str, str, Any, Any]] = [
+        ("--arbitration-window", "arbitrationWindowSeconds", a.arbitration_window,
+         file.arbitration_window_s if file else None),
+        ("--when-arbiter-unavailable", "whenArbiterUnavailable", a.when_arbiter_unavailable,
+         file.when_arbiter_unavailable if file and "when_arbiter_unavailable" in file.model_fields_set else None),
+        ("--watchdog-timeout", "nodeFence.watchdogTimeoutSeconds", a.watchdog_timeout,
+         fence.watchdog_timeout_s if fence else None),
+        ("--stop-budget", "nodeFence.stopBudgetSeconds", a.stop_budget, fence.stop_budget_s if fence else None),
+    ]  # fmt: skip
+    both = [f"{flag} {flag_value} and agent.json's {key} {file_value}"
+            for flag, key, flag_value, file_value in pairs
+            if flag_value is not None and file_value is not None]  # fmt: skip
+    if both:
+        raise AgentConfigError(f"set in two places (keep one): {'; '.join(both)}")
+    value = [flag_value if flag_value is not None else file_value for _, _, flag_value, file_value in pairs]
+    return GivenOptions(
+        arbitration_window=value[0],
+        when_arbiter_unavailable=value[1] or "StayPut",
+        watchdog_timeout=value[2],
+        stop_budget=value[3] if value[3] is not None else DEFAULT_STOP_BUDGET,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    configured = configure(argv)
+    if isinstance(configured, int):
+        return configured
+    cfg, opts = configured
+    return asyncio.run(Agent(cfg, opts).run())
+
+
+def configure(argv: list[str] | None = None) -> tuple[ClusterConfig, AgentOptions] | int:
+    """Everything the agent is told (flags, Heartbeat's files, agent.json) as its config and options;
+    an exit code when something is wrong (said on stderr, naming the file or the flag)."""
     p = argparse.ArgumentParser(prog="hacluster-agent", description=__doc__)
     p.add_argument("--config-dir", default="/etc/ha.d", help="Heartbeat config directory")
     p.add_argument("--node", default=socket.gethostname().split(".")[0].lower(), help="this node's name")
@@ -742,9 +802,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--stop-budget",
         type=float,
-        default=10.0,
         help="Kubernetes mode with ha.cf's watchdog: seconds a self-fencing stop may take before the "
-        "watchdog resets the node (docs/safety.md)",
+        f"watchdog resets the node (docs/safety.md; default {DEFAULT_STOP_BUDGET:g})",
     )
     k = p.add_argument_group("Kubernetes mode (the ownership Lease arbitrates)")
     k.add_argument("--kube", action="store_true", help="arbitrate through the HACluster's Lease")
@@ -761,8 +820,7 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument(
         "--when-arbiter-unavailable",
         choices=("StayPut", "TakeOver"),
-        default="StayPut",
-        help="see docs/safety.md",
+        help="see docs/safety.md (default StayPut)",
     )
     a = p.parse_args(argv)
     if a.arbitration_window is not None and not MIN_WINDOW <= a.arbitration_window <= MAX_WINDOW:
@@ -777,14 +835,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         cfg = load_directory(config_dir)
+        file = load_agent_config(config_dir)
+        if file is not None:
+            check_agent_config(file, config_dir / AGENT_CONFIG_FILE, vip_names(cfg.haresources.groups))
+        given = given_options(a, file)
     except ConfigError as e:
         for f in e.findings:
             print(f, file=sys.stderr)
         return 1
+    except AgentConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
     for w in cfg.warnings:
         log.warning(str(w))
-    if a.arbitration_window is None:
-        a.arbitration_window = default_window(cfg.hacf.keepalive_ms / 1000, cfg.hacf.deadtime_ms / 1000)
+    if given.arbitration_window is None:
+        given.arbitration_window = default_window(cfg.hacf.keepalive_ms / 1000, cfg.hacf.deadtime_ms / 1000)
     opts = AgentOptions(
         node=a.node.lower(),
         state_dir=Path(a.state_dir),
@@ -794,7 +859,7 @@ def main(argv: list[str] | None = None) -> int:
             a.address_lifetime
             if a.address_lifetime is not None
             else default_address_lifetime(
-                cfg.hacf.deadtime_ms, cfg.hacf.keepalive_ms, a.arbitration_window if a.kube else 0.0
+                cfg.hacf.deadtime_ms, cfg.hacf.keepalive_ms, given.arbitration_window if a.kube else 0.0
             )
         ),
         monitor_interval=a.monitor_interval,
@@ -802,8 +867,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics_port=a.metrics_port,
         metrics_address=a.metrics_address,
         fence_after=a.fence_after,
-        watchdog_timeout=a.watchdog_timeout,
-        stop_budget=a.stop_budget,
+        watchdog_timeout=given.watchdog_timeout,
+        stop_budget=given.stop_budget,
+        arp=dict(file.arp) if file is not None else {},
         init_dir=Path(a.init_dir),
         lock_dir=Path(a.lock_dir),
         config_source=ConfigSource(Path(a.config_dir), a.config_prefix),
@@ -811,8 +877,8 @@ def main(argv: list[str] | None = None) -> int:
             namespace=a.namespace,
             cluster=a.cluster,
             kubeconfig=a.kubeconfig,
-            window=a.arbitration_window,
-            take_over_without_arbiter=a.when_arbiter_unavailable == "TakeOver",
+            window=given.arbitration_window,
+            take_over_without_arbiter=given.when_arbiter_unavailable == "TakeOver",
             early_window=not a.no_early_window,
         )
         if a.kube
@@ -824,7 +890,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    return asyncio.run(Agent(cfg, opts).run())
+    return cfg, opts
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from hacluster_api.agentconfig import AGENT_CONFIG_FILE
 from hacluster_api.heartbeat.authkeys import AuthKeys, write_secret_file
 from hacluster_api.heartbeat.directory import FILES, ClusterConfig, parse_texts
 from hacluster_api.heartbeat.issues import Finding, Severity
@@ -183,10 +184,17 @@ class ConfigSource:
         return Snapshot(texts, paths, unreadable, mode, self.read_extras())
 
     def read_extras(self) -> dict[str, str]:
-        if not self.prefix:
-            return {}  # resource.d scripts are run from where they are: a change needs no restart
-        marker = f"{self.prefix}resource.d."
+        """Files read once at start: agent.json, and a Secret's scripts (copied by materialize)."""
         out: dict[str, str] = {}
+        agent = self.path(AGENT_CONFIG_FILE)
+        if agent.exists():
+            try:
+                out[str(agent)] = hashlib.sha256(agent.read_bytes()).hexdigest()
+            except OSError as e:
+                out[str(agent)] = f"unreadable: {e.strerror}"
+        if not self.prefix:
+            return out  # resource.d scripts are run from where they are: a change needs no restart
+        marker = f"{self.prefix}resource.d."
         with contextlib.suppress(OSError):
             for p in sorted(self.directory.iterdir()):
                 if p.name.startswith(marker):

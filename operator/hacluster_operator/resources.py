@@ -13,19 +13,22 @@ out.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hacluster_api.annotations import RECREATED
-from hacluster_api.models import API_VERSION, KIND, FailoverSpec, HAClusterSpec
+from hacluster_api.models import API_VERSION, KIND, HAClusterSpec
 from hacluster_api.recreate import recreation
-from hacluster_api.render import RenderError, render_all
+from hacluster_api.render import RenderError, build_agent_config, render_all
 
 CONFIG_DIR = "/etc/hacluster"
 STATE_DIR = "/var/lib/hacluster"
 AGENT_CONTAINER = "agent"
 MANAGED_BY = "hacluster-operator"
 CLUSTER_LABEL = "hacluster.dev/cluster"
+AGENT_CONFIG_HASH = "hacluster.dev/agent-config"
+"""On the agents' pod template: agent_config_hash(spec)."""
 COMPONENT_LABEL = "app.kubernetes.io/component"
 SECRET_MODE = 0o400
 """The config Secret's files: read-only for the agent (root) alone; Heartbeat refuses an authkeys
@@ -164,12 +167,9 @@ def secret_text(secret: Mapping[str, Any], key: str) -> str | None:
 AGENT_METRICS_PORT = 9694  # the chart's metrics.agentPort default; hostNetwork: a node port
 
 
-def agent_command(namespace: str, cluster: str, failover: FailoverSpec | None = None) -> list[str]:
-    """The agent's command line. The failover policy's W and whenArbiterUnavailable are flags: a
-    change rolls the DaemonSet (the agents restart one at a time)."""
-    failover = failover or FailoverSpec()
-    window = failover.arbitration_window_ms
-    fence = failover.node_fence
+def agent_command(namespace: str, cluster: str) -> list[str]:
+    """The agent's command line: where it runs and where its files are, nothing of how it behaves.
+    Its options come with its files in the config Secret (`<node>.agent.json`, AgentConfig)."""
     return [
         "hacluster-agent",
         "--config-dir",
@@ -185,20 +185,13 @@ def agent_command(namespace: str, cluster: str, failover: FailoverSpec | None = 
         cluster,
         "--metrics-port",
         str(AGENT_METRICS_PORT),
-        *([] if window is None else ["--arbitration-window", f"{window / 1000:g}"]),
-        *(
-            []
-            if fence is None
-            else [
-                "--watchdog-timeout",
-                str(fence.watchdog_timeout),
-                "--stop-budget",
-                f"{fence.stop_budget_ms / 1000:g}",
-            ]
-        ),
-        "--when-arbiter-unavailable",
-        failover.when_arbiter_unavailable,
     ]
+
+
+def agent_config_hash(spec: HAClusterSpec) -> str:
+    """A digest of the agents' options (agent.json), on the pod template: a change rolls the agents
+    one at a time, as a restart is what applies it (the files' changes apply live or say so)."""
+    return hashlib.sha256(build_agent_config(spec).to_json().encode()).hexdigest()[:16]
 
 
 def min_ready_seconds(spec: HAClusterSpec) -> int:
@@ -246,7 +239,7 @@ def daemonset(
     container: Manifest = {
         "name": AGENT_CONTAINER,
         "image": image,
-        "command": agent_command(namespace, name, spec.failover),
+        "command": agent_command(namespace, name),
         "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
         "ports": [{"name": "metrics", "containerPort": AGENT_METRICS_PORT, "protocol": "TCP"}],
         "securityContext": {
@@ -267,7 +260,10 @@ def daemonset(
             "minReadySeconds": min_ready_seconds(spec),
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
             "template": {
-                "metadata": {"labels": pod_labels},
+                "metadata": {
+                    "labels": pod_labels,
+                    "annotations": {AGENT_CONFIG_HASH: agent_config_hash(spec)},
+                },
                 "spec": {
                     "serviceAccountName": agent_account_name(name),
                     "hostNetwork": True,

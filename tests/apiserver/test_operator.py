@@ -405,7 +405,9 @@ def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operato
     )
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert set(data) == {
-        f"{n}.{f}" for n in (A, B) for f in ("ha.cf", "haresources", "authkeys", "resource.d.httpd")
+        f"{n}.{f}"
+        for n in (A, B)
+        for f in ("ha.cf", "haresources", "authkeys", "agent.json", "resource.d.httpd")
     }
     for node in (A, B):
         hacf, f1 = parse_hacf(data[f"{node}.ha.cf"])
@@ -439,11 +441,10 @@ def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operato
         "drop": ["ALL"],
     }
     assert container["image"] == IMAGE
-    # no --arbitration-window: the agents derive W from the timing (engine/window.py)
+    # where it runs, nothing of how it behaves: its options are in its files (agent.json)
     assert container["command"] == [
         "hacluster-agent", "--config-dir", "/etc/hacluster", "--config-prefix", "$(NODE_NAME).",
         "--node", "$(NODE_NAME)", "--kube", "--namespace", NS, "--cluster", "web", "--metrics-port", "9694",
-        "--when-arbiter-unavailable", "StayPut",
     ]  # fmt: skip
     assert container["env"][0] == {
         "name": "NODE_NAME",

@@ -593,7 +593,7 @@ def test_article_pair_round_trips_through_the_agent(tmp_path: Path, node: str) -
     assert loaded.authkeys.signing_key.key_bytes == ARTICLE_KEY.encode()
     assert loaded.peer_of(node) == ({"servidor1", "servidor2"} - {node}).pop()
     assert cfg.scripts == {}
-    assert list(cfg.arp) == ["IPaddr2::192.0.2.10/24/eth0"]
+    assert list(cfg.agent.arp) == ["IPaddr2::192.0.2.10/24/eth0"]
 
 
 def test_both_nodes_get_the_same_files_without_unicast() -> None:

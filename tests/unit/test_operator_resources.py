@@ -11,9 +11,10 @@ from typing import Any
 
 import yaml
 
+from hacluster_api.agentconfig import NodeFenceConfig
 from hacluster_api.annotations import RECREATED
 from hacluster_api.models import API_VERSION, FailoverSpec, HAClusterSpec, NodeFenceSpec
-from hacluster_api.render import build_hacf
+from hacluster_api.render import build_agent_config, build_hacf
 from hacluster_operator.handlers import SPEC_HASH, Context, Settings, ensure_object
 from hacluster_operator.resources import (
     agent_account_name,
@@ -188,33 +189,35 @@ def test_ensure_object_creates_then_leaves_alone_then_replaces_on_change() -> No
 
 
 def test_a_node_fence_reaches_the_agents_as_a_watchdog_they_can_open() -> None:
-    """spec.failover.nodeFence: ha.cf gets Heartbeat's `watchdog` line, the agents its timeout and
-    the stop budget, and the device is mounted into the agent's container."""
+    """spec.failover.nodeFence: ha.cf gets Heartbeat's `watchdog` line, agent.json its timeout and
+    the stop budget (tests/unit/test_agent_config.py reads them back as the agent does), and the
+    device is mounted into the agent's container."""
     fence = NodeFenceSpec(watchdog="/dev/watchdog0", watchdog_timeout=7, stop_budget="12s")
     spec = SPEC.model_copy(update={"failover": FailoverSpec(node_fence=fence)})
     assert build_hacf(spec, spec.nodes[0]).watchdog == "/dev/watchdog0"
+    assert build_agent_config(spec).node_fence == NodeFenceConfig(watchdog_timeout_s=7, stop_budget_s=12.0)
     pod = daemonset(HAC, spec, image="agent:1")["spec"]["template"]["spec"]
-    cmd = pod["containers"][0]["command"]
-    assert cmd[cmd.index("--watchdog-timeout") + 1] == "7"
-    assert cmd[cmd.index("--stop-budget") + 1] == "12"
     assert {"name": "watchdog", "hostPath": {"path": "/dev/watchdog0", "type": "CharDevice"}} in pod[
         "volumes"
     ]
     assert {"name": "watchdog", "mountPath": "/dev/watchdog0"} in pod["containers"][0]["volumeMounts"]
-    plain = daemonset(HAC, SPEC, image="agent:1")["spec"]["template"]["spec"]
-    assert "--stop-budget" not in plain["containers"][0]["command"]
     assert build_hacf(SPEC, SPEC.nodes[0]).watchdog is None
+    assert build_agent_config(SPEC).node_fence is None
 
 
-def test_the_agents_get_the_failover_policy_they_must_enforce() -> None:
-    """whenArbiterUnavailable and W reach the agents' command line (whenArbiterUnavailable was
-    accepted and shown, and never passed: the agents always stayed put)."""
+def test_a_change_of_the_agents_options_rolls_them_and_a_change_of_their_files_does_not() -> None:
+    """The options (agent.json) apply at start: their digest is on the pod template, so a change
+    restarts the agents one at a time. No option is a flag any more."""
     spec = SPEC.model_copy(
         update={"failover": FailoverSpec(when_arbiter_unavailable="TakeOver", arbitration_window="350ms")}
     )
-    cmd = daemonset(HAC, spec, image="agent:1")["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert cmd[cmd.index("--arbitration-window") + 1] == "0.35"
-    assert cmd[cmd.index("--when-arbiter-unavailable") + 1] == "TakeOver"
-    default = daemonset(HAC, SPEC, image="agent:1")["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert "--arbitration-window" not in default  # the agents derive W from ha.cf's timing
-    assert default[default.index("--when-arbiter-unavailable") + 1] == "StayPut"
+    template = daemonset(HAC, spec, image="agent:1")["spec"]["template"]
+    default = daemonset(HAC, SPEC, image="agent:1")["spec"]["template"]
+    assert template["metadata"]["annotations"] != default["metadata"]["annotations"]
+    assert template["spec"] == default["spec"]
+    command = template["spec"]["containers"][0]["command"]
+    assert not [
+        w for w in command if w in ("--arbitration-window", "--when-arbiter-unavailable", "--stop-budget")
+    ]
+    timing = SPEC.model_copy(update={"heartbeat": SPEC.heartbeat.model_copy(update={"keepalive": "2s"})})
+    assert daemonset(HAC, timing, image="agent:1")["spec"]["template"]["metadata"] == default["metadata"]

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 
-MIN_WINDOW = 0.1
-"""Below 100 ms a renewal has under 50 ms to reach the API server."""
-MAX_WINDOW = 10.0
+from hacluster_api.limits import MAX_WINDOW_MS, MIN_WINDOW_MS
+
+MIN_WINDOW = MIN_WINDOW_MS / 1000
+"""Below 100 ms a renewal has under 50 ms to reach the API server (hacluster_api.limits)."""
+MAX_WINDOW = MAX_WINDOW_MS / 1000
 """Above 10 s a failover may wait that long for nothing."""
 DRIFT = 0.001
 """The clock-rate difference between the two nodes allowed for (1000 ppm; crystals are within

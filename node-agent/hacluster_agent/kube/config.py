@@ -7,14 +7,15 @@ import os
 import shutil
 from pathlib import Path
 
+from hacluster_api.agentconfig import AGENT_CONFIG_FILE
 from hacluster_api.heartbeat.authkeys import write_secret_file
 
 FILES = ("ha.cf", "haresources", "authkeys")
 
 
 def materialize(source: Path, prefix: str, dest: Path) -> Path:
-    """Copy `<prefix>ha.cf`, `<prefix>haresources`, `<prefix>authkeys` (0600) and
-    `<prefix>resource.d.<name>` (0700) from a mounted Secret into `dest`. Returns `dest`.
+    """Copy `<prefix>ha.cf`, `<prefix>haresources`, `<prefix>authkeys` (0600), `<prefix>agent.json`
+    and `<prefix>resource.d.<name>` (0700) from a mounted Secret into `dest`. Returns `dest`.
 
     A Secret volume cannot carry exec bits or directories, hence the copy; the files are replaced
     as a whole, so a reader never sees a mix of two versions.
@@ -31,6 +32,9 @@ def materialize(source: Path, prefix: str, dest: Path) -> Path:
             write_secret_file(tmp / name, text)
         else:
             (tmp / name).write_text(text)
+    agent = source / f"{prefix}{AGENT_CONFIG_FILE}"
+    if agent.exists():  # (a Secret from an operator before agent.json has none)
+        (tmp / AGENT_CONFIG_FILE).write_text(agent.read_text())
     marker = f"{prefix}resource.d."
     for src in source.iterdir():
         if src.name.startswith(marker):

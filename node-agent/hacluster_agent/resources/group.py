@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hacluster_api.heartbeat.haresources import parse_ip_spec
 from hacluster_api.heartbeat.haresources_model import IP_AGENTS, IPResource, ResourceGroup, ScriptResource
+from hacluster_api.models import ArpSpec
 
 from .base import Announcing, Fenceable, Renewable, Resource, ResourceError, ResourceState
 from .ipaddr import IPAddrDriver, VIPOptions
@@ -315,12 +316,14 @@ def drivers_for(
     scripts: ScriptOptions | None = None,
     init_dir: Path | str | None = None,
     address_lifetime: int | None = None,
+    arp: Mapping[str, ArpSpec] | None = None,
 ) -> list[Resource]:
     """Drivers for a parsed haresources group, in start order.
 
     IP resources, and IPaddr/IPaddr2/IPv6addr named as scripts, get our own VIP driver rather than
     a resource.d script. `init_dir` and `address_lifetime` (seconds, 0 = permanent) override the
-    same fields of `scripts` and `vip`.
+    same fields of `scripts` and `vip`. `arp`: each VIP's announcements by its name (agent.json);
+    a VIP not named keeps `vip`'s.
     """
     vip = vip or VIPOptions()
     scripts = scripts or ScriptOptions()
@@ -335,10 +338,19 @@ def drivers_for(
                 raise ValueError(f"{res.name}: {res.script} takes one address argument")
             res = parse_ip_spec(res.script, res.args[0])
         if isinstance(res, IPResource):
-            out.append(IPAddrDriver(res, vip))
+            a = (arp or {}).get(res.name)
+            options = vip if a is None else with_arp(vip, a)
+            out.append(IPAddrDriver(res, options))
         else:
             out.append(ScriptDriver(res.script, res.args, config_dir=config_dir, options=scripts))
     return out
+
+
+def with_arp(vip: VIPOptions, arp: ArpSpec) -> VIPOptions:
+    """`vip` with one VIP's ARP settings (spec.resources[].ip.arp, via agent.json)."""
+    return dataclasses.replace(
+        vip, arp_count=arp.count, arp_interval=arp.interval_ms / 1000, arp_refresh=float(arp.refresh_seconds)
+    )
 
 
 def runner_for(
@@ -359,3 +371,15 @@ def runner_for(
         retry_interval=retry_interval,
         migration_threshold=migration_threshold,
     )
+
+
+def vip_names(groups: Sequence[ResourceGroup]) -> set[str]:
+    """The names of every VIP in these groups, as drivers_for names them (agent.json's `arp` keys)."""
+    names: set[str] = set()
+    for group in groups:
+        for res in group.resources:
+            if isinstance(res, ScriptResource) and res.script in IP_AGENTS and len(res.args) == 1:
+                res = parse_ip_spec(res.script, res.args[0])
+            if isinstance(res, IPResource):
+                names.add(res.name)
+    return names
