@@ -30,6 +30,7 @@ from hacluster_api.agentconfig import (
     load_agent_config,
 )
 from hacluster_api.heartbeat.directory import ClusterConfig, load_directory
+from hacluster_api.heartbeat.hacf_model import HaCf
 from hacluster_api.heartbeat.haresources_model import ResourceGroup
 from hacluster_api.heartbeat.issues import ConfigError
 from hacluster_api.models import ArpSpec
@@ -133,7 +134,7 @@ class Agent:
                 initdead=hacf.initdead_ms / 1000,
                 generation=self.generation,
                 uuid=node_uuid(opts.state_dir),
-                auto_failback=hacf.auto_failback_effective,
+                auto_failback=agent_fails_back(hacf, kube=opts.kube is not None),
                 has_local=bool(self.groups[Side.LOCAL]),
                 has_foreign=bool(self.groups[Side.FOREIGN]),
                 standby_timeout=max(5.0, 4 * hacf.deadtime_ms / 1000),
@@ -523,12 +524,10 @@ class Agent:
             now = time.monotonic()
             if cmd == "status":
                 reply = {"ok": True, "status": self.status()}
-            elif cmd == "standby":
-                self.execute(self.engine.request_standby(now, "hactl standby"))
-                reply = {"ok": True}
-            elif cmd == "takeover":
-                self.execute(self.engine.request_takeover(now))
-                reply = {"ok": True}
+            elif cmd in ("standby", "takeover"):
+                refused, actions = self.engine.manual_move(now, cmd)
+                self.execute(actions)
+                reply = {"ok": True} if refused is None else {"ok": False, "error": refused}
             else:
                 reply = {"ok": False, "error": f"unknown command {cmd!r}"}
         except (ValueError, TimeoutError) as e:
@@ -717,6 +716,13 @@ class Agent:
 DEFAULT_STOP_BUDGET = 10.0
 
 
+def agent_fails_back(hacf: HaCf, *, kube: bool) -> bool:
+    """Whether the engine fails back by itself (Heartbeat's auto_failback). One owner per kind of
+    move (docs/architecture.md): in Kubernetes mode failback is the operator's, through the Lease's
+    handover-to, whatever ha.cf says (the operator renders it off; a hand-written one may not)."""
+    return hacf.auto_failback_effective and not kube
+
+
 @dataclass
 class GivenOptions:
     """The options agent.json and the flags may both give: from one of them, never both."""
@@ -848,6 +854,13 @@ def configure(argv: list[str] | None = None) -> tuple[ClusterConfig, AgentOption
         return 1
     for w in cfg.warnings:
         log.warning(str(w))
+    if a.kube and cfg.hacf.auto_failback_effective:
+        log.warning(
+            "%s: auto_failback %s is ignored in Kubernetes mode: the operator fails back "
+            "(spec.failover.autoFailback)",
+            cfg.directory / "ha.cf",
+            cfg.hacf.auto_failback,
+        )
     if given.arbitration_window is None:
         given.arbitration_window = default_window(cfg.hacf.keepalive_ms / 1000, cfg.hacf.deadtime_ms / 1000)
     opts = AgentOptions(

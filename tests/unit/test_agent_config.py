@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hacluster_agent.daemon import AgentOptions, configure
+from hacluster_agent.daemon import AgentOptions, agent_fails_back, configure
 from hacluster_agent.resources.group import drivers_for
 from hacluster_agent.resources.ipaddr import IPAddrDriver
 from hacluster_api.agentconfig import AgentConfigError, parse_agent_config
@@ -280,3 +280,13 @@ def test_every_spec_field_reaches_the_agent_or_is_operator_only() -> None:
         elif not changed:
             silent.append(leaf)
     assert not silent, f"these fields never reach the agents and are not OPERATOR_ONLY: {silent}"
+
+
+def test_in_kubernetes_mode_the_agents_never_fail_back_by_themselves(tmp_path: Path) -> None:
+    """One owner of failback per mode: the operator's in Kubernetes mode, whatever ha.cf says (a
+    hand-written one may say `auto_failback on`: both used to start one)."""
+    cfg, _ = agent_for(BASE, tmp_path)
+    on = cfg.hacf.model_copy(update={"auto_failback": "on"})
+    assert agent_fails_back(on, kube=False)
+    assert not agent_fails_back(on, kube=True)
+    assert not agent_fails_back(cfg.hacf, kube=False)  # the operator renders it off

@@ -695,3 +695,33 @@ def test_a_take_granted_but_read_later_than_w_starts_nothing_and_asks_again() ->
     (acquire,) = [a for a in out if isinstance(a, Acquire)]
     assert acquire.services_at is not None and acquire.services_at >= late + 0.01 + 10.0  # hacfence
     assert not e.late_take_over
+
+
+def test_in_kubernetes_mode_planned_moves_are_the_operators_not_hactls() -> None:
+    """One owner per kind of move (docs/architecture.md): hactl standby/takeover on a node would race
+    the operator's handover-to; in Kubernetes mode they are refused, naming kubectl ha. The
+    operator's switchover still moves the groups (test_a_declared_switchover_...)."""
+    p = ArbitratedPair()
+    p.start()
+    p.run(3.0)
+    owners = p.owners()
+    assert owners == {"a": {"local"}}
+    for name, kind in (("a", "standby"), ("b", "takeover")):
+        refused, actions = engine(p, name).manual_move(p.now, kind)
+        assert refused is not None and f"kubectl ha {kind}" in refused
+        assert not [a for a in actions if isinstance(a, Send)]
+        p.apply(name, actions)
+        p.run(2.0)
+        assert p.owners() == owners
+
+
+def test_in_standalone_mode_hactl_moves_the_groups_as_heartbeat_does() -> None:
+    p = Pair(cfg("a", "b"), cfg("b", "a"))
+    p.start()
+    p.run(3.0)
+    assert p.owners() == {"a": {"local"}}
+    refused, actions = p.nodes["a"].engine.manual_move(p.now, "standby")
+    assert refused is None
+    p.apply("a", actions)
+    p.run(3.0)
+    assert p.owners() == {"b": {"foreign"}}

@@ -510,6 +510,18 @@ class Engine:
         self.standby_sides = frozenset(Side)
         return [Note("info", reason), self._send(now, _ask("me", "all"))]
 
+    def manual_move(self, now: float, kind: str) -> tuple[str | None, list[Action]]:
+        """hactl standby / takeover on this node: (why it is refused, or None; the actions). One
+        owner per kind of move (docs/architecture.md): in Kubernetes mode every planned move is the
+        operator's, through the Lease's handover-to (kubectl ha standby / takeover), so the agents
+        never race it with one of their own."""
+        if self.cfg.arbitrated:
+            refused = f"hactl {kind}: in Kubernetes mode planned moves are the operator's: kubectl ha {kind}"
+            return refused, [Note("warning", refused)]
+        if kind == "standby":
+            return None, self.request_standby(now, "hactl standby")
+        return None, self.request_takeover(now)
+
     @_event
     def request_takeover(self, now: float) -> list[Action]:
         """hb_takeover: ask the peer to go standby so we take its groups."""
