@@ -5,8 +5,8 @@ The operator renders it from the HACluster (render.py) into the config Secret be
 directory (daemon.py). Heartbeat's files plus this file are everything the agent is told: no option
 travels as a command-line flag. `hactl export` writes it for the standalone agent too.
 
-Identity and deployment (the node's name, the HACluster's name and namespace, the metrics port)
-stay flags: they say where the agent runs, not how it behaves.
+Identity (the node's name, the HACluster's name and namespace) stays flags: it says where the agent
+runs, not how it behaves.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ class AgentConfig(_Config):
         default="StayPut", alias="whenArbiterUnavailable"
     )
     node_fence: NodeFenceConfig | None = Field(default=None, alias="nodeFence")
+    metrics_port: int | None = Field(default=None, alias="metricsPort", ge=0, le=65535)
+    """Serve Prometheus metrics on this port (0: any free one); None: no metrics endpoint."""
     arp: dict[str, ArpSpec] = Field(default_factory=dict)
     """Each VIP's announcements, by its haresources name (e.g. `IPaddr2::192.0.2.10/24`); a VIP
     not named here gets ArpSpec's defaults (Heartbeat's: 5 announcements 200 ms apart)."""

@@ -568,6 +568,9 @@ def _unicast_complete(spec: HAClusterSpec) -> bool:
     )
 
 
+DEFAULT_AGENT_METRICS_PORT = 9694
+
+
 class HAClusterSpec(_Model):
     """A Heartbeat pair: two nodes, heartbeat links, auth, the resource group and the failover policy."""
 
@@ -584,6 +587,13 @@ class HAClusterSpec(_Model):
         description="The resource group, in start order (stopped in reverse), as in haresources.",
     )
     failover: FailoverSpec = Field(default_factory=FailoverSpec, json_schema_extra={"default": {}})
+    agent_metrics_port: int = Field(
+        default=DEFAULT_AGENT_METRICS_PORT,
+        ge=1024,
+        le=65535,
+        description="The port the agents serve Prometheus metrics on, on the node's address (host "
+        "network): distinct for HAClusters that share a node (the operator checks).",
+    )
 
     cel_rules = (
         Rule(

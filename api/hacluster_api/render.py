@@ -179,6 +179,7 @@ def build_agent_config(spec: HAClusterSpec) -> AgentConfig:
         else NodeFenceConfig(
             watchdog_timeout_s=fence.watchdog_timeout, stop_budget_s=fence.stop_budget_ms / 1000
         ),
+        metrics_port=spec.agent_metrics_port,
         arp=arp_settings(spec),
     )
 

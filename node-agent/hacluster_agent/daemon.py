@@ -731,6 +731,7 @@ class GivenOptions:
     when_arbiter_unavailable: str
     watchdog_timeout: int | None
     stop_budget: float
+    metrics_port: int | None
 
 
 def given_options(a: argparse.Namespace, file: AgentConfig | None) -> GivenOptions:
@@ -745,6 +746,7 @@ def given_options(a: argparse.Namespace, file: AgentConfig | None) -> GivenOptio
         ("--watchdog-timeout", "nodeFence.watchdogTimeoutSeconds", a.watchdog_timeout,
          fence.watchdog_timeout_s if fence else None),
         ("--stop-budget", "nodeFence.stopBudgetSeconds", a.stop_budget, fence.stop_budget_s if fence else None),
+        ("--metrics-port", "metricsPort", a.metrics_port, file.metrics_port if file else None),
     ]  # fmt: skip
     both = [f"{flag} {flag_value} and agent.json's {key} {file_value}"
             for flag, key, flag_value, file_value in pairs
@@ -757,6 +759,7 @@ def given_options(a: argparse.Namespace, file: AgentConfig | None) -> GivenOptio
         when_arbiter_unavailable=value[1] or "StayPut",
         watchdog_timeout=value[2],
         stop_budget=value[3] if value[3] is not None else DEFAULT_STOP_BUDGET,
+        metrics_port=value[4],
     )
 
 
@@ -877,7 +880,7 @@ def configure(argv: list[str] | None = None) -> tuple[ClusterConfig, AgentOption
         ),
         monitor_interval=a.monitor_interval,
         status_timeout=a.status_timeout,
-        metrics_port=a.metrics_port,
+        metrics_port=given.metrics_port,
         metrics_address=a.metrics_address,
         fence_after=a.fence_after,
         watchdog_timeout=given.watchdog_timeout,

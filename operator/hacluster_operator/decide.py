@@ -19,7 +19,7 @@ never from levels, so a loop that decides every second does not repeat them.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -257,14 +257,16 @@ def decide(
     *,
     previous: HAClusterStatus | None = None,
     config_error: str | None = None,
+    conflicts: Sequence[str] = (),
     deleting: bool = False,
 ) -> Decision:
     """One decision over one observation.
 
     `reports` maps node names to their report Lease (None or absent: no Lease). `previous` is the
     status last written (None at first): epoch rises and condition edges are measured against it.
-    `config_error` is why the config Secret could not be rendered (never a key). `deleting`: the
-    HACluster has a deletionTimestamp.
+    `config_error` is why the config Secret could not be rendered (never a key). `conflicts`: what
+    this HACluster shares with one that came first on a common node (clashes.py): it is not rolled
+    out until changed. `deleting`: the HACluster has a deletionTimestamp.
     """
     prev = previous or HAClusterStatus()
     nodes = {n: _node(n, reports.get(n), now) for n in spec.nodes}
@@ -329,7 +331,7 @@ def decide(
     # Conditions describe the Lease as it will be once these changes are written.
     after = lease.with_annotations(changes) if lease is not None else None
     conditions = _conditions(
-        spec, generation, after, nodes, split, plan, prev, now, config_error, deleting, waiting
+        spec, generation, after, nodes, split, plan, prev, now, config_error, conflicts, deleting, waiting
     )
     by_type = {c.type: c for c in conditions}
     status = HAClusterStatus(
@@ -494,6 +496,7 @@ def _conditions(
     prev: HAClusterStatus,
     now: datetime,
     config_error: str | None,
+    conflicts: Sequence[str],
     deleting: bool,
     waiting: bool,
 ) -> list[Condition]:
@@ -562,6 +565,8 @@ def _conditions(
 
     # Degraded: redundancy lost, a declared move blocked, or the config cannot be rendered.
     problems: list[tuple[str, str]] = []
+    if conflicts:
+        problems.append(("PortConflict", "not rolled out: " + "; ".join(conflicts)))
     if config_error:
         problems.append(("ConfigError", f"the config Secret cannot be rendered: {config_error}"))
     if lease is not None and owner is not None:

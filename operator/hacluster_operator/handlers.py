@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -40,6 +40,7 @@ from hacluster_api.render import RenderError, script_sources
 from hacluster_api.report import ReportLease, parse_report
 
 from . import leader
+from .clashes import Footprint, clashes, footprint
 from .decide import Decision, LeaseState, decide
 from .metrics import METRICS
 from .resources import (
@@ -235,6 +236,7 @@ class Memory:
     config_at: float | None = None
     generation: int | None = None
     missing_nodes: set[str] = field(default_factory=set)
+    conflicts: list[str] = field(default_factory=list)  # clashes.clashes, at the last ensure_all
 
 
 @dataclass
@@ -391,20 +393,29 @@ async def _ensure_lease(
     return lease
 
 
-async def ensure_all(ctx: Context, hacluster: Mapping[str, Any]) -> None:
+async def ensure_all(ctx: Context, hacluster: Mapping[str, Any], others: Iterable[Footprint] = ()) -> None:
     """The Secret (unless the config cannot be rendered: then the last good one stays), the
     agents' RBAC, the Leases, then the DaemonSet (its pods find their account and Leases in
     place). A config error is remembered for the status (Degraded) and posted
-    once as an Event; it does not stop the rest."""
+    once as an Event; it does not stop the rest. `others`: every HACluster's footprint (the
+    operator's index): while this one clashes with one that came first on a common node, neither
+    its Secret nor its DaemonSet is written (its agents would fight the other's for a port)."""
     namespace, name = _where(hacluster)
     spec = HAClusterSpec.model_validate(hacluster["spec"])
     memory = ctx.memory(hacluster)
+    mine = footprint(hacluster)
+    conflicts = clashes(mine, others) if mine is not None else []
+    if conflicts != memory.conflicts and conflicts:
+        log.warning("[%s/%s] not rolled out: %s", namespace, name, "; ".join(conflicts))
+    memory.conflicts = conflicts
     async with memory.lock:
         try:
             data = await render_config(ctx, hacluster, spec)
             error = None
         except RenderError as e:
             data, error = None, str(e)
+        if conflicts:
+            data = None  # (and no DaemonSet below)
         if error != memory.config_error:
             if error:
                 log.warning("[%s/%s] config not rendered: %s", namespace, name, error)
@@ -430,7 +441,7 @@ async def ensure_all(ctx: Context, hacluster: Mapping[str, Any]) -> None:
             )
         await ensure_lease(ctx, hacluster)
         await ensure_report_leases(ctx, hacluster, spec)
-        if await ensure_daemonset(ctx, hacluster, spec):
+        if not conflicts and await ensure_daemonset(ctx, hacluster, spec):
             log.info("[%s/%s] wrote the DaemonSet %s", namespace, name, daemonset_name(name))
         memory.config_at = ctx.clock()
         memory.generation = hacluster["metadata"].get("generation")
@@ -482,7 +493,9 @@ def _previous(hacluster: Mapping[str, Any]) -> HAClusterStatus | None:
 _STATUS_FIELDS = {"owner", "epoch", "state", "observedGeneration", "nodes", "lastTransition", "conditions"}
 
 
-async def tick(ctx: Context, hacluster: Mapping[str, Any], *, deleting: bool = False) -> Decision | None:
+async def tick(
+    ctx: Context, hacluster: Mapping[str, Any], *, deleting: bool = False, others: Iterable[Footprint] = ()
+) -> Decision | None:
     """Look once, decide once, write what the decision says. None when the Lease changed under us
     (the compare-and-swap lost): the next tick decides again on fresh data."""
     namespace, name = _where(hacluster)
@@ -495,7 +508,7 @@ async def tick(ctx: Context, hacluster: Mapping[str, Any], *, deleting: bool = F
         or ctx.clock() - memory.config_at >= ctx.settings.config_every
     ):
         try:
-            await ensure_all(ctx, hacluster)
+            await ensure_all(ctx, hacluster, others)
         except Exception as e:  # the agents' objects can wait; the status and the Lease cannot
             memory.config_at = ctx.clock()  # not on every tick: every config_every
             log.warning("[%s/%s] could not write the agents' objects: %s", namespace, name, _brief(e))
@@ -527,6 +540,7 @@ async def tick(ctx: Context, hacluster: Mapping[str, Any], *, deleting: bool = F
         datetime.now(UTC),
         previous=previous,
         config_error=memory.config_error,
+        conflicts=memory.conflicts,
         deleting=deleting,
     )
 
@@ -648,17 +662,28 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     def login(**kwargs: Any) -> Any:
         return kopf.login_via_client(**kwargs)
 
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    def footprints(body: kopf.Body, **_: Any) -> dict[str, Footprint]:
+        """Every HACluster's footprint on its nodes (clashes.py), kept by kopf from its watch."""
+        made = footprint(_plain(body))
+        return {} if made is None else {made.cluster: made}
+
+    def everyone(kwargs: Mapping[str, Any]) -> list[Footprint]:
+        """The index kopf passes to every handler (as the keyword `footprints`)."""
+        index: kopf.Index[str, Footprint] = kwargs["footprints"]
+        return [f for key in index for f in index[key]]
+
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    async def ensure(body: kopf.Body, **_: Any) -> None:
+    async def ensure(body: kopf.Body, **kwargs: Any) -> None:
         hacluster = _plain(body)
         if hacluster["metadata"].get("deletionTimestamp"):
             return
-        await ensure_all(ctx, hacluster)
+        await ensure_all(ctx, hacluster, everyone(kwargs))
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
-    async def pair(body: kopf.Body, stopped: Any, **_: Any) -> None:
+    async def pair(body: kopf.Body, stopped: Any, **kwargs: Any) -> None:
         namespace, name = _where(body)
         failures = 0
         while not stopped:
@@ -667,7 +692,7 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                 await stopped.wait(ctx.settings.interval)  # the delete handler ticks now
                 continue
             try:
-                await tick(ctx, hacluster)
+                await tick(ctx, hacluster, others=everyone(kwargs))
                 failures = 0
             except Exception as e:  # a tick must never end the daemon; the next one tries again
                 failures += 1

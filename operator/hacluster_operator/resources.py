@@ -164,9 +164,6 @@ def secret_text(secret: Mapping[str, Any], key: str) -> str | None:
 # the agents' DaemonSet
 
 
-AGENT_METRICS_PORT = 9694  # the chart's metrics.agentPort default; hostNetwork: a node port
-
-
 def agent_command(namespace: str, cluster: str) -> list[str]:
     """The agent's command line: where it runs and where its files are, nothing of how it behaves.
     Its options come with its files in the config Secret (`<node>.agent.json`, AgentConfig)."""
@@ -183,8 +180,6 @@ def agent_command(namespace: str, cluster: str) -> list[str]:
         namespace,
         "--cluster",
         cluster,
-        "--metrics-port",
-        str(AGENT_METRICS_PORT),
     ]
 
 
@@ -241,7 +236,9 @@ def daemonset(
         "image": image,
         "command": agent_command(namespace, name),
         "env": [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-        "ports": [{"name": "metrics", "containerPort": AGENT_METRICS_PORT, "protocol": "TCP"}],
+        # On the host network the port is the node's: each HACluster sharing a node has its own
+        # (spec.agentMetricsPort; the operator checks, clashes.py). The PodMonitor scrapes it by name.
+        "ports": [{"name": "metrics", "containerPort": spec.agent_metrics_port, "protocol": "TCP"}],
         "securityContext": {
             "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW", "SYS_NICE", "IPC_LOCK"]},
             "allowPrivilegeEscalation": False,

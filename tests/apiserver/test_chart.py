@@ -60,7 +60,6 @@ ALL_ON: Doc = {
     "rbac": {"workloadNodeLabels": True},
     "agents": {"namespaces": list(AGENT_NS), "image": {"digest": "sha256:" + "b" * 64}},
     "metrics": {
-        "agentPort": 9700,
         "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
         "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
     },
@@ -238,10 +237,8 @@ def test_every_optional_value_renders(controlplane: ControlPlaneFixture) -> None
     assert pm["metadata"]["labels"]["release"] == "prometheus"
     assert pm["spec"]["namespaceSelector"] == {"matchNames": list(AGENT_NS)}
     (ep,) = pm["spec"]["podMetricsEndpoints"]
-    assert {r["replacement"] for r in ep["relabelings"] if r["targetLabel"] == "__address__"} == {
-        "${1}:9700",
-        "[${1}]:9700",
-    }
+    # each HACluster's agents declare their own port (spec.agentMetricsPort) as `metrics`
+    assert ep["port"] == "metrics" and not [r for r in ep["relabelings"] if r["targetLabel"] == "__address__"]
     rule = one(docs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert set(alerts) == {
@@ -278,7 +275,7 @@ def test_the_chart_pins_its_app_version(controlplane: ControlPlaneFixture) -> No
         (["--set", "agents.image.tag="], "at '/agents/image/tag': minLength: got 0, want 1"),
         (["--set", "replicas=2"], "additional properties 'replicas' not allowed"),
         (["--set", "operator.logLevel=LOUD"], "at '/operator/logLevel'"),
-        (["--set", "metrics.agentPort=70000"], "at '/metrics/agentPort': maximum: got 70,000, want 65,535"),
+        (["--set", "metrics.agentPort=9700"], "additional properties 'agentPort' not allowed"),
         (["--set", "agents.namespaces={Bad_NS}"], "at '/agents/namespaces/0'"),
         (["--set", "operator.image.pullPolicy=Sometimes"], "at '/operator/image/pullPolicy'"),
         (

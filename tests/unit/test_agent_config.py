@@ -204,6 +204,7 @@ VARIANTS: dict[str, Any] = {
     "failover.nodeFence.watchdog": "/dev/watchdog2",
     "failover.nodeFence.watchdogTimeout": 9,
     "failover.nodeFence.stopBudget": "20s",
+    "agentMetricsPort": 9700,
 }
 """A second value for each field (beside its value in the base spec below, or its default)."""
 
