@@ -65,11 +65,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "api"), str(ROOT / "node-agent"), str(ROOT / "operator")]
 
-from hacluster_agent.lab import VIP, Lab  # noqa: E402
 from hacluster_agent.resources.kernelfence import table_name  # noqa: E402
 from hacluster_api.heartbeat.durations import parse_duration_ms  # noqa: E402
 from tests.support.controlplane import find_or_build_apiserver  # noqa: E402
 from tests.support.fullstack import NAME, NODES, NS, FullStack, cluster_body, full_stack  # noqa: E402
+from tests.support.lab import VIP, Lab  # noqa: E402
 from tests.support.netns import register_cleanup, unregister_cleanup, wait_until  # noqa: E402
 from tests.support.vipevents import held_intervals, overlaps, vip_event  # noqa: E402
 

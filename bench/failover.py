@@ -4,7 +4,7 @@
 A benchmark, not a test: it prints figures and never passes or fails on time.
 
 For each implementation (our agent on both nodes, then the real daemon on both nodes) on the same
-lab (namespaces sw/n1/n2/client from hacluster_agent.lab: ucast on eth0, sha1, the same ha.cf,
+lab (namespaces sw/n1/n2/client from tests.support.lab: ucast on eth0, sha1, the same ha.cf,
 authkeys and haresources ``n1 IPaddr2::192.0.2.100/24/eth0 demo-web``, auto_failback off):
 
 * failover: a client probes the VIP every 10 ms; the owner is hit by a fault, and we time from
@@ -50,10 +50,10 @@ from typing import Protocol
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "api"), str(ROOT / "node-agent")]
 
-from hacluster_agent.lab import APISERVER_ADDR, NODE_ADDR, VIP, Lab  # noqa: E402
 from hacluster_api.heartbeat.durations import parse_duration_ms  # noqa: E402
 from tests.support.controlplane import ControlPlane, find_or_build_apiserver  # noqa: E402
 from tests.support.kubeagents import agent_rbac  # noqa: E402
+from tests.support.lab import APISERVER_ADDR, NODE_ADDR, VIP, Lab  # noqa: E402
 from tests.support.netns import register_cleanup, unregister_cleanup, wait_until  # noqa: E402
 from tests.support.realheartbeat import RealHeartbeat, heartbeat_available  # noqa: E402
 

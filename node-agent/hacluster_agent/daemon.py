@@ -55,6 +55,7 @@ from .engine.window import MAX_WINDOW, MIN_WINDOW, default_window
 from .kube.client import api_client
 from .kube.config import materialize
 from .kube.directives import read_directives
+from .kube.leases import LeaseApi
 from .kube.reporter import Reporter, report_of
 from .logs import fields, setup
 from .media.base import Medium, open_media
@@ -149,9 +150,10 @@ class Agent:
         if opts.kube is not None:
             k = opts.kube
             self.api = api_client(k.kubeconfig)
+            self.leases = LeaseApi(self.api, k.namespace, timeout=2.0)
             # A call may take longer than W/2 (a cold TLS connection): the renewal deadline that safety
             # needs is enforced around renew() itself, in _arbitrate.
-            store = KubeLeaseStore(self.api, k.namespace, k.cluster, timeout=2.0)
+            store = KubeLeaseStore(self.leases, k.cluster)
             self.arbiter = Arbiter(store, self.node, window=k.window, poll=min(0.05, k.window / 5))
         self.runners: dict[Side, list[GroupRunner]] = {
             side: [
@@ -415,7 +417,7 @@ class Agent:
         k = self.opts.kube
         while not self.stopping.is_set():
             try:
-                d = await read_directives(self.api, k.namespace, k.cluster)
+                d = await read_directives(self.leases, k.cluster)
             except Exception as e:
                 log.debug("cannot read the ownership Lease: %s", e)
                 d = None
@@ -674,8 +676,7 @@ class Agent:
         if self.opts.kube is not None:
             k = self.opts.kube
             reporter = Reporter(
-                self.api,
-                k.namespace,
+                self.leases,
                 f"{k.cluster}-{self.node}",
                 self.node,
                 lambda: report_of(self.status(), self.engine.epoch, self.peer, self.last_gap),

@@ -29,15 +29,8 @@ import kopf
 
 from hacluster_api.models import GROUP, PLURAL, VERSION
 
-from .handlers import (
-    ApiError,
-    Context,
-    Kube,
-    Settings,
-    api_client_from_environment,
-    build_registry,
-    configure_kopf,
-)
+from .handlers import Context, Settings, build_registry, configure_kopf
+from .kube import ApiError, Kube, api_client_from_environment
 from .leader import ElectionConfig, LeaderElector
 from .metrics import METRICS
 

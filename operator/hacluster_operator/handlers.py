@@ -2,9 +2,7 @@
 
 Layout (after kopf's own: clients, then the engines, then the handlers that wire them):
 
-- `Kube`: a small async client over the official client's ApiClient (raw JSON, explicit paths,
-  a timeout on every call, compare-and-swap by resourceVersion). Errors never carry a body that
-  could hold key material.
+- `kube.py` (not here): the one client layer, `Kube`, its errors, paths and credentials.
 - `ensure_*`: make the config Secret, the agents' ServiceAccount, Role and RoleBinding, the
   ownership and report Leases, and the agents' DaemonSet what the builders (resources.py) say.
 - `tick`: one observation → decide() → annotations (CAS) → workload labels → status → Events.
@@ -24,7 +22,6 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,16 +29,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from kubernetes import client as k8s
 
 from hacluster_api.annotations import REPORT
 from hacluster_api.models import GROUP, PLURAL, VERSION, HAClusterSpec, HAClusterStatus
 from hacluster_api.render import RenderError, script_sources
 from hacluster_api.report import ReportLease, parse_report
 
-from . import leader
 from .clashes import Footprint, clashes, footprint
 from .decide import Decision, LeaseState, decide
+from .kube import (
+    JSON_PATCH,
+    MERGE_PATCH,
+    Conflict,
+    Kube,
+    configmap_path,
+    daemonset_path,
+    role_path,
+    rolebinding_path,
+    secret_path,
+    serviceaccount_path,
+    status_path,
+)
 from .metrics import METRICS
 from .resources import (
     Manifest,
@@ -68,138 +76,6 @@ log = logging.getLogger("hacluster.operator")
 
 FINALIZER = "hacluster.dev/finalizer"
 SPEC_HASH = "hacluster.dev/spec-hash"
-MERGE_PATCH = "application/merge-patch+json"
-JSON_PATCH = "application/json-patch+json"
-
-# --------------------------------------------------------------------------------------------
-# the client
-
-
-class ApiError(Exception):
-    """An API call failed. The message is the server's, unless the object is a Secret (then only
-    the status and reason, as a Secret's error could echo what was sent)."""
-
-    def __init__(self, status: int, reason: str, message: str = "") -> None:
-        super().__init__(f"HTTP {status} {reason}" + (f": {message}" if message else ""))
-        self.status, self.reason = status, reason
-
-
-class NotFound(ApiError):
-    pass
-
-
-class Conflict(ApiError, leader.Conflict):
-    pass
-
-
-class Kube:
-    """Async calls to the API server: the official client's connection and credentials, raw JSON,
-    run in threads with a timeout each."""
-
-    def __init__(self, api: k8s.ApiClient, *, timeout: float = 10.0) -> None:
-        self.api, self.timeout = api, timeout
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        content_type: str | None = None,
-        sensitive: bool = False,
-    ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type or "application/json"
-        params = self.api.param_serialize(
-            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
-        )
-
-        def call() -> tuple[int, bytes]:
-            response = self.api.call_api(*params, _request_timeout=self.timeout)
-            response.read()  # type: ignore[no-untyped-call]
-            return int(response.status), bytes(response.data or b"")
-
-        status, data = await asyncio.wait_for(asyncio.to_thread(call), self.timeout + 1.0)
-        if 200 <= status < 300:
-            return json.loads(data) if data else {}
-        try:
-            detail = json.loads(data)
-        except ValueError:
-            detail = {}
-        reason = str(detail.get("reason") or "Error")
-        message = "" if sensitive else str(detail.get("message") or "")
-        kind = NotFound if status == 404 else Conflict if status == 409 else ApiError
-        raise kind(status, reason, message)
-
-    async def get(self, path: str, *, sensitive: bool = False) -> dict[str, Any] | None:
-        try:
-            return await self.request("GET", path, sensitive=sensitive)
-        except NotFound:
-            return None
-
-    async def delete(self, path: str) -> bool:
-        try:
-            await self.request("DELETE", path, {"propagationPolicy": "Background"})
-            return True
-        except NotFound:
-            return False
-
-    # Leases (also what leader.LeaderElector calls)
-
-    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self.get(_lease_path(namespace, name))
-
-    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return await self.request("POST", _lease_path(namespace), dict(body))
-
-    async def patch_lease(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        """A merge-patch; with metadata.resourceVersion it is a compare-and-swap (Conflict)."""
-        return await self.request(
-            "PATCH", _lease_path(namespace, name), dict(patch), content_type=MERGE_PATCH
-        )
-
-
-@dataclass(frozen=True)
-class _Namespaced:
-    """The path of a namespaced kind: its collection, or one object by name."""
-
-    api: str
-    plural: str
-
-    def __call__(self, namespace: str, name: str | None = None) -> str:
-        base = f"{self.api}/namespaces/{namespace}/{self.plural}"
-        return f"{base}/{name}" if name else base
-
-
-_lease_path = _Namespaced("/apis/coordination.k8s.io/v1", "leases")
-_secret_path = _Namespaced("/api/v1", "secrets")
-_configmap_path = _Namespaced("/api/v1", "configmaps")
-_daemonset_path = _Namespaced("/apis/apps/v1", "daemonsets")
-_serviceaccount_path = _Namespaced("/api/v1", "serviceaccounts")
-_role_path = _Namespaced("/apis/rbac.authorization.k8s.io/v1", "roles")
-_rolebinding_path = _Namespaced("/apis/rbac.authorization.k8s.io/v1", "rolebindings")
-
-
-def _status_path(namespace: str, name: str) -> str:
-    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
-
-
-def api_client_from_environment(kubeconfig: str | None = None) -> k8s.ApiClient:
-    """In-cluster credentials, else a kubeconfig ($KUBECONFIG or ~/.kube/config)."""
-    from kubernetes import config
-
-    configuration = k8s.Configuration()
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
-    configuration.connection_pool_maxsize = 32  # calls run in threads, several per HACluster tick
-    return k8s.ApiClient(configuration)
-
-
-# --------------------------------------------------------------------------------------------
-# settings and per-HACluster memory
 
 
 @dataclass(frozen=True)
@@ -265,7 +141,7 @@ async def render_config(ctx: Context, hacluster: Mapping[str, Any], spec: HAClus
     with a message that is safe to show (no key)."""
     namespace, _ = _where(hacluster)
     ref = spec.auth.secret_ref
-    auth = await ctx.kube.get(_secret_path(namespace, ref.name), sensitive=True)
+    auth = await ctx.kube.get(secret_path(namespace, ref.name), sensitive=True)
     if auth is None:
         raise RenderError(f"the auth Secret {ref.name!r} does not exist")
     text = secret_text(auth, ref.key)
@@ -273,7 +149,7 @@ async def render_config(ctx: Context, hacluster: Mapping[str, Any], spec: HAClus
         raise RenderError(f"the auth Secret {ref.name!r} has no key {ref.key!r}")
     bodies: dict[str, str] = {}
     for script, source in script_sources(spec).items():
-        cm = await ctx.kube.get(_configmap_path(namespace, source.name))
+        cm = await ctx.kube.get(configmap_path(namespace, source.name))
         if cm is None:
             raise RenderError(f"the ConfigMap {source.name!r} for script {script!r} does not exist")
         body = (cm.get("data") or {}).get(source.key)
@@ -292,10 +168,10 @@ async def ensure_secret(ctx: Context, hacluster: Mapping[str, Any], data: Mappin
     """Create or replace the config Secret. True when it was written."""
     namespace, name = _where(hacluster)
     wanted = config_secret(hacluster, data)
-    path = _secret_path(namespace, config_secret_name(name))
+    path = secret_path(namespace, config_secret_name(name))
     current = await ctx.kube.get(path, sensitive=True)
     if current is None:
-        await ctx.kube.request("POST", _secret_path(namespace), wanted, sensitive=True)
+        await ctx.kube.request("POST", secret_path(namespace), wanted, sensitive=True)
         return True
     if (current.get("data") or {}) == wanted["data"] and has_owner_reference(current, hacluster):
         return False
@@ -332,7 +208,7 @@ async def ensure_daemonset(ctx: Context, hacluster: Mapping[str, Any], spec: HAC
     namespace, _ = _where(hacluster)
     s = ctx.settings
     wanted = daemonset(hacluster, spec, image=s.agent_image, image_pull_policy=s.agent_image_pull_policy)
-    return await ensure_object(ctx, _daemonset_path(namespace), wanted)
+    return await ensure_object(ctx, daemonset_path(namespace), wanted)
 
 
 async def ensure_agent_rbac(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> list[str]:
@@ -341,9 +217,9 @@ async def ensure_agent_rbac(ctx: Context, hacluster: Mapping[str, Any], spec: HA
     namespace, _ = _where(hacluster)
     written = []
     for collection, wanted in (
-        (_serviceaccount_path(namespace), agent_service_account(hacluster)),
-        (_role_path(namespace), agent_role(hacluster, spec)),
-        (_rolebinding_path(namespace), agent_role_binding(hacluster)),
+        (serviceaccount_path(namespace), agent_service_account(hacluster)),
+        (role_path(namespace), agent_role(hacluster, spec)),
+        (rolebinding_path(namespace), agent_role_binding(hacluster)),
     ):
         if await ensure_object(ctx, collection, wanted):
             written.append(str(wanted["kind"]))
@@ -564,7 +440,7 @@ async def tick(
     if decision.write_status:
         await ctx.kube.request(
             "PATCH",
-            _status_path(namespace, name),
+            status_path(namespace, name),
             [{"op": "add", "path": "/status", "value": decision.status.to_k8s()}],
             content_type=JSON_PATCH,
         )
@@ -621,9 +497,9 @@ async def move_workload_labels(
 
 async def delete_agents(ctx: Context, hacluster: Mapping[str, Any]) -> None:
     namespace, name = _where(hacluster)
-    if await ctx.kube.delete(_daemonset_path(namespace, daemonset_name(name))):
+    if await ctx.kube.delete(daemonset_path(namespace, daemonset_name(name))):
         log.info("[%s/%s] deleted the DaemonSet %s", namespace, name, daemonset_name(name))
-    if await ctx.kube.delete(_secret_path(namespace, config_secret_name(name))):
+    if await ctx.kube.delete(secret_path(namespace, config_secret_name(name))):
         log.info("[%s/%s] deleted the config Secret %s", namespace, name, config_secret_name(name))
 
 

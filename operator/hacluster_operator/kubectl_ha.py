@@ -234,15 +234,11 @@ class KubeApi:
     """The kubernetes client, raw JSON in and out."""
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        try:
-            self.api = config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            if kubeconfig or context or not os.environ.get("KUBERNETES_SERVICE_HOST"):
-                raise
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            self.api = client.ApiClient()
+        from .kube import api_client_from_environment
+
+        self.api = api_client_from_environment(kubeconfig, context)
         self.custom = client.CustomObjectsApi(self.api)
         self.coordination = client.CoordinationV1Api(self.api)
 

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from hacluster_agent.lab import APISERVER_ADDR, Lab
 from hacluster_api.annotations import RECREATED
 from tests.apiserver.conftest import ApiServerBinaries
 from tests.support import hosttools
 from tests.support.controlplane import ControlPlane
 from tests.support.eventually import eventually
 from tests.support.kubeagents import agent_rbac
+from tests.support.lab import APISERVER_ADDR, Lab
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.netns]
 

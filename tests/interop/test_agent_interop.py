@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from hacluster_agent.lab import VIP, Lab
+from tests.support.lab import VIP, Lab
 from tests.support.realheartbeat import RealHeartbeat
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop]

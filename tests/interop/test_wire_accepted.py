@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hacluster_agent.lab import Lab
+from tests.support.lab import Lab
 from tests.support.realheartbeat import RealHeartbeat
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop]

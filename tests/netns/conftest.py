@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hacluster_agent.lab import Lab
 from tests.support import hosttools, netns
+from tests.support.lab import Lab
 
 
 @pytest.fixture

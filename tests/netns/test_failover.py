@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from hacluster_agent.lab import NODE_ADDR, Lab, gap_after
 from hacluster_agent.wire.codec import encode
 from hacluster_agent.wire.message import Message
 from hacluster_api.heartbeat.authkeys import parse_authkeys
+from tests.support.lab import NODE_ADDR, Lab, gap_after
 
 pytestmark = pytest.mark.netns
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hacluster_agent.lab import VIP, Lab
+from tests.support.lab import VIP, Lab
 from tests.support.netns import wait_until
 from tests.support.vipevents import held_intervals, overlaps, vip_event
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from hacluster_agent.lab import NODE_ADDR, Lab
 from hacluster_agent.metrics import samples
 from hacluster_agent.wire.codec import encode
 from hacluster_agent.wire.message import Message
 from hacluster_api.heartbeat.authkeys import parse_authkeys, write_secret_file
+from tests.support.lab import NODE_ADDR, Lab
 from tests.support.netns import wait_until
 
 pytestmark = pytest.mark.netns

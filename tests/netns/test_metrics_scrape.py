@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from hacluster_agent.lab import NODE_ADDR, Lab
 from hacluster_agent.metrics import samples
 from hacluster_agent.wire.codec import encode
 from hacluster_agent.wire.message import Message
 from hacluster_api.heartbeat.authkeys import parse_authkeys
+from tests.support.lab import NODE_ADDR, Lab
 
 pytestmark = pytest.mark.netns
 

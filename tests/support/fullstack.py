@@ -23,11 +23,11 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import utils as k8s_utils
 
-from hacluster_agent.lab import APISERVER_ADDR, Lab
 from hacluster_api.heartbeat.durations import parse_duration_ms
 from hacluster_api.models import GROUP, PLURAL, VERSION
 from tests.support.controlplane import ControlPlane
 from tests.support.eventually import crd_established, eventually
+from tests.support.lab import APISERVER_ADDR, Lab
 
 REPO = Path(__file__).resolve().parents[2]
 NS, NAME, OPERATOR_NS = "ha", "demo", "hacluster-system"

@@ -98,7 +98,7 @@ def unavailable(*programs: str) -> str | None:
     return describe(gone) if gone else None
 
 
-# what the demo's Lab (hacluster_agent.lab), the full stack and the fault campaign run
+# what the demo's Lab (tests.support.lab), the full stack and the fault campaign run
 LAB_TOOLS = ("ip", "nft", "socat", "arping", "tcpdump", "iptables-legacy", "kill")
 
 

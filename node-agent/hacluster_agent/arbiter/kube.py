@@ -2,43 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 
 from hacluster_api.annotations import RECREATED
 
-from .lease import Conflict, LeaseView, Unavailable
+from ..kube.leases import LeaseApi, NotFound
+from .lease import LeaseView, Unavailable
 
 
 class KubeLeaseStore:
-    """Reads and writes one Lease. Calls run in a thread with a hard timeout, so a hung API server
-    turns into Unavailable within `timeout` instead of stalling the arbitration window."""
+    """Reads and writes one Lease through the agent's client layer (kube/leases.py): a hung API
+    server turns into Unavailable within its timeout instead of stalling the arbitration window."""
 
-    def __init__(
-        self, api: client.ApiClient, namespace: str, name: str, *, timeout: float, duration_s: int = 1
-    ) -> None:
-        self.api = client.CoordinationV1Api(api)
-        self.namespace, self.name, self.timeout, self.duration_s = namespace, name, timeout, duration_s
+    def __init__(self, leases: LeaseApi, name: str, *, duration_s: int = 1) -> None:
+        self.leases, self.name, self.duration_s = leases, name, duration_s
+        self.namespace = leases.namespace
         self._last: Any = None
-
-    async def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(fn, *args, _request_timeout=self.timeout, **kw), self.timeout + 0.5
-            )
-        except ApiException as e:
-            if e.status == 409:
-                raise Conflict(e.reason or "conflict") from None
-            if e.status == 404:
-                raise
-            raise Unavailable(f"HTTP {e.status} {e.reason}") from None
-        except (TimeoutError, HTTPError, OSError) as e:
-            raise Unavailable(f"{type(e).__name__}: {e}") from None
 
     def _view(self, lease: Any) -> LeaseView:
         self._last = lease
@@ -50,11 +32,8 @@ class KubeLeaseStore:
         )
 
     async def get(self) -> LeaseView | None:
-        try:
-            lease = await self._call(self.api.read_namespaced_lease, self.name, self.namespace)
-        except ApiException:  # 404
-            return None
-        return self._view(lease)
+        lease = await self.leases.read(self.name)
+        return None if lease is None else self._view(lease)
 
     def _spec(self, holder: str, transitions: int, acquired: bool) -> client.V1LeaseSpec:
         now = dt.datetime.now(dt.UTC)
@@ -76,9 +55,9 @@ class KubeLeaseStore:
             spec=self._spec(holder, 1, True),
         )
         try:
-            return self._view(await self._call(self.api.create_namespaced_lease, self.namespace, body))
-        except ApiException as e:
-            raise Unavailable(f"HTTP {e.status}") from None
+            return self._view(await self.leases.create(body))
+        except NotFound:
+            raise Unavailable(f"no namespace {self.namespace!r}") from None
 
     async def swap(self, seen: LeaseView, holder: str, transitions: int) -> LeaseView:
         changed = self._last is None or (self._last.spec.holder_identity or "") != holder
@@ -90,7 +69,7 @@ class KubeLeaseStore:
             meta.annotations = {k: v for k, v in meta.annotations.items() if k != RECREATED}
         body = client.V1Lease(metadata=meta, spec=self._spec(holder, transitions, changed and bool(holder)))
         try:
-            lease = await self._call(self.api.replace_namespaced_lease, self.name, self.namespace, body)
-        except ApiException as e:
-            raise Unavailable(f"HTTP {e.status}") from None
+            lease = await self.leases.replace(self.name, body)
+        except NotFound:
+            raise Unavailable("the Lease is gone (the operator recreates it)") from None
         return self._view(lease)

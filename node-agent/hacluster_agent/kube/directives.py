@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
 from hacluster_api.annotations import Directives, directives_of
 
+from .leases import LeaseApi
 
-async def read_directives(api: client.ApiClient, namespace: str, name: str) -> Directives | None:
+
+async def read_directives(leases: LeaseApi, name: str) -> Directives | None:
     """None when the Lease does not exist yet (the operator creates it)."""
-
-    def call() -> Any:
-        return client.CoordinationV1Api(api).read_namespaced_lease(name, namespace, _request_timeout=2)
-
-    try:
-        lease = await asyncio.to_thread(call)
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
+    lease = await leases.read(name)
+    if lease is None:
+        return None
     return directives_of(
         lease.metadata.annotations,
         lease.spec.holder_identity,

@@ -10,10 +10,11 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from hacluster_api.annotations import REPORT
 from hacluster_api.report import AgentReport, TransitionKind, TransitionReport
+
+from .leases import LeaseApi, NotFound
 
 log = logging.getLogger("hacluster.agent.report")
 
@@ -72,8 +73,7 @@ def report_json(report: AgentReport) -> str:
 class Reporter:
     def __init__(
         self,
-        api: client.ApiClient,
-        namespace: str,
+        leases: LeaseApi,
         name: str,
         node: str,
         snapshot: Callable[[], AgentReport],
@@ -81,8 +81,7 @@ class Reporter:
         every: float = 1.0,
         duration_s: int = 5,
     ) -> None:
-        self.api = client.CoordinationV1Api(api)
-        self.namespace, self.name, self.node = namespace, name, node
+        self.leases, self.name, self.node = leases, name, node
         self.snapshot, self.every, self.duration_s = snapshot, every, duration_s
         self.failures = 0
 
@@ -90,7 +89,7 @@ class Reporter:
         return client.V1Lease(
             metadata=client.V1ObjectMeta(
                 name=self.name,
-                namespace=self.namespace,
+                namespace=self.leases.namespace,
                 annotations={REPORT: report_json(self.snapshot())},
             ),
             spec=client.V1LeaseSpec(
@@ -100,27 +99,22 @@ class Reporter:
             ),
         )
 
-    def _write(self) -> None:
+    async def _write(self) -> None:
         body = self._body()
         try:  # only this agent writes its report Lease: a merge patch, no compare-and-swap needed
-            # the agent's own ApiClient: a new one each second would leak a connection pool
-            patch = self.api.api_client.sanitize_for_serialization(body)
-            self.api.patch_namespaced_lease(self.name, self.namespace, patch, _request_timeout=2)
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            self.api.create_namespaced_lease(self.namespace, body, _request_timeout=2)
+            await self.leases.patch(self.name, body)
+        except NotFound:
+            await self.leases.create(body)
 
     async def run(self) -> None:
         while True:
             try:
-                await asyncio.to_thread(self._write)
+                await self._write()
                 if self.failures:
                     log.info("report Lease %s written again after %d failures", self.name, self.failures)
                 self.failures = 0
             except Exception as e:  # the report is best effort; failover never waits for it
                 self.failures += 1
                 if self.failures in (1, 10) or self.failures % 100 == 0:
-                    why = f"HTTP {e.status} {e.reason}" if isinstance(e, ApiException) else str(e)
-                    log.warning("cannot write report Lease %s: %s", self.name, why)
+                    log.warning("cannot write report Lease %s: %s", self.name, e)
             await asyncio.sleep(self.every)

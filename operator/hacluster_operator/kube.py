@@ -1,0 +1,148 @@
+"""The operator's one Kubernetes client layer (kopf's `_cogs/clients` is the model): credentials,
+the async client, its errors and the objects' paths. Everything the operator, its leader election
+and `kubectl ha` send to the API server goes through here.
+
+`Kube` is a small async client over the official client's ApiClient: raw JSON, explicit paths, a
+timeout on every call, compare-and-swap by resourceVersion. Errors never carry a body that could
+hold key material."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client as k8s
+
+from hacluster_api.models import GROUP, PLURAL, VERSION
+
+from . import leader
+
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+
+class ApiError(Exception):
+    """An API call failed. The message is the server's, unless the object is a Secret (then only
+    the status and reason, as a Secret's error could echo what was sent)."""
+
+    def __init__(self, status: int, reason: str, message: str = "") -> None:
+        super().__init__(f"HTTP {status} {reason}" + (f": {message}" if message else ""))
+        self.status, self.reason = status, reason
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Conflict(ApiError, leader.Conflict):
+    pass
+
+
+class Kube:
+    """Async calls to the API server: the official client's connection and credentials, raw JSON,
+    run in threads with a timeout each."""
+
+    def __init__(self, api: k8s.ApiClient, *, timeout: float = 10.0) -> None:
+        self.api, self.timeout = api, timeout
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str | None = None,
+        sensitive: bool = False,
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = self.api.param_serialize(
+            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+
+        def call() -> tuple[int, bytes]:
+            response = self.api.call_api(*params, _request_timeout=self.timeout)
+            response.read()  # type: ignore[no-untyped-call]
+            return int(response.status), bytes(response.data or b"")
+
+        status, data = await asyncio.wait_for(asyncio.to_thread(call), self.timeout + 1.0)
+        if 200 <= status < 300:
+            return json.loads(data) if data else {}
+        try:
+            detail = json.loads(data)
+        except ValueError:
+            detail = {}
+        reason = str(detail.get("reason") or "Error")
+        message = "" if sensitive else str(detail.get("message") or "")
+        kind = NotFound if status == 404 else Conflict if status == 409 else ApiError
+        raise kind(status, reason, message)
+
+    async def get(self, path: str, *, sensitive: bool = False) -> dict[str, Any] | None:
+        try:
+            return await self.request("GET", path, sensitive=sensitive)
+        except NotFound:
+            return None
+
+    async def delete(self, path: str) -> bool:
+        try:
+            await self.request("DELETE", path, {"propagationPolicy": "Background"})
+            return True
+        except NotFound:
+            return False
+
+    # Leases (also what leader.LeaderElector calls)
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.get(lease_path(namespace, name))
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", lease_path(namespace), dict(body))
+
+    async def patch_lease(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """A merge-patch; with metadata.resourceVersion it is a compare-and-swap (Conflict)."""
+        return await self.request("PATCH", lease_path(namespace, name), dict(patch), content_type=MERGE_PATCH)
+
+
+@dataclass(frozen=True)
+class Namespaced:
+    """The path of a namespaced kind: its collection, or one object by name."""
+
+    api: str
+    plural: str
+
+    def __call__(self, namespace: str, name: str | None = None) -> str:
+        base = f"{self.api}/namespaces/{namespace}/{self.plural}"
+        return f"{base}/{name}" if name else base
+
+
+lease_path = Namespaced("/apis/coordination.k8s.io/v1", "leases")
+secret_path = Namespaced("/api/v1", "secrets")
+configmap_path = Namespaced("/api/v1", "configmaps")
+daemonset_path = Namespaced("/apis/apps/v1", "daemonsets")
+serviceaccount_path = Namespaced("/api/v1", "serviceaccounts")
+role_path = Namespaced("/apis/rbac.authorization.k8s.io/v1", "roles")
+rolebinding_path = Namespaced("/apis/rbac.authorization.k8s.io/v1", "rolebindings")
+
+
+def status_path(namespace: str, name: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+
+
+def api_client_from_environment(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
+    """The one way the operator and `kubectl ha` load credentials: a kubeconfig when one (or a
+    context) is named; else in-cluster credentials inside a pod; else the default kubeconfig
+    ($KUBECONFIG or ~/.kube/config)."""
+    from kubernetes import config
+
+    configuration = k8s.Configuration()
+    if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = 32  # calls run in threads, several per HACluster tick
+    return k8s.ApiClient(configuration)
