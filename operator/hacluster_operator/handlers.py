@@ -538,7 +538,7 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     def login(**kwargs: Any) -> Any:
         return kopf.login_via_client(**kwargs)
 
-    @kopf.index(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="footprints")
     def footprints(body: kopf.Body, **_: Any) -> dict[str, Footprint]:
         """Every HACluster's footprint on its nodes (clashes.py), kept by kopf from its watch."""
         made = footprint(_plain(body))

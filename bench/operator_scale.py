@@ -1,0 +1,318 @@
+"""How the operator keeps up with many HAClusters, on a real kube-apiserver (issue 12).
+
+    python bench/operator_scale.py --clusters N [--window 30] [--samples 20]
+
+Starts a real kube-apiserver (tests/support/controlplane.py, on 127.0.0.1), installs the CRD and the
+operator's RBAC as shipped, creates N HAClusters in one namespace (no agents: each node's report
+Lease is written once by this script, fresh for an hour, as two healthy agents would keep it), runs
+the operator as a process (`python -m hacluster_operator`, its production defaults, its
+ServiceAccount), waits until every HACluster has a status, then measures:
+
+- steady state over `--window` seconds: API requests per second the server served (its
+  `apiserver_request_total`, resource requests only; this script sends none meanwhile), the
+  operator's CPU (share of one core) and RSS;
+- a declared switchover, `--samples` times on distinct HAClusters (holder n1, both nodes healthy):
+  from the patch of `spec.failover.switchoverTo: n2` to the `hacluster.dev/handover-to: n2`
+  annotation on its Lease, and to a status that has seen the new generation, p50/p99.
+
+Ends with one line: RESULT clusters=N req_per_s=… operator_cpu_pct=… operator_rss_mb=…
+decision_p50_ms=… decision_p99_ms=… status_p50_ms=… status_p99_ms=…
+
+Figures, not pass/fail: the issue's targets at 1,000 HAClusters are a switchover decision p99 under
+200 ms, under 1 request per second per 100 HAClusters, and under 10 % of a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "api"), str(ROOT / "node-agent"), str(ROOT / "operator")]
+
+import yaml  # noqa: E402
+from kubernetes import client as k8s  # noqa: E402
+from kubernetes import utils as k8s_utils  # noqa: E402
+from kubernetes import watch as k8s_watch  # noqa: E402
+
+from hacluster_api.annotations import HANDOVER_TO, REPORT  # noqa: E402
+from hacluster_api.models import GROUP, PLURAL, VERSION  # noqa: E402
+from tests.support.controlplane import ControlPlane, find_or_build_apiserver  # noqa: E402
+from tests.support.eventually import crd_established  # noqa: E402
+
+NS, OPERATOR_NS = "scale", "hacluster-system"
+A, B = "n1", "n2"
+REQUESTS = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
+
+
+def cluster(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "HACluster",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "nodes": [A, B],
+            "preferredNode": A,
+            "heartbeat": {"media": {"udp": [{"interface": "eth0", "mode": "broadcast"}]}},
+            "auth": {"secretRef": {"name": "scale-auth"}},
+            "resources": [{"ip": {"address": "192.0.2.100/24", "interface": "eth0"}}],
+            "failover": {"autoFailback": False},
+        },
+    }
+
+
+def report(node: str, holds: str) -> str:
+    peer = B if node == A else A
+    return json.dumps(
+        {
+            "state": "active",
+            "holds": holds,
+            "epoch": 1,
+            "peer": {"node": peer, "state": "active", "links": {"eth0": {"up": True}}},
+        }
+    )
+
+
+def requests_served(cp: ControlPlane) -> float:
+    """The server's count of resource requests so far (non-resource ones, such as this scrape, not)."""
+    status, text = cp.get("/metrics", timeout=30.0)
+    assert status == 200, status
+    total = 0.0
+    for labels, value in REQUESTS.findall(text):
+        if re.search(r'resource="[^"]+"', labels):
+            total += float(value)
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wait(what: str, check: Callable[[], bool], timeout: float) -> float:
+    start = time.monotonic()
+    while not check():
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+class LeaseWatch:
+    """When each Lease of the namespace first carried handover-to: <node> (a watch, not polling)."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self.leases = k8s.CoordinationV1Api(api)
+        self.seen: dict[tuple[str, str], float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            w = k8s_watch.Watch()
+            try:
+                for event in w.stream(self.leases.list_namespaced_lease, NS, timeout_seconds=30):
+                    lease = event["object"]
+                    want = (lease.metadata.annotations or {}).get(HANDOVER_TO)
+                    if want:
+                        self.seen.setdefault((lease.metadata.name, want), time.monotonic())
+                    if self.stop.is_set():
+                        break
+            except Exception:  # the stream ends on a timeout: watch again
+                time.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clusters", type=int, required=True)
+    p.add_argument("--window", type=float, default=30.0, help="seconds of steady state measured")
+    p.add_argument("--samples", type=int, default=20, help="switchovers timed (distinct HAClusters)")
+    p.add_argument("--settle", type=float, default=20.0, help="seconds after every status is written")
+    a = p.parse_args(argv)
+    binary = find_or_build_apiserver()
+    work = Path(tempfile.mkdtemp(prefix="hacluster-scale-"))
+    with ControlPlane(binary, log_path=work / "apiserver.log") as cp:
+        api = cp.api_client()
+        core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
+        leases = k8s.CoordinationV1Api(api)
+        crd = yaml.safe_load((ROOT / "crds" / "hacluster.dev_haclusters.yaml").read_text())
+        k8s.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
+        for ns in (NS, OPERATOR_NS):
+            core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
+        for node in (A, B):
+            core.create_node(k8s.V1Node(metadata=k8s.V1ObjectMeta(name=node)))
+        rbac = list(yaml.safe_load_all((ROOT / "operator" / "hacluster_operator" / "rbac.yaml").read_text()))
+        k8s_utils.create_from_yaml(api, yaml_objects=[d for d in rbac if d])
+        crd_established(api, f"{PLURAL}.{GROUP}")
+        kubeconfig = cp.service_account_kubeconfig(OPERATOR_NS, "hacluster-operator", create=False)
+        core.create_namespaced_secret(
+            NS,
+            k8s.V1Secret(metadata=k8s.V1ObjectMeta(name="scale-auth"), string_data={"authkeys": "scale-key"}),
+        )
+        names = [f"c{i:04d}" for i in range(a.clusters)]
+        t0 = time.monotonic()
+        now = dt.datetime.now(dt.UTC)
+        for name in names:
+            custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, cluster(name))
+            for node, holds in ((A, "local"), (B, "none")):
+                leases.create_namespaced_lease(
+                    NS,
+                    k8s.V1Lease(
+                        metadata=k8s.V1ObjectMeta(
+                            name=f"{name}-{node}", annotations={REPORT: report(node, holds)}
+                        ),
+                        spec=k8s.V1LeaseSpec(
+                            holder_identity=node, lease_duration_seconds=3600, renew_time=now
+                        ),
+                    ),
+                )
+        print(
+            f"created {a.clusters} HAClusters and their nodes' reports in {time.monotonic() - t0:.1f}s",
+            flush=True,
+        )
+
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(work),
+            "KUBECONFIG": str(kubeconfig),
+            "HACLUSTER_AGENT_IMAGE": "registry.example/hacluster-agent:bench",
+            "HACLUSTER_OPERATOR_NAMESPACE": OPERATOR_NS,
+            "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("api", "node-agent", "operator")),
+            "PYTHONUNBUFFERED": "1",
+        }
+        log = (work / "operator.log").open("ab")
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "hacluster_operator", "--namespace", NS, "--identity", "op-1"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work,
+        )  # fmt: skip
+        log.close()
+        try:
+
+            def all_have_status() -> bool:
+                items = custom.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)["items"]
+                return (
+                    sum(1 for i in items if (i.get("status") or {}).get("observedGeneration")) == a.clusters
+                )
+
+            took = wait("every HACluster's status", all_have_status, timeout=60 + a.clusters * 2.0)
+            print(f"every HACluster has a status {took:.1f}s after the operator started", flush=True)
+
+            # every sampled HACluster: its Lease held by n1 (epoch 1), as its agents would leave it
+            sampled = names[: a.samples] if a.samples <= len(names) else names
+            for name in sampled:
+                lease = leases.read_namespaced_lease(name, NS)
+                annotations = {
+                    k: v for k, v in (lease.metadata.annotations or {}).items() if not k.startswith(GROUP)
+                }
+                lease.metadata.annotations = annotations
+                lease.spec.holder_identity, lease.spec.lease_transitions = A, 1
+                lease.spec.acquire_time = lease.spec.renew_time = dt.datetime.now(dt.UTC)
+                leases.replace_namespaced_lease(name, NS, lease)
+            time.sleep(a.settle)
+
+            before, cpu0, w0 = requests_served(cp), cpu_seconds(operator.pid), time.monotonic()
+            time.sleep(a.window)
+            after, cpu1, w1 = requests_served(cp), cpu_seconds(operator.pid), time.monotonic()
+            req_per_s = (after - before) / (w1 - w0)
+            cpu_pct = 100 * (cpu1 - cpu0) / (w1 - w0)
+            rss = rss_mb(operator.pid)
+            print(f"steady state over {w1 - w0:.0f}s: {req_per_s:.1f} requests/s, operator {cpu_pct:.1f}% of a "
+                  f"core, RSS {rss:.0f} MB", flush=True)  # fmt: skip
+
+            watcher = LeaseWatch(api)
+            decisions: list[float] = []
+            statuses: list[float] = []
+            rounds = 0
+            while len(decisions) < a.samples:
+                for name in sampled:
+                    if len(decisions) >= a.samples:
+                        break
+                    target = B if rounds % 2 == 0 else A
+                    holder = A if target == B else B
+                    if rounds:
+                        lease = leases.read_namespaced_lease(name, NS)
+                        lease.spec.holder_identity = holder
+                        leases.replace_namespaced_lease(name, NS, lease)
+                        time.sleep(0.2)
+                    patched = custom.patch_namespaced_custom_object(
+                        GROUP, VERSION, NS, PLURAL, name, {"spec": {"failover": {"switchoverTo": target}}}
+                    )
+                    sent = time.monotonic()
+                    generation = patched["metadata"]["generation"]
+                    wait(
+                        f"{name}: handover-to {target}", lambda n=name, t=target: (n, t) in watcher.seen, 120
+                    )
+                    decisions.append((watcher.seen[(name, target)] - sent) * 1000)
+
+                    def status_seen(n: str = name, g: int = generation) -> bool:
+                        got = custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, n)
+                        return int((got.get("status") or {}).get("observedGeneration") or 0) >= g
+
+                    start = time.monotonic()
+                    while not status_seen():
+                        if time.monotonic() - start > 120:
+                            raise TimeoutError(f"{name}: status of generation {generation}")
+                        time.sleep(0.02)
+                    statuses.append((time.monotonic() - sent) * 1000)
+                    watcher.seen.pop((name, target), None)
+                rounds += 1
+            watcher.stop.set()
+            d50, d99 = percentile(decisions, 50), percentile(decisions, 99)
+            s50, s99 = percentile(statuses, 50), percentile(statuses, 99)
+            print(f"switchover to the Lease annotation, {len(decisions)} samples: p50 {d50:.0f} ms, p99 {d99:.0f} ms "
+                  f"(mean {statistics.mean(decisions):.0f})")  # fmt: skip
+            print(f"switchover to the status: p50 {s50:.0f} ms, p99 {s99:.0f} ms")
+            alive = operator.poll() is None
+            if not alive:
+                print(
+                    f"the operator exited ({operator.returncode}) during the run: see {work / 'operator.log'}"
+                )
+            print(
+                f"RESULT clusters={a.clusters} req_per_s={req_per_s:.1f} operator_cpu_pct={cpu_pct:.1f} "
+                f"operator_rss_mb={rss:.0f} decision_p50_ms={d50:.0f} decision_p99_ms={d99:.0f} "
+                f"status_p50_ms={s50:.0f} status_p99_ms={s99:.0f}"
+            )
+            return 0 if alive else 1
+        except BaseException:
+            print(f"operator log (tail):\n{(work / 'operator.log').read_text()[-3000:]}", file=sys.stderr)
+            raise
+        finally:
+            if operator.poll() is None:
+                operator.terminate()
+                try:
+                    operator.wait(15)
+                except subprocess.TimeoutExpired:
+                    operator.kill()
+                    operator.wait(5)
+            api.close()
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
