@@ -11,8 +11,9 @@ ServiceAccount), waits until every HACluster has a status, then measures:
 - steady state over `--window` seconds: API requests per second the server served (its
   `apiserver_request_total`, resource requests only; this script sends none meanwhile), the
   operator's CPU (share of one core) and RSS;
-- a declared switchover, `--samples` times on distinct HAClusters (holder n1, both nodes healthy):
-  from the patch of `spec.failover.switchoverTo: n2` to the `hacluster.dev/handover-to: n2`
+- a declared switchover, `--samples` times on distinct HAClusters (the Lease held by the first
+  node, both healthy): from the patch of `spec.failover.switchoverTo: <second>` to the
+  `hacluster.dev/handover-to: <second>`
   annotation on its Lease, and to a status that has seen the new generation, p50/p99.
 
 Ends with one line: RESULT clusters=N req_per_s=… operator_cpu_pct=… operator_rss_mb=…
@@ -54,18 +55,23 @@ from tests.support.controlplane import ControlPlane, find_or_build_apiserver  # 
 from tests.support.eventually import crd_established  # noqa: E402
 
 NS, OPERATOR_NS = "scale", "hacluster-system"
-A, B = "n1", "n2"
 REQUESTS = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
 
 
+def nodes_of(name: str) -> tuple[str, str]:
+    """Each HACluster on its own pair of nodes (two on the same nodes would need their own ports)."""
+    return f"{name}-n1", f"{name}-n2"
+
+
 def cluster(name: str) -> dict[str, Any]:
+    a, b = nodes_of(name)
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "HACluster",
         "metadata": {"name": name, "namespace": NS},
         "spec": {
-            "nodes": [A, B],
-            "preferredNode": A,
+            "nodes": [a, b],
+            "preferredNode": a,
             "heartbeat": {"media": {"udp": [{"interface": "eth0", "mode": "broadcast"}]}},
             "auth": {"secretRef": {"name": "scale-auth"}},
             "resources": [{"ip": {"address": "192.0.2.100/24", "interface": "eth0"}}],
@@ -74,8 +80,7 @@ def cluster(name: str) -> dict[str, Any]:
     }
 
 
-def report(node: str, holds: str) -> str:
-    peer = B if node == A else A
+def report(node: str, peer: str, holds: str) -> str:
     return json.dumps(
         {
             "state": "active",
@@ -165,8 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         k8s.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
         for ns in (NS, OPERATOR_NS):
             core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
-        for node in (A, B):
-            core.create_node(k8s.V1Node(metadata=k8s.V1ObjectMeta(name=node)))
         rbac = list(yaml.safe_load_all((ROOT / "operator" / "hacluster_operator" / "rbac.yaml").read_text()))
         k8s_utils.create_from_yaml(api, yaml_objects=[d for d in rbac if d])
         crd_established(api, f"{PLURAL}.{GROUP}")
@@ -180,12 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         now = dt.datetime.now(dt.UTC)
         for name in names:
             custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, cluster(name))
-            for node, holds in ((A, "local"), (B, "none")):
+            first, second = nodes_of(name)
+            for node, peer, holds in ((first, second, "local"), (second, first, "none")):
                 leases.create_namespaced_lease(
                     NS,
                     k8s.V1Lease(
                         metadata=k8s.V1ObjectMeta(
-                            name=f"{name}-{node}", annotations={REPORT: report(node, holds)}
+                            name=f"{name}-{node}", annotations={REPORT: report(node, peer, holds)}
                         ),
                         spec=k8s.V1LeaseSpec(
                             holder_identity=node, lease_duration_seconds=3600, renew_time=now
@@ -231,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                     k: v for k, v in (lease.metadata.annotations or {}).items() if not k.startswith(GROUP)
                 }
                 lease.metadata.annotations = annotations
-                lease.spec.holder_identity, lease.spec.lease_transitions = A, 1
+                lease.spec.holder_identity, lease.spec.lease_transitions = nodes_of(name)[0], 1
                 lease.spec.acquire_time = lease.spec.renew_time = dt.datetime.now(dt.UTC)
                 leases.replace_namespaced_lease(name, NS, lease)
             time.sleep(a.settle)
@@ -253,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name in sampled:
                     if len(decisions) >= a.samples:
                         break
-                    target = B if rounds % 2 == 0 else A
-                    holder = A if target == B else B
+                    first, second = nodes_of(name)
+                    target = second if rounds % 2 == 0 else first
+                    holder = first if target == second else second
                     if rounds:
                         lease = leases.read_namespaced_lease(name, NS)
                         lease.spec.holder_identity = holder
@@ -300,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0 if alive else 1
         except BaseException:
-            print(f"operator log (tail):\n{(work / 'operator.log').read_text()[-3000:]}", file=sys.stderr)
+            kept = Path(tempfile.mkdtemp(prefix="hacluster-scale-failed-")) / "operator.log"
+            shutil.copy(work / "operator.log", kept)
+            print(f"operator log (tail; whole: {kept}):\n{kept.read_text()[-3000:]}", file=sys.stderr)
             raise
         finally:
             if operator.poll() is None:

@@ -30,7 +30,7 @@ import kopf
 from hacluster_api.models import GROUP, PLURAL, VERSION
 
 from .handlers import Context, Settings, build_registry, configure_kopf
-from .kube import ApiError, Kube, api_client_from_environment
+from .kube import ApiError, FreshLeases, Kube, api_client_from_environment
 from .leader import ElectionConfig, LeaderElector
 from .metrics import METRICS
 
@@ -113,7 +113,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
         elector: LeaderElector | None = None
         if args.leader_election:
             elector = LeaderElector(
-                kube,
+                FreshLeases(kube),
                 ElectionConfig(
                     namespace=leader_namespace(args),
                     identity=me,

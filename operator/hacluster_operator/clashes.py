@@ -15,6 +15,9 @@ from pydantic import ValidationError
 
 from hacluster_api.models import HAClusterSpec
 
+SHOWN = 4
+"""Clashes named in one status: the first few say what to change."""
+
 
 @dataclass(frozen=True)
 class Footprint:
@@ -53,9 +56,12 @@ def footprint(hacluster: Mapping[str, Any]) -> Footprint | None:
 
 def clashes(me: Footprint, others: Iterable[Footprint]) -> list[str]:
     """What `me` shares with an HACluster that came first, on a node both run on (one line each,
-    naming both and the field to change). Empty: `me` may run."""
+    naming both and the field to change; the first few). Empty: `me` may run."""
     out: list[str] = []
     for other in sorted(others, key=Footprint.first):
+        if len(out) >= SHOWN:
+            out.append("and more (the same with other HAClusters)")
+            break
         if other.cluster == me.cluster or other.first() > me.first():
             continue
         shared = me.nodes & other.nodes

@@ -40,10 +40,12 @@ from .decide import Decision, LeaseState, decide
 from .kube import (
     JSON_PATCH,
     MERGE_PATCH,
+    Cache,
     Conflict,
     Kube,
     configmap_path,
     daemonset_path,
+    lease_path,
     role_path,
     rolebinding_path,
     secret_path,
@@ -52,6 +54,7 @@ from .kube import (
 )
 from .metrics import METRICS
 from .resources import (
+    MANAGED_BY,
     Manifest,
     agent_account_name,
     agent_role,
@@ -113,6 +116,8 @@ class Memory:
     generation: int | None = None
     missing_nodes: set[str] = field(default_factory=set)
     conflicts: list[str] = field(default_factory=list)  # clashes.clashes, at the last ensure_all
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the spec changed: the pair's daemon decides at once, not at its next interval."""
 
 
 @dataclass
@@ -169,15 +174,21 @@ async def ensure_secret(ctx: Context, hacluster: Mapping[str, Any], data: Mappin
     namespace, name = _where(hacluster)
     wanted = config_secret(hacluster, data)
     path = secret_path(namespace, config_secret_name(name))
-    current = await ctx.kube.get(path, sensitive=True)
-    if current is None:
-        await ctx.kube.request("POST", secret_path(namespace), wanted, sensitive=True)
-        return True
-    if (current.get("data") or {}) == wanted["data"] and has_owner_reference(current, hacluster):
-        return False
-    wanted["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-    await ctx.kube.request("PUT", path, wanted, sensitive=True)
-    return True
+    for fresh in (False, True):  # the cache first; fresh once a write found it behind
+        current = await ctx.kube.get(path, sensitive=True, fresh=fresh)
+        try:
+            if current is None:
+                await ctx.kube.request("POST", secret_path(namespace), wanted, sensitive=True)
+                return True
+            if (current.get("data") or {}) == wanted["data"] and has_owner_reference(current, hacluster):
+                return False
+            wanted["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            await ctx.kube.request("PUT", path, wanted, sensitive=True)
+            return True
+        except Conflict:
+            if fresh:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _spec_hash(manifest: Mapping[str, Any]) -> str:
@@ -192,15 +203,21 @@ async def ensure_object(ctx: Context, collection: str, wanted: Manifest) -> bool
     digest = _spec_hash(wanted)
     wanted["metadata"].setdefault("annotations", {})[SPEC_HASH] = digest
     path = f"{collection}/{wanted['metadata']['name']}"
-    current = await ctx.kube.get(path)
-    if current is None:
-        await ctx.kube.request("POST", collection, wanted)
-        return True
-    if (current["metadata"].get("annotations") or {}).get(SPEC_HASH) == digest:
-        return False
-    wanted["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-    await ctx.kube.request("PUT", path, wanted)
-    return True
+    for fresh in (False, True):  # the cache first; fresh once a write found it behind
+        current = await ctx.kube.get(path, fresh=fresh)
+        try:
+            if current is None:
+                await ctx.kube.request("POST", collection, wanted)
+                return True
+            if (current["metadata"].get("annotations") or {}).get(SPEC_HASH) == digest:
+                return False
+            wanted["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            await ctx.kube.request("PUT", path, wanted)
+            return True
+        except Conflict:
+            if fresh:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def ensure_daemonset(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> bool:
@@ -256,14 +273,21 @@ async def _ensure_lease(
             log.info("[%s/%s] created %s %s", namespace, name, what, lease_name)
             return created
         except Conflict:
-            lease = await ctx.kube.get_lease(namespace, lease_name)
+            lease = await ctx.kube.get_lease(namespace, lease_name, fresh=True)
             if lease is None:
                 raise
-    if not has_owner_reference(lease, hacluster):
+    labels = wanted["metadata"].get("labels") or {}
+    have = lease["metadata"].get("labels") or {}
+    if not has_owner_reference(lease, hacluster) or any(have.get(k) != v for k, v in labels.items()):
+        # Ours, and labelled as ours: the watch cache holds the Leases by this label.
         refs = list(lease["metadata"].get("ownerReferences") or [])
         refs = [r for r in refs if not r.get("controller")] + [owner_reference(hacluster)]
         patch = {
-            "metadata": {"resourceVersion": lease["metadata"]["resourceVersion"], "ownerReferences": refs}
+            "metadata": {
+                "resourceVersion": lease["metadata"]["resourceVersion"],
+                "ownerReferences": refs,
+                "labels": labels,
+            }
         }
         lease = await ctx.kube.patch_lease(namespace, lease_name, patch)
     return lease
@@ -507,6 +531,16 @@ async def delete_agents(ctx: Context, hacluster: Mapping[str, Any]) -> None:
 # the kopf handlers
 
 
+async def _until(wake: asyncio.Event, stopped: Any, interval: float) -> None:
+    """The next tick: after `interval`, or at once when woken (the spec changed) or stopped."""
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait(interval))}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
 def _plain(body: kopf.Body) -> dict[str, Any]:
     return copy.deepcopy(dict(body))
 
@@ -538,6 +572,40 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     def login(**kwargs: Any) -> Any:
         return kopf.login_via_client(**kwargs)
 
+    # The watch cache (kube.Cache): every kind the operator reads, from kopf's watches, by path.
+    # Its own objects (its managed-by label), whole; every Secret and ConfigMap of the namespaces
+    # served (the auth Secrets and script ConfigMaps are the users'), as versions only.
+    mine = {"app.kubernetes.io/managed-by": MANAGED_BY}
+    watched: dict[str, tuple[str, Callable[[str, str], str], dict[str, str] | None, bool]] = {
+        "leases": ("coordination.k8s.io", lease_path, mine, True),
+        "daemonsets": ("apps", daemonset_path, mine, True),
+        "serviceaccounts": ("", serviceaccount_path, mine, True),
+        "roles": ("rbac.authorization.k8s.io", role_path, mine, True),
+        "rolebindings": ("rbac.authorization.k8s.io", rolebinding_path, mine, True),
+        "secrets": ("", secret_path, None, False),
+        "configmaps": ("", configmap_path, None, False),
+    }
+
+    def indexer(path_of: Callable[[str, str], str], whole: bool) -> Callable[..., dict[str, Any]]:
+        def index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[str, Any]:
+            value = _plain(body) if whole else str(body.get("metadata", {}).get("resourceVersion", ""))
+            return {path_of(namespace, name): value}
+
+        return index
+
+    for plural, (group, path_of, selector, whole) in watched.items():
+        kopf.index(group, "v1", plural, registry=registry, id=f"cache_{plural}", labels=selector)(
+            indexer(path_of, whole)
+        )
+
+    def use_cache(kwargs: Mapping[str, Any]) -> None:
+        """The indices kopf passes to every handler, as the client's cache (once)."""
+        if ctx.kube.cache is None:
+            ctx.kube.cache = Cache(
+                {p: kwargs[f"cache_{p}"] for p, spec in watched.items() if spec[3]},
+                {p: kwargs[f"cache_{p}"] for p, spec in watched.items() if not spec[3]},
+            )
+
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="footprints")
     def footprints(body: kopf.Body, **_: Any) -> dict[str, Footprint]:
         """Every HACluster's footprint on its nodes (clashes.py), kept by kopf from its watch."""
@@ -553,20 +621,25 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
     async def ensure(body: kopf.Body, **kwargs: Any) -> None:
+        use_cache(kwargs)
         hacluster = _plain(body)
         if hacluster["metadata"].get("deletionTimestamp"):
             return
         await ensure_all(ctx, hacluster, everyone(kwargs))
+        ctx.memory(hacluster).wake.set()  # decide on the new spec now (a switchover: the Lease)
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
     async def pair(body: kopf.Body, stopped: Any, **kwargs: Any) -> None:
+        use_cache(kwargs)
         namespace, name = _where(body)
+        memory = ctx.memory(_plain(body))
         failures = 0
         while not stopped:
             hacluster = _plain(body)
             if hacluster["metadata"].get("deletionTimestamp"):
                 await stopped.wait(ctx.settings.interval)  # the delete handler ticks now
                 continue
+            memory.wake.clear()
             try:
                 await tick(ctx, hacluster, others=everyone(kwargs))
                 failures = 0
@@ -574,7 +647,7 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
                     log.warning("[%s/%s] tick failed (%d in a row): %s", namespace, name, failures, _brief(e))
-            await stopped.wait(ctx.settings.interval)
+            await _until(memory.wake, stopped, ctx.settings.interval)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     async def release(body: kopf.Body, runtime: Any, **_: Any) -> None:

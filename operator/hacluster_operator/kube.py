@@ -9,6 +9,7 @@ hold key material."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 from collections.abc import Mapping
@@ -46,8 +47,9 @@ class Kube:
     """Async calls to the API server: the official client's connection and credentials, raw JSON,
     run in threads with a timeout each."""
 
-    def __init__(self, api: k8s.ApiClient, *, timeout: float = 10.0) -> None:
-        self.api, self.timeout = api, timeout
+    def __init__(self, api: k8s.ApiClient, *, timeout: float = 10.0, cache: Cache | None = None) -> None:
+        self.api, self.timeout, self.cache = api, timeout, cache
+        self.sent = 0  # requests sent to the server (reads the cache answered are not)
 
     async def request(
         self,
@@ -64,6 +66,8 @@ class Kube:
         params = self.api.param_serialize(
             method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
+
+        self.sent += 1
 
         def call() -> tuple[int, bytes]:
             response = self.api.call_api(*params, _request_timeout=self.timeout)
@@ -82,11 +86,21 @@ class Kube:
         kind = NotFound if status == 404 else Conflict if status == 409 else ApiError
         raise kind(status, reason, message)
 
-    async def get(self, path: str, *, sensitive: bool = False) -> dict[str, Any] | None:
+    async def get(self, path: str, *, sensitive: bool = False, fresh: bool = False) -> dict[str, Any] | None:
+        """The object at `path`, None if there is none. From the watch cache when it holds the
+        kind (a watch, not a request); `fresh`: from the server (after a write the cache has not
+        seen yet lost a compare-and-swap)."""
+        if self.cache is not None and not fresh:
+            held, obj = self.cache.lookup(path)
+            if held:
+                return obj
         try:
-            return await self.request("GET", path, sensitive=sensitive)
+            got = await self.request("GET", path, sensitive=sensitive)
         except NotFound:
             return None
+        if self.cache is not None:
+            self.cache.keep(path, got)
+        return got
 
     async def delete(self, path: str) -> bool:
         try:
@@ -97,8 +111,8 @@ class Kube:
 
     # Leases (also what leader.LeaderElector calls)
 
-    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self.get(lease_path(namespace, name))
+    async def get_lease(self, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        return await self.get(lease_path(namespace, name), fresh=fresh)
 
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self.request("POST", lease_path(namespace), dict(body))
@@ -106,6 +120,71 @@ class Kube:
     async def patch_lease(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """A merge-patch; with metadata.resourceVersion it is a compare-and-swap (Conflict)."""
         return await self.request("PATCH", lease_path(namespace, name), dict(patch), content_type=MERGE_PATCH)
+
+
+class FreshLeases:
+    """The leader election's view of `Kube`: its Lease read from the server every time, never from
+    the watch cache (which holds the HAClusters' Leases only, by label: the election's own Lease
+    would look missing, and leadership lost)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.kube.get_lease(namespace, name, fresh=True)
+
+    async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.kube.create_lease(namespace, body)
+
+    async def patch_lease(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.kube.patch_lease(namespace, name, patch)
+
+
+class Cache:
+    """What the operator's watches hold, by API path: an informer-style cache (CloudNativePG's and
+    kube-vip's controllers read theirs, never the server, for the objects they watch). kopf keeps
+    each kind's index from its watch and starts the handlers only once every index has been
+    listed, so an object of a watched kind that is not here does not exist (as of the last event).
+
+    `objects`: kinds held whole (the operator's own: its Leases, DaemonSets, RBAC). `versions`:
+    kinds held as resourceVersions only (every Secret and ConfigMap of the namespaces served, most
+    of them not ours): such an object is fetched once per version it has, and only the ones the
+    operator reads are kept (`Kube.get`). Writes still go to the server; a compare-and-swap lost
+    to a write the watch has not brought yet is read again fresh (`Kube.get(fresh=True)`)."""
+
+    def __init__(
+        self, objects: Mapping[str, Mapping[str, Any]], versions: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        self.objects, self.versions = objects, versions  # plural -> kopf.Index: path -> [value]
+        self.fetched: dict[str, tuple[str, dict[str, Any]]] = {}  # path -> (version, object)
+
+    @staticmethod
+    def _kind(path: str) -> str:
+        parts = path.split("/")
+        return parts[-2] if len(parts) >= 4 and parts[-4] == "namespaces" else ""
+
+    def lookup(self, path: str) -> tuple[bool, dict[str, Any] | None]:
+        """(whether the cache answers for this path, a copy of the object or None). A versioned
+        kind answers only when the version it holds is the one last fetched."""
+        kind = self._kind(path)
+        if kind in self.objects:
+            store = self.objects[kind].get(path)
+            return True, copy.deepcopy(next(iter(store))) if store else None
+        if kind in self.versions:
+            store = self.versions[kind].get(path)
+            if not store:
+                self.fetched.pop(path, None)
+                return True, None
+            version, fetched = next(iter(store)), self.fetched.get(path)
+            if fetched is not None and fetched[0] == version:
+                return True, copy.deepcopy(fetched[1])
+        return False, None
+
+    def keep(self, path: str, obj: Mapping[str, Any]) -> None:
+        """A versioned kind's object just read from the server."""
+        if self._kind(path) in self.versions:
+            version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+            self.fetched[path] = (version, copy.deepcopy(dict(obj)))
 
 
 @dataclass(frozen=True)

@@ -139,11 +139,10 @@ def test_the_operator_holds_every_permission_it_grants_the_agents() -> None:
     for resource in ("roles", "rolebindings"):
         for verb in ("escalate", "bind", "delete"):
             assert not any(_covers(r, "rbac.authorization.k8s.io", resource, verb, None) for r in rules)
-    # What it needs to make the agents' objects, and not more.
+    # What it needs to make the agents' objects (and to watch them: its cache), and not more.
     for group, resource in (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles")):
-        for verb in ("get", "create", "update"):
+        for verb in ("get", "list", "watch", "create", "update"):
             assert any(_covers(r, group, resource, verb, None) for r in rules), (resource, verb)
-        assert not any(_covers(r, group, resource, "list", None) for r in rules)
         assert not any(_covers(r, group, resource, "delete", None) for r in rules)
 
 
@@ -155,7 +154,7 @@ class FakeKube:
         self.calls: list[str] = []
         self.version = 0
 
-    async def get(self, path: str, *, sensitive: bool = False) -> dict[str, Any] | None:
+    async def get(self, path: str, *, sensitive: bool = False, fresh: bool = False) -> dict[str, Any] | None:
         obj = self.objects.get(path)
         return copy.deepcopy(obj) if obj is not None else None
 
