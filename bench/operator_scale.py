@@ -159,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=30.0, help="seconds of steady state measured")
     p.add_argument("--samples", type=int, default=20, help="switchovers timed (distinct HAClusters)")
     p.add_argument("--settle", type=float, default=20.0, help="seconds after every status is written")
+    p.add_argument(
+        "--tree",
+        type=Path,
+        default=ROOT,
+        help="run the operator (its CRD and RBAC too) of this checkout: an earlier commit's worktree "
+        "gives the 'before' figures",
+    )
     a = p.parse_args(argv)
     binary = find_or_build_apiserver()
     work = Path(tempfile.mkdtemp(prefix="hacluster-scale-"))
@@ -166,11 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         api = cp.api_client()
         core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
         leases = k8s.CoordinationV1Api(api)
-        crd = yaml.safe_load((ROOT / "crds" / "hacluster.dev_haclusters.yaml").read_text())
+        tree = a.tree.resolve()
+        crd = yaml.safe_load((tree / "crds" / "hacluster.dev_haclusters.yaml").read_text())
         k8s.ApiextensionsV1Api(api).create_custom_resource_definition(crd)
         for ns in (NS, OPERATOR_NS):
             core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
-        rbac = list(yaml.safe_load_all((ROOT / "operator" / "hacluster_operator" / "rbac.yaml").read_text()))
+        rbac = list(yaml.safe_load_all((tree / "operator" / "hacluster_operator" / "rbac.yaml").read_text()))
         k8s_utils.create_from_yaml(api, yaml_objects=[d for d in rbac if d])
         crd_established(api, f"{PLURAL}.{GROUP}")
         kubeconfig = cp.service_account_kubeconfig(OPERATOR_NS, "hacluster-operator", create=False)
@@ -207,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             "KUBECONFIG": str(kubeconfig),
             "HACLUSTER_AGENT_IMAGE": "registry.example/hacluster-agent:bench",
             "HACLUSTER_OPERATOR_NAMESPACE": OPERATOR_NS,
-            "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("api", "node-agent", "operator")),
+            "PYTHONPATH": os.pathsep.join(str(tree / d) for d in ("api", "node-agent", "operator")),
             "PYTHONUNBUFFERED": "1",
         }
         log = (work / "operator.log").open("ab")
