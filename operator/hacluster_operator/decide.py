@@ -18,92 +18,34 @@ never from levels, so a loop that decides every second does not repeat them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from hacluster_api.annotations import FREEZE, HANDOVER_TO, RELEASE, Directives, directives_of
+from hacluster_api.annotations import FREEZE, HANDOVER_TO, RELEASE
 from hacluster_api.models import (
-    DNS1123_SUBDOMAIN,
-    Condition,
-    ConditionType,
     HAClusterSpec,
     HAClusterStatus,
-    NodeStatus,
     Transition,
 )
 from hacluster_api.report import AgentReport, ReportLease, TransitionKind, TransitionReport
 
-DEFAULT_REPORT_DURATION_S = 5.0
-"""A report Lease without leaseDurationSeconds is stale this long after its renewTime."""
+from .conditions import Facts, condition_events, conditions, node_status, state
+from .observed import DEFAULT_REPORT_DURATION_S, Event, EventType, LeaseState
+from .plan import Node, Plan, cannot_hear, observe, plan_for, valid_node_name
+
+__all__ = ["DEFAULT_REPORT_DURATION_S", "Decision", "Event", "EventType", "LeaseState", "decide"]
+
 ACCOUNTING_WAIT_S = 3.0
 """After a new holder takes the Lease, how long to wait for its report to describe the move (its
 lastTransition carries the gap) before accounting the move with what the Lease alone says."""
-NON_OWNER_GRACE_S = 2.0
-"""A node other than the holder may still report holding resources this long after the Lease
-changed hands (its report lags its release by up to one renewal)."""
 LAST_SEEN_REFRESH_S = 30.0
 """Status is rewritten when only nodes' lastSeen moved, at most this often."""
-
-_NODE_STATES = ("active", "up", "init", "dead")
-_HOLDING = ("local", "foreign", "all")
-_MAX_MEDIA = 16
-
-EventType = Literal["Normal", "Warning"]
-
-# --------------------------------------------------------------------------------------------
-# the ownership Lease as observed
-
-
-@dataclass(frozen=True)
-class LeaseState:
-    """The ownership Lease: `holder` owns the resources ("" when released), `epoch` is
-    leaseTransitions, `acquired` its acquireTime."""
-
-    holder: str = ""
-    epoch: int = 0
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    acquired: datetime | None = None
-
-    @property
-    def directives(self) -> Directives:
-        """The annotations as the agents read them (one parser: hacluster_api.annotations)."""
-        return directives_of(self.annotations, self.holder, self.epoch)
-
-    @property
-    def handover_to(self) -> str | None:
-        return self.directives.handover_to
-
-    @property
-    def frozen(self) -> bool:
-        return self.directives.freeze
-
-    @property
-    def releasing(self) -> bool:
-        return self.directives.release
-
-    def with_annotations(self, changes: Mapping[str, str | None]) -> LeaseState:
-        """This Lease after an annotation change set (None removes)."""
-        annotations = dict(self.annotations)
-        for key, value in changes.items():
-            if value is None:
-                annotations.pop(key, None)
-            else:
-                annotations[key] = value
-        return LeaseState(self.holder, self.epoch, annotations, self.acquired)
 
 
 # --------------------------------------------------------------------------------------------
 # the decision
-
-
-@dataclass(frozen=True)
-class Event:
-    type: EventType
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -122,126 +64,6 @@ class Decision:
     events: tuple[Event, ...]
     released: bool
     """Nobody holds the Lease (or there is none): what deletion waits for."""
-
-
-# --------------------------------------------------------------------------------------------
-# one node as the operator sees it
-
-
-@dataclass(frozen=True)
-class _Node:
-    name: str
-    lease: ReportLease | None
-    age_s: float | None
-    duration_s: float
-    report: AgentReport | None
-    """The report, only when its Lease is fresh."""
-
-    @property
-    def fresh(self) -> bool:
-        return self.report is not None
-
-    @property
-    def healthy(self) -> bool:
-        """May be handed the resources: a fresh report that says active."""
-        return self.report is not None and self.report.state == "active"
-
-    def problem(self) -> str:
-        """Why this node is not healthy, in a few words."""
-        if self.lease is None:
-            return "no report Lease (agent not running?)"
-        if self.lease.renewed is None:
-            return "no report yet (agent not running?)"  # the operator pre-creates it empty
-        if self.age_s is not None and self.age_s > self.duration_s:
-            # No running age here: conditions carry this text, and must not change every second.
-            since = self.lease.renewed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            return f"silent since {since} (its report Lease lasts {self.duration_s:g}s)"
-        if self.lease.report is None:
-            return f"report unreadable: {self.lease.error}"
-        return f"state {self.lease.report.state}"
-
-
-def _node(name: str, lease: ReportLease | None, now: datetime) -> _Node:
-    if lease is None:
-        return _Node(name, None, None, DEFAULT_REPORT_DURATION_S, None)
-    duration = lease.duration_s if lease.duration_s and lease.duration_s > 0 else DEFAULT_REPORT_DURATION_S
-    age = (now - lease.renewed).total_seconds() if lease.renewed is not None else None
-    fresh = age is not None and age <= duration
-    return _Node(name, lease, age, duration, lease.report if fresh else None)
-
-
-def _cannot_hear(report: AgentReport) -> bool:
-    """The node reports its peer dead, or every heartbeat link down."""
-    peer = report.peer
-    if peer is None:
-        return False
-    links_all_down = bool(peer.links) and not any(link.up for link in peer.links.values())
-    return peer.state == "dead" or links_all_down
-
-
-def _valid_node_name(name: str | None) -> str | None:
-    if not name or len(name) > 253 or not re.match(DNS1123_SUBDOMAIN, name):
-        return None
-    return name
-
-
-# --------------------------------------------------------------------------------------------
-# who should own
-
-
-@dataclass(frozen=True)
-class _Plan:
-    target: str | None
-    kind: Literal["switchover", "failback", "inflight"] | None
-    want: str | None
-    """The handover-to annotation this plan wants on the Lease (None: none)."""
-    why: str
-    blocked: str | None = None
-    """A declared switchover that cannot proceed now, and why."""
-
-
-def _plan(
-    spec: HAClusterSpec, lease: LeaseState | None, nodes: dict[str, _Node], split: bool, deleting: bool
-) -> _Plan:
-    if lease is None:
-        return _Plan(None, None, None, "no ownership Lease yet")
-    if deleting:
-        return _Plan(None, None, None, "the HACluster is being deleted: the agents release everything")
-    owner = lease.holder or None
-    current = lease.handover_to
-    declared = spec.failover.switchover_to
-    if declared is not None:
-        if owner == declared:
-            return _Plan(
-                declared, "switchover", None, f"{declared} holds the resources, as switchoverTo declares"
-            )
-        if not nodes[declared].healthy:
-            why = f"switchover to {declared} waits: {declared} is not available ({nodes[declared].problem()})"
-            return _Plan(declared, "switchover", None, why, blocked=why)
-        return _Plan(
-            declared, "switchover", declared, f"switchover to {declared} (spec.failover.switchoverTo)"
-        )
-    if owner is None and current is not None and current in nodes and nodes[current].healthy:
-        # The holder already released for a handover whose reason went away: let it land.
-        return _Plan(
-            current, "inflight", current, f"{current} is taking the released Lease (handover in flight)"
-        )
-    if spec.failover.maintenance:
-        return _Plan(None, None, None, "maintenance: no automatic moves")
-    if not spec.failover.auto_failback:
-        return _Plan(None, None, None, "no switchover declared and autoFailback is off: stay")
-    home = spec.home
-    if owner == home:
-        return _Plan(home, "failback", None, f"the preferred node {home} holds the resources")
-    unhealthy = [n for n in spec.nodes if not nodes[n].healthy]
-    if unhealthy:
-        problems = "; ".join(f"{n}: {nodes[n].problem()}" for n in unhealthy)
-        return _Plan(None, None, None, f"no failback to {home} until both nodes are healthy ({problems})")
-    if split:
-        return _Plan(None, None, None, f"no failback to {home} while the heartbeat links are down")
-    if owner is not None and owner not in nodes:
-        return _Plan(home, "failback", home, f"{owner} is not one of the nodes: hand over to {home}")
-    return _Plan(home, "failback", home, f"failback to the preferred node {home}: both nodes are healthy")
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,15 +91,15 @@ def decide(
     out until changed. `deleting`: the HACluster has a deletionTimestamp.
     """
     prev = previous or HAClusterStatus()
-    nodes = {n: _node(n, reports.get(n), now) for n in spec.nodes}
+    nodes = {n: observe(n, reports.get(n), now) for n in spec.nodes}
     a, b = (nodes[n] for n in spec.nodes)
     split = (
         a.report is not None
         and b.report is not None
         and a.report.state != "dead"
         and b.report.state != "dead"
-        and _cannot_hear(a.report)
-        and _cannot_hear(b.report)
+        and cannot_hear(a.report)
+        and cannot_hear(b.report)
     )
     owner = (lease.holder or None) if lease is not None else None
     current = lease.handover_to if lease is not None else None
@@ -295,7 +117,7 @@ def decide(
         and (now - lease.acquired).total_seconds() < ACCOUNTING_WAIT_S
     )
 
-    plan = _plan(spec, lease, nodes, split, deleting)
+    plan = plan_for(spec, lease, nodes, split, deleting)
     want = current if waiting else plan.want
 
     # ---- annotations on the ownership Lease
@@ -330,20 +152,19 @@ def decide(
     # ---- conditions and state
     # Conditions describe the Lease as it will be once these changes are written.
     after = lease.with_annotations(changes) if lease is not None else None
-    conditions = _conditions(
-        spec, generation, after, nodes, split, plan, prev, now, config_error, conflicts, deleting, waiting
-    )
-    by_type = {c.type: c for c in conditions}
+    facts = Facts(spec, after, nodes, split, plan, config_error, conflicts, deleting, waiting)
+    conds = conditions(facts, generation, prev, now)
+    by_type = {c.type: c for c in conds}
     status = HAClusterStatus(
-        owner=_valid_node_name(status_owner),
+        owner=valid_node_name(status_owner),
         epoch=status_epoch,
-        state=_state(lease, nodes, by_type),
+        state=state(lease, nodes, by_type),
         observed_generation=generation,
-        nodes=[_node_status(n, nodes) for n in spec.nodes],
+        nodes=[node_status(n, nodes) for n in spec.nodes],
         last_transition=last,
-        conditions=conditions,
+        conditions=conds,
     )
-    events.extend(_condition_events(prev, by_type))
+    events.extend(condition_events(prev, by_type))
     return Decision(
         target=plan.target,
         why=plan.why,
@@ -359,8 +180,8 @@ def decide(
 def _annotation_events(
     spec: HAClusterSpec,
     lease: LeaseState,
-    nodes: dict[str, _Node],
-    plan: _Plan,
+    nodes: dict[str, Node],
+    plan: Plan,
     want: str | None,
     changes: Mapping[str, str | None],
 ) -> list[Event]:
@@ -401,7 +222,7 @@ def _annotation_events(
     return out
 
 
-def _done_message(kind: str, owner: str, lease: LeaseState, nodes: dict[str, _Node]) -> str:
+def _done_message(kind: str, owner: str, lease: LeaseState, nodes: dict[str, Node]) -> str:
     msg = f"{kind} to {owner} done: epoch {lease.epoch}"
     report = nodes[owner].report if owner in nodes else None
     reported = report.last_transition if report is not None else None
@@ -419,14 +240,14 @@ def _transition(
 ) -> Transition:
     if reported is None:
         return Transition(
-            from_=_valid_node_name(prev_owner),
-            to=_valid_node_name(owner),
+            from_=valid_node_name(prev_owner),
+            to=valid_node_name(owner),
             reason="the Lease changed holder",
             time=lease.acquired or now,
         )
     return Transition(
-        from_=_valid_node_name(reported.from_ or prev_owner),
-        to=_valid_node_name(owner),
+        from_=valid_node_name(reported.from_ or prev_owner),
+        to=valid_node_name(owner),
         reason=reported.reason[:1024],
         gap_ms=reported.gap_ms,
         time=reported.time or lease.acquired or now,
@@ -462,268 +283,6 @@ def _account(
     again = " again" if source == owner else f" from {source}" if source else ""
     message = f"{owner} took the resources{again}, epoch {lease.epoch}" + (f" ({reason})" if reason else "")
     return transition, Event("Normal", "Acquired", message)
-
-
-# --------------------------------------------------------------------------------------------
-# status: nodes, conditions, state
-
-
-def _node_status(name: str, nodes: dict[str, _Node]) -> NodeStatus:
-    node = nodes[name]
-    state: str = "unknown"
-    if node.report is not None:
-        state = node.report.state if node.report.state in _NODE_STATES else "unknown"
-    else:
-        for other in nodes.values():
-            peer = other.report.peer if other.report is not None else None
-            if other.name != name and peer is not None and peer.node == name and peer.state in _NODE_STATES:
-                state = peer.state  # the peer still hears it over the heartbeat links
-    media: dict[str, Literal["up", "down"]] = {}
-    if node.report is not None and node.report.peer is not None:
-        for medium in sorted(node.report.peer.links)[:_MAX_MEDIA]:
-            media[medium] = "up" if node.report.peer.links[medium].up else "down"
-    last_seen = node.lease.renewed if node.lease is not None else None
-    return NodeStatus.model_validate({"name": name, "state": state, "lastSeen": last_seen, "media": media})
-
-
-def _conditions(
-    spec: HAClusterSpec,
-    generation: int,
-    lease: LeaseState | None,
-    nodes: dict[str, _Node],
-    split: bool,
-    plan: _Plan,
-    prev: HAClusterStatus,
-    now: datetime,
-    config_error: str | None,
-    conflicts: Sequence[str],
-    deleting: bool,
-    waiting: bool,
-) -> list[Condition]:
-    def cond(
-        kind: ConditionType, status: Literal["True", "False", "Unknown"], reason: str, message: str
-    ) -> Condition:
-        old = next((c for c in prev.conditions if c.type == kind.value), None)
-        since = old.last_transition_time if old is not None and old.status == status else now
-        return Condition(
-            type=kind.value,
-            status=status,
-            observed_generation=generation,
-            last_transition_time=since,
-            reason=reason,
-            message=message[:32768],
-        )
-
-    owner = (lease.holder or None) if lease is not None else None
-    epoch = lease.epoch if lease is not None else 0
-    any_fresh = any(n.fresh for n in nodes.values())
-    has_group = any(r.ip is not None or r.script is not None for r in spec.resources)
-
-    # Ready: the resources are served by the holder.
-    if deleting:
-        ready = cond(
-            ConditionType.READY, "False", "Releasing", "the HACluster is being deleted: releasing everything"
-        )
-    elif lease is None:
-        ready = cond(ConditionType.READY, "Unknown", "NoLease", "the ownership Lease does not exist yet")
-    elif owner is None:
-        msg = "nobody holds the ownership Lease"
-        if lease.handover_to:
-            msg += f"; handing over to {lease.handover_to}"
-        ready = cond(ConditionType.READY, "False", "NoOwner", msg)
-    elif owner not in nodes:
-        ready = cond(
-            ConditionType.READY, "False", "UnknownOwner", f"the Lease holder {owner} is not one of the nodes"
-        )
-    elif not any_fresh:
-        ready = cond(
-            ConditionType.READY, "Unknown", "NoReports", f"{owner} holds the Lease, but no agent reports"
-        )
-    elif not nodes[owner].fresh:
-        ready = cond(
-            ConditionType.READY,
-            "False",
-            "OwnerSilent",
-            f"{owner} holds the Lease but is {nodes[owner].problem()}",
-        )
-    elif not nodes[owner].healthy:
-        ready = cond(
-            ConditionType.READY,
-            "False",
-            "OwnerNotActive",
-            f"{owner} holds the Lease but is in {nodes[owner].problem()}",
-        )
-    elif has_group and (report := nodes[owner].report) is not None and report.holds == "none":
-        ready = cond(
-            ConditionType.READY,
-            "False",
-            "ResourcesStarting",
-            f"{owner} holds the Lease (epoch {epoch}) but reports no resources running yet",
-        )
-    else:
-        ready = cond(ConditionType.READY, "True", "Serving", f"{owner} holds the resources, epoch {epoch}")
-
-    # Degraded: redundancy lost, a declared move blocked, or the config cannot be rendered.
-    problems: list[tuple[str, str]] = []
-    if conflicts:
-        problems.append(("PortConflict", "not rolled out: " + "; ".join(conflicts)))
-    if config_error:
-        problems.append(("ConfigError", f"the config Secret cannot be rendered: {config_error}"))
-    if lease is not None and owner is not None:
-        for n in nodes.values():
-            r = n.report
-            if n.name == owner or r is None or r.holds not in _HOLDING:
-                continue
-            if lease.acquired is None or (
-                n.lease is not None
-                and n.lease.renewed is not None
-                and n.lease.renewed - lease.acquired > timedelta(seconds=NON_OWNER_GRACE_S)
-            ):
-                problems.append(
-                    (
-                        "HeldByNonOwner",
-                        f"{n.name} reports holding resources ({r.holds}) but {owner} holds the Lease (epoch {epoch})",
-                    )
-                )
-    if plan.blocked:
-        problems.append(("SwitchoverBlocked", plan.blocked))
-    for n in nodes.values():
-        if not n.fresh:
-            problems.append(("NodeDown", f"{n.name}: {n.problem()}"))
-        elif not n.healthy:
-            problems.append(("NodeNotActive", f"{n.name}: {n.problem()}"))
-    if problems:
-        degraded = cond(ConditionType.DEGRADED, "True", problems[0][0], "; ".join(m for _, m in problems))
-    else:
-        degraded = cond(ConditionType.DEGRADED, "False", "AllHealthy", "both nodes are active and reporting")
-
-    # HeartbeatLinkDown: the agents' own view of their links.
-    a, b = (nodes[n] for n in spec.nodes)
-    down = [
-        f"{medium} down on {n.name}"
-        for n in nodes.values()
-        if n.report is not None and n.report.peer is not None
-        for medium, link in sorted(n.report.peer.links.items())
-        if not link.up
-    ]
-    if split:
-        link = cond(
-            ConditionType.HEARTBEAT_LINK_DOWN,
-            "True",
-            "AllLinksDown",
-            f"{a.name} and {b.name} both run but cannot hear each other: each reports its peer dead"
-            + (f" ({', '.join(down)})" if down else ""),
-        )
-    elif down:
-        link = cond(ConditionType.HEARTBEAT_LINK_DOWN, "True", "LinkDown", ", ".join(down))
-    elif not any_fresh:
-        link = cond(ConditionType.HEARTBEAT_LINK_DOWN, "Unknown", "NoReports", "no agent reports")
-    else:
-        link = cond(
-            ConditionType.HEARTBEAT_LINK_DOWN, "False", "AllLinksUp", "every reported heartbeat link is up"
-        )
-
-    # Arbitrating: ownership is not settled; the Lease is what decides it.
-    freeze_note = "; maintenance: the agents make no automatic moves" if spec.failover.maintenance else ""
-    live_others = [
-        n for n in nodes.values() if n.name != owner and n.report is not None and n.report.state != "dead"
-    ]
-    if lease is not None and waiting:
-        arb = cond(
-            ConditionType.ARBITRATING,
-            "True",
-            "TransitionInProgress",
-            f"{owner} took the Lease at epoch {lease.epoch}; waiting for its report",
-        )
-    elif split:
-        arb = cond(
-            ConditionType.ARBITRATING,
-            "True",
-            "HeartbeatLost",
-            f"the nodes cannot hear each other; the Lease decides: {owner or 'nobody'} holds it (epoch {epoch})",
-        )
-    elif lease is not None and owner is None and any_fresh:
-        if lease.handover_to:
-            arb = cond(
-                ConditionType.ARBITRATING,
-                "True",
-                "HandoverInProgress",
-                f"the Lease is free; {lease.handover_to} is to take it",
-            )
-        else:
-            arb = cond(
-                ConditionType.ARBITRATING,
-                "True",
-                "NoHolder",
-                "the Lease is free; waiting for an agent to take it",
-            )
-    elif owner is not None and owner in nodes and not nodes[owner].fresh and live_others:
-        arb = cond(
-            ConditionType.ARBITRATING,
-            "True",
-            "HolderSilent",
-            f"{owner} holds the Lease but is {nodes[owner].problem()}; {live_others[0].name} takes over "
-            "once the Lease window passes" + freeze_note,
-        )
-    elif owner is not None:
-        arb = cond(ConditionType.ARBITRATING, "False", "Settled", f"{owner} holds the Lease, epoch {epoch}")
-    else:
-        arb = cond(
-            ConditionType.ARBITRATING, "Unknown", "NoReports", "nobody holds the Lease and no agent reports"
-        )
-    return [ready, degraded, link, arb]
-
-
-def _state(
-    lease: LeaseState | None, nodes: dict[str, _Node], by_type: Mapping[str, Condition]
-) -> Literal["Ready", "Degraded", "Arbitrating", "Unknown"]:
-    if lease is None or not any(n.fresh for n in nodes.values()):
-        return "Unknown"
-    if by_type[ConditionType.ARBITRATING.value].status == "True":
-        return "Arbitrating"
-    if (
-        by_type[ConditionType.READY.value].status != "True"
-        or by_type[ConditionType.DEGRADED.value].status == "True"
-        or by_type[ConditionType.HEARTBEAT_LINK_DOWN.value].status == "True"
-    ):
-        return "Degraded"
-    return "Ready"
-
-
-_EDGE_EVENTS: dict[str, tuple[str, EventType, str, EventType]] = {
-    # condition: (event reason when it turns True, its type, when it turns False, its type)
-    ConditionType.HEARTBEAT_LINK_DOWN.value: (
-        "HeartbeatLinkDown",
-        "Warning",
-        "HeartbeatLinkRestored",
-        "Normal",
-    ),
-    ConditionType.DEGRADED.value: ("", "Warning", "Recovered", "Normal"),
-}
-
-
-def _condition_events(prev: HAClusterStatus, now: Mapping[str, Condition]) -> list[Event]:
-    """Events for conditions that turned: HeartbeatLinkDown/Restored; Degraded's new reason or
-    Recovered. None for an HACluster's first status (no conditions yet): that is the baseline, and
-    a pair just created has no agents reporting yet; its status says so without a Warning."""
-    out: list[Event] = []
-    if not prev.conditions:
-        return out
-    before = {c.type: c for c in prev.conditions}
-    for kind, (up_reason, up_type, down_reason, down_type) in _EDGE_EVENTS.items():
-        new, old = now[kind], before.get(kind)
-        turned = old is None or old.status != "True"
-        if new.status == "True" and (turned or old is None or old.reason != new.reason):
-            if (
-                not turned
-                and kind == ConditionType.HEARTBEAT_LINK_DOWN.value
-                and new.reason != "AllLinksDown"
-            ):
-                continue  # still down, no worse: one link of several
-            out.append(Event(up_type, up_reason or new.reason, new.message))
-        elif new.status == "False" and old is not None and old.status == "True":
-            out.append(Event(down_type, down_reason, new.message))
-    return out
 
 
 def _differs(old: HAClusterStatus, new: HAClusterStatus) -> bool:
