@@ -29,6 +29,7 @@ from hacluster_agent.media.serial import (
     lock_name,
     release_tty_lock,
 )
+from tests.support.eventually import async_wait_until
 
 BAUD = 19200
 RETRY = 0.05
@@ -55,12 +56,7 @@ class Recorder:
 
 async def eventually(predicate: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
     """Poll (the event loop keeps running) until predicate() is truthy."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    await async_wait_until(predicate, what, timeout)
 
 
 def frame(*lines: str) -> bytes:
