@@ -52,7 +52,7 @@ from kubernetes import watch as k8s_watch  # noqa: E402
 from hacluster_api.annotations import HANDOVER_TO, REPORT  # noqa: E402
 from hacluster_api.models import GROUP, PLURAL, VERSION  # noqa: E402
 from tests.support.controlplane import ControlPlane, find_or_build_apiserver  # noqa: E402
-from tests.support.eventually import crd_established  # noqa: E402
+from tests.support.eventually import crd_established, wait_until  # noqa: E402
 
 NS, OPERATOR_NS = "scale", "hacluster-system"
 REQUESTS = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
@@ -115,11 +115,9 @@ def rss_mb(pid: int) -> float:
 
 
 def wait(what: str, check: Callable[[], bool], timeout: float) -> float:
+    """Seconds until `check` holds (the tests' one polling loop)."""
     start = time.monotonic()
-    while not check():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(0.5)
+    wait_until(check, timeout, interval=0.5, message=what)
     return time.monotonic() - start
 
 
