@@ -311,7 +311,7 @@ class Agent:
                 try:
                     for side in sides:
                         for runner in self.runners[side]:
-                            await runner.start(act.services_at)
+                            await runner.start(act.services_at, self.engine.services_refused)
                             started.append(runner)
                         self.held.add(side)
                 except ResourceError:

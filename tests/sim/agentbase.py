@@ -110,7 +110,7 @@ class AgentBase:
         self.stopping = False
         self.failures: dict[str, int] = {"vip": 0, "service": 0}
         self.fence_installed: float | None = None  # the deadline last written (None: unknown)
-        self.fence_last_write = -math.inf  # when the last fence write reaches the kernel (true time)
+        self.fence_last_write = -math.inf  # when the last fence write reaches the kernel (node's clock)
         self.fence_open = SimFlag(node)
         self.fence_every = sync_interval(world.window)
         self.gone = False  # the process died: its loops never run again
@@ -243,10 +243,14 @@ class AgentBase:
         if self.fence_installed > -math.inf:
             self.fence_open.set()  # the loop keeps it fresh from now on
         timeout = write.timeout
-        # libnftables is called synchronously: writes reach the kernel in the order they were made
-        at = max(node.sim.now + self._rand(node.params.netlink), self.fence_last_write + 1e-6)
+        # libnftables is called synchronously: writes reach the kernel in the order they were made,
+        # on the node's own clock (a write made just before a pause lands on resume: one made after
+        # it must land later still; in true time it came before, and landed after, the close that
+        # the resume made: sim seed 532421, a fence open 31 ms beside the new owner)
+        local = node.local_now()
+        at = max(local + self._rand(node.params.netlink), self.fence_last_write + 1e-6)
         self.fence_last_write = at
-        node.sys_later(KERNEL, at - node.sim.now, node.fence_write, timeout)
+        node.sys_later(KERNEL, at - local, node.fence_write, timeout)
 
     def start_fence_loop(self) -> None:
         """spawn(_fence_loop()) of the daemon: `while True: wait; fence_sync()`, its first turn on

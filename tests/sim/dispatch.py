@@ -49,7 +49,7 @@ class Agent(AgentBase):
         await node.sleep(self._rand(node.params.boot))
         if node.fence_until is not None:  # KernelFence.install(): the tables afresh, closed
             self.fence_installed = -math.inf
-            self.fence_last_write = node.sim.now
+            self.fence_last_write = node.local_now()
             node.fence_write(None)
         if node.vip or node.service:
             # "already running before start-up: stopping them before joining"
@@ -165,6 +165,9 @@ class Agent(AgentBase):
         if services_at is not None and services_at > self.now():
             await self.node.sleep(services_at - self.now())
         try:
+            refused = self.engine.services_refused()  # (GroupRunner.start's `refused`)
+            if refused is not None:
+                raise ResourceError("service", "start", f"not started: {refused}")
             await self._service_start()
         except ResourceError:
             await self._service_stop()

@@ -725,3 +725,23 @@ def test_in_standalone_mode_hactl_moves_the_groups_as_heartbeat_does() -> None:
     p.apply("a", actions)
     p.run(3.0)
     assert p.owners() == {"b": {"foreign"}}
+
+
+def test_a_service_waiting_for_the_peers_node_fence_is_refused_once_the_lease_is_lost() -> None:
+    """Sim seed 551716: the services of a take wait for the peer's node fence (Acquire.services_at);
+    the Lease lost meanwhile means they must never start (services_refused), and the acquisition
+    that ends without them is abandoned: no start failure, no standby, nothing left to fence."""
+    e = Engine(cfg("a", "b", arbitrated=True, stop_budget=BUDGET, watchdog_timeout=WATCHDOG))
+    e.start(0.0, 1_700_000_000.0)
+    (take,) = [a for a in e.tick(2.0) if isinstance(a, Arbitrate)]
+    out = e.arbitrated(take.op, True, "granted", 2.0, 1, sent_at=2.0, taken_over=True)
+    (acquire,) = [a for a in out if isinstance(a, Acquire)]
+    assert acquire.services_at is not None and e.services_refused() is None
+    (renew,) = [a for a in e.clock_jumped(2.5, 1.0) if isinstance(a, Arbitrate)]
+    e.arbitrated(renew.op, False, "the Lease is held by nobody: we lost it", 2.6)  # deleted
+    refused = e.services_refused()
+    assert refused is not None and "lost" in refused
+    out = e.resources_done(acquire.op, False, f"service: not started: {refused}", 3.0)
+    assert e.counters.get("acquire_abandoned") == 1 and not e.counters.get("acquire_failed")
+    assert not e.hold and not e.self_standby and e.start_failed_at is None
+    assert not [a for a in out if isinstance(a, (Acquire, Release))]

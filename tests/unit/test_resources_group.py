@@ -356,3 +356,24 @@ async def test_after_a_takeover_the_addresses_start_at_once_and_the_services_at_
     await runner.stop()
     await runner.start(services_at=clock.now - 1.0)  # already over: no wait
     assert clock.sleeps == []
+
+
+@pytest.mark.asyncio
+async def test_a_service_the_engine_refuses_after_the_wait_never_starts_and_the_vip_goes() -> None:
+    """The right to hold was lost while the database waited for the peer's node fence (the
+    engine's services_refused, sim seed 551716): it never starts, the VIP is removed, and the
+    start fails saying why."""
+    log: list[str] = []
+    clock = FakeClock()
+    vip, db = FakeVIP("IPaddr::192.0.2.100", log), Fake("db", log)
+    runner = GroupRunner([vip, db], sleep=clock.sleep, clock=clock)
+    asked: list[str] = []
+
+    def refused() -> str | None:
+        asked.append("db")
+        return "the Lease is no longer ours"
+
+    with pytest.raises(GroupStartError, match="not started: the Lease is no longer ours"):
+        await runner.start(services_at=clock.now + 11.0, refused=refused)
+    assert "start db" not in log and not db.running and not vip.running
+    assert asked == ["db"]  # asked once, after the wait, and never for the address

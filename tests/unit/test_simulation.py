@@ -395,6 +395,28 @@ def test_a_take_granted_but_read_later_than_w_proves_nothing(seed: int) -> None:
     assert any("read" in line and "after it was sent: asking again" in line for line in r.trace)
 
 
+@pytest.mark.parametrize("seed", [551716, 436812])
+def test_services_waiting_for_the_peers_node_fence_never_start_once_the_right_is_lost(seed: int) -> None:
+    """Seeds 551716 and 436812 of the long run (CI form, node fence): a take's services waited for
+    the peer's node fence; the Lease was lost meanwhile (deleted; refused), the node was fencing
+    itself, and the service started anyway at the end of the wait: 237 ms and 23 ms beside the
+    peer's. The driver now asks the engine (services_refused) right before each service starts."""
+    cfg = Config(span=5.0, settled_exit=3.0)
+    r = run_one(seed, cfg, nemesis(seed, cfg.span, cfg.deadtime), tracing=True)
+    assert not r.violations, [v.describe() for v in r.violations]
+    assert any("acquisition abandoned" in line for line in r.trace)
+
+
+def test_a_fence_write_made_before_a_pause_never_lands_after_the_close_made_on_resume() -> None:
+    """Seed 532421 of the long run (CI form): the simulator applied a kernel-fence write made just
+    before a VM pause after the close the agent wrote on resume (it ordered writes in true time,
+    not on the node's clock): the fence stayed open 31 ms beside the new owner. A simulator bug
+    (the daemon's writes are synchronous), fixed in the simulator."""
+    cfg = Config(span=5.0, settled_exit=3.0)
+    r = run_one(532421, cfg, nemesis(532421, cfg.span, cfg.deadtime))
+    assert not r.violations, [v.describe() for v in r.violations]
+
+
 def test_lease_deleted_by_hand_keeps_the_epoch_and_the_owner() -> None:
     """Seed 30 at 500 ms / 3 s (lease_delete alone): the operator recreated the Lease empty at epoch
     0 (the epoch went down; the pair never settled: the owner served, the Lease named nobody)."""

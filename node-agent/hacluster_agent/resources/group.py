@@ -109,16 +109,21 @@ class GroupRunner:
 
     # -- start / stop ----------------------------------------------------------------------
 
-    async def start(self, services_at: float | None = None) -> None:
+    async def start(
+        self, services_at: float | None = None, refused: Callable[[], str | None] | None = None
+    ) -> None:
         """Start left to right. If one fails, stop it and those before it right to left, and raise
         GroupStartError saying which failed, why, and whether the release was clean.
 
         `services_at` (our clock): the addresses start now, every other member no earlier than then
-        (the engine's Acquire.services_at: the peer we took over from may still run its copy)."""
+        (the engine's Acquire.services_at: the peer we took over from may still run its copy).
+        `refused` (the engine's services_refused): asked right before each member that is not an
+        address; a reason stops the start there, as a failure would."""
         self._stopping = False
         self.reset_failures()
         for i, res in enumerate(self.resources):
-            wait = 0.0 if services_at is None or isinstance(res, Fenceable) else services_at - self._clock()
+            fenceable = isinstance(res, Fenceable)
+            wait = 0.0 if services_at is None or fenceable else services_at - self._clock()
             if wait > 0:
                 log.warning(
                     "group %s: starting %s in %.1fs, once the peer's node fence is over (docs/safety.md)",
@@ -128,6 +133,9 @@ class GroupRunner:
                 )
                 await self._sleep(wait)
             try:
+                why_not = None if fenceable or refused is None else refused()
+                if why_not is not None:
+                    raise ResourceError(res.name, "start", f"not started: {why_not}")
                 log.info("group %s: starting %s", self.name, res.name)
                 await res.start()
             except ResourceError as e:
