@@ -232,9 +232,12 @@ class Agents:
         }
         # A merge-patch: a Lease cannot be replaced without a resourceVersion (HTTP 422).
         if self.rest("GET", lease_path(name)) is None:
-            self.rest("POST", lease_path(), body)
-        else:
-            self.rest.merge(lease_path(name), {"metadata": body["metadata"], "spec": body["spec"]})
+            try:
+                self.rest("POST", lease_path(), body)
+                return
+            except Conflict:
+                pass  # the operator created it meanwhile (it makes the report Leases): patch it
+        self.rest.merge(lease_path(name), {"metadata": body["metadata"], "spec": body["spec"]})
 
     def set(self, node: str, **kw: Any) -> None:
         self.reports[node] = self.report(node, **kw)

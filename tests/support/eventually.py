@@ -1,17 +1,20 @@
-"""The one polling loop of the tests and benches: `eventually` (until a check stops raising),
-`wait_until` (until a predicate is truthy), `async_wait_until` (the same inside an event loop)."""
+"""Polling for the tests and benches, on one loop (netns.wait_until: until a predicate is truthy):
+`eventually` (until a check stops raising), `wait_until` itself, `async_wait_until` (the same
+inside an event loop)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from tests.support.netns import wait_until
+
 T = TypeVar("T")
+__all__ = ["async_wait_until", "crd_established", "eventually", "wait_until"]
 RETRIED = (AssertionError, KeyError, IndexError, TypeError, ApiException)
 
 
@@ -24,37 +27,23 @@ def eventually(
     context: Callable[[], str] | None = None,
 ) -> T:
     """Call `fn` until it stops raising (an assertion, a missing key, an API error) and return
-    its value; after `timeout` fail with what was awaited, the last error and `context()`."""
-    deadline = time.monotonic() + timeout
-    while True:
+    its value; after `timeout` fail with what was awaited, the last error and `context()`.
+    The loop is netns.wait_until's (stdlib only: netns.py also runs as a bare script)."""
+    last: list[BaseException] = []
+
+    def attempt() -> tuple[T] | None:
         try:
-            return fn()
+            return (fn(),)
         except RETRIED as e:
-            if time.monotonic() > deadline:
-                extra = context() if context is not None else ""
-                raise AssertionError(f"not within {timeout:g}s: {what or fn.__name__}: {e!r}{extra}") from e
-            time.sleep(interval)
-
-
-def wait_until(
-    predicate: Callable[[], T | None],
-    timeout: float,
-    *,
-    interval: float = 0.05,
-    message: str = "condition",
-) -> T:
-    """Poll ``predicate`` until it returns something truthy; return it. Raise TimeoutError."""
-
-    def check() -> T:
-        value = predicate()
-        if not value:
-            raise AssertionError(message)
-        return value
+            last[:] = [e]
+            return None
 
     try:
-        return eventually(check, timeout=timeout, interval=interval, what=message)
-    except AssertionError:
-        raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {message}") from None
+        return wait_until(attempt, timeout, interval=interval, message=what or fn.__name__)[0]
+    except TimeoutError:
+        extra = context() if context is not None else ""
+        error = last[0] if last else None
+        raise AssertionError(f"not within {timeout:g}s: {what or fn.__name__}: {error!r}{extra}") from error
 
 
 async def async_wait_until(predicate: Callable[[], object], what: str, timeout: float) -> None:

@@ -39,8 +39,6 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Literal, TypeVar
 
-from tests.support.eventually import wait_until
-
 __all__ = [
     "LINK_NETS4",
     "LINK_NETS6",
@@ -96,6 +94,24 @@ class NetnsError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------
 # small utilities
+
+
+def wait_until(
+    predicate: Callable[[], T | None],
+    timeout: float,
+    *,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; return it. Raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {message}")
+        time.sleep(interval)
 
 
 def _run(

@@ -229,3 +229,27 @@ def test_script_name_cannot_escape_the_script_directories(dirs: tuple[Path, Path
     for bad in ("../evil", "/bin/sh", ""):
         with pytest.raises(ValueError):
             driver(dirs, bad)
+
+
+@pytest.mark.asyncio
+async def test_cancelled_while_the_script_is_being_spawned_it_is_killed_and_nothing_hangs(
+    dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Cancelled inside asyncio's subprocess_exec, asyncio waits for the child to exit: a script
+    that waits on its own children hung the cancel for as long as they ran (this file's other
+    cancellation test timed out at 300 s on a loaded machine)."""
+    pids = tmp_path / "pids"
+    write_script(dirs[1] / "slow", f"sleep 30 &\necho $$ $! > {pids}\nwait\n")
+    task = asyncio.create_task(driver(dirs, "slow").start())
+    await asyncio.sleep(0)  # the spawn is under way, not done
+    task.cancel()
+    t0 = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+    assert time.monotonic() - t0 < 8
+    if pids.exists():
+        script_pid, child_pid = map(int, pids.read_text().split())
+        deadline = time.monotonic() + 5
+        while not (gone(script_pid) and gone(child_pid)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert gone(script_pid) and gone(child_pid)

@@ -117,16 +117,31 @@ async def run_script(
     """
     loop = asyncio.get_running_loop()
     full_env = {**os.environ, **(env or {})}
-    transport, proto = await loop.subprocess_exec(
-        lambda: _Capture(output_limit, loop),
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-        cwd="/",
-        env=full_env,
+    spawn = asyncio.ensure_future(
+        loop.subprocess_exec(
+            lambda: _Capture(output_limit, loop),
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+            cwd="/",
+            env=full_env,
+        )
     )
+    try:
+        # Shielded: cancelled inside subprocess_exec, asyncio waits for the child to exit, which
+        # a script that waits on its own children never does (a hang for as long as they run;
+        # tests/unit/test_resources_script.py's cancellation test, on a loaded machine).
+        transport, proto = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        with contextlib.suppress(OSError):
+            transport, proto = await spawn  # spawned all the same: kill it below, then re-raise
+            _killpg(transport.get_pid())
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proto.exited), 5.0)
+            transport.close()
+        raise
     pgid = transport.get_pid()
     try:
         try:
