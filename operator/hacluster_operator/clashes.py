@@ -35,13 +35,15 @@ class Footprint:
         return self.created, self.cluster
 
 
-def footprint(hacluster: Mapping[str, Any]) -> Footprint | None:
-    """None for a spec the models refuse (its own status says why)."""
+def footprint(hacluster: Mapping[str, Any], spec: HAClusterSpec | None = None) -> Footprint | None:
+    """None for a spec the models refuse (its own status says why). `spec`: the one already
+    validated from this HACluster, if the caller has it."""
     meta = hacluster.get("metadata") or {}
-    try:
-        spec = HAClusterSpec.model_validate(hacluster.get("spec") or {})
-    except ValidationError:
-        return None
+    if spec is None:
+        try:
+            spec = HAClusterSpec.model_validate(hacluster.get("spec") or {})
+        except ValidationError:
+            return None
     fence = spec.failover.node_fence
     return Footprint(
         cluster=f"{meta.get('namespace', '')}/{meta.get('name', '')}",

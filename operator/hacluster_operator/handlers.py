@@ -293,18 +293,20 @@ async def _ensure_lease(
     return lease
 
 
-async def ensure_all(ctx: Context, hacluster: Mapping[str, Any], others: Iterable[Footprint] = ()) -> None:
+async def ensure_all(
+    ctx: Context, hacluster: Mapping[str, Any], others: Callable[[], Iterable[Footprint]] = tuple
+) -> None:
     """The Secret (unless the config cannot be rendered: then the last good one stays), the
     agents' RBAC, the Leases, then the DaemonSet (its pods find their account and Leases in
     place). A config error is remembered for the status (Degraded) and posted
     once as an Event; it does not stop the rest. `others`: every HACluster's footprint (the
-    operator's index): while this one clashes with one that came first on a common node, neither
+    operator's index; asked for only here, as it costs one pass over every cluster): while this one clashes with one that came first on a common node, neither
     its Secret nor its DaemonSet is written (its agents would fight the other's for a port)."""
     namespace, name = _where(hacluster)
     spec = HAClusterSpec.model_validate(hacluster["spec"])
     memory = ctx.memory(hacluster)
-    mine = footprint(hacluster)
-    conflicts = clashes(mine, others) if mine is not None else []
+    mine = footprint(hacluster, spec)
+    conflicts = clashes(mine, others()) if mine is not None else []
     if conflicts != memory.conflicts and conflicts:
         log.warning("[%s/%s] not rolled out: %s", namespace, name, "; ".join(conflicts))
     memory.conflicts = conflicts
@@ -394,7 +396,11 @@ _STATUS_FIELDS = {"owner", "epoch", "state", "observedGeneration", "nodes", "las
 
 
 async def tick(
-    ctx: Context, hacluster: Mapping[str, Any], *, deleting: bool = False, others: Iterable[Footprint] = ()
+    ctx: Context,
+    hacluster: Mapping[str, Any],
+    *,
+    deleting: bool = False,
+    others: Callable[[], Iterable[Footprint]] = tuple,
 ) -> Decision | None:
     """Look once, decide once, write what the decision says. None when the Lease changed under us
     (the compare-and-swap lost): the next tick decides again on fresh data."""
@@ -588,7 +594,12 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
 
     def indexer(path_of: Callable[[str, str], str], whole: bool) -> Callable[..., dict[str, Any]]:
         def index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[str, Any]:
-            value = _plain(body) if whole else str(body.get("metadata", {}).get("resourceVersion", ""))
+            if not whole:
+                return {path_of(namespace, name): str(body.get("metadata", {}).get("resourceVersion", ""))}
+            value = _plain(body)
+            # The server's field-ownership record: never read here, and most of an object's bytes
+            # (every read from the cache copies what is kept).
+            value.get("metadata", {}).pop("managedFields", None)
             return {path_of(namespace, name): value}
 
         return index
@@ -612,10 +623,11 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         made = footprint(_plain(body))
         return {} if made is None else {made.cluster: made}
 
-    def everyone(kwargs: Mapping[str, Any]) -> list[Footprint]:
-        """The index kopf passes to every handler (as the keyword `footprints`)."""
+    def everyone(kwargs: Mapping[str, Any]) -> Callable[[], list[Footprint]]:
+        """The index kopf passes to every handler (as the keyword `footprints`), read when asked:
+        a tick that writes nothing (most of them) never walks it."""
         index: kopf.Index[str, Footprint] = kwargs["footprints"]
-        return [f for key in index for f in index[key]]
+        return lambda: [f for key in index for f in index[key]]
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)

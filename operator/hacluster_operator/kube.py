@@ -49,7 +49,6 @@ class Kube:
 
     def __init__(self, api: k8s.ApiClient, *, timeout: float = 10.0, cache: Cache | None = None) -> None:
         self.api, self.timeout, self.cache = api, timeout, cache
-        self.sent = 0  # requests sent to the server (reads the cache answered are not)
 
     async def request(
         self,
@@ -66,8 +65,6 @@ class Kube:
         params = self.api.param_serialize(
             method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
         )
-
-        self.sent += 1
 
         def call() -> tuple[int, bytes]:
             response = self.api.call_api(*params, _request_timeout=self.timeout)

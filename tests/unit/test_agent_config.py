@@ -8,6 +8,7 @@ line, down to the drivers it builds."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from hacluster_agent.daemon import AgentOptions, agent_fails_back, configure
+from hacluster_agent.daemon import Agent, AgentOptions, configure
 from hacluster_agent.resources.group import drivers_for
 from hacluster_agent.resources.ipaddr import IPAddrDriver
 from hacluster_api.agentconfig import AgentConfigError, parse_agent_config
@@ -285,9 +286,32 @@ def test_every_spec_field_reaches_the_agent_or_is_operator_only() -> None:
 
 def test_in_kubernetes_mode_the_agents_never_fail_back_by_themselves(tmp_path: Path) -> None:
     """One owner of failback per mode: the operator's in Kubernetes mode, whatever ha.cf says (a
-    hand-written one may say `auto_failback on`: both used to start one)."""
-    cfg, _ = agent_for(BASE, tmp_path)
-    on = cfg.hacf.model_copy(update={"auto_failback": "on"})
-    assert agent_fails_back(on, kube=False)
-    assert not agent_fails_back(on, kube=True)
-    assert not agent_fails_back(cfg.hacf, kube=False)  # the operator renders it off
+    hand-written one may say `auto_failback on`: both used to start one). The engine checked is
+    the one the daemon builds from the mounted files and its command line."""
+    mounted = tmp_path / "secret"
+    mounted.mkdir()
+    for key, text in config_data(HAClusterSpec.model_validate(BASE), KEY).items():
+        if key.endswith("ha.cf"):
+            assert "auto_failback off" in text  # what the operator renders
+            text = text.replace("auto_failback off", "auto_failback on")
+        (mounted / key).write_text(text)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'https://192.0.2.99:6443'}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\nusers: [{name: u, user: {token: t}}]\n"
+    )
+    argv = [w.replace("$(NODE_NAME)", A) for w in agent_command("ha", "web")[1:]]
+    argv[argv.index("--config-dir") + 1] = str(mounted)
+    argv += ["--state-dir", str(tmp_path / "state"), "--log-format", "text"]
+    configured = configure(argv)
+    assert not isinstance(configured, int)
+    cfg, opts = configured
+    assert cfg.hacf.auto_failback_effective  # the file says on
+    assert opts.kube is not None
+    kube_mode = Agent(
+        cfg, dataclasses.replace(opts, kube=dataclasses.replace(opts.kube, kubeconfig=str(kubeconfig)))
+    )
+    standalone = Agent(cfg, dataclasses.replace(opts, kube=None))
+    assert not kube_mode.engine.cfg.auto_failback and kube_mode.engine.cfg.arbitrated
+    assert standalone.engine.cfg.auto_failback  # Heartbeat's own behaviour without an operator
