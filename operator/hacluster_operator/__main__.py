@@ -22,7 +22,8 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import kopf
@@ -48,9 +49,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="serve HACluster objects in this namespace (repeatable); default: every namespace",
     )
     p.add_argument("--kubeconfig", help="default: in-cluster credentials, else $KUBECONFIG or ~/.kube/config")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between two looks at the Leases")
     p.add_argument(
-        "--config-every", type=float, default=10.0, help="re-render the config Secret this often (s)"
+        "--interval",
+        type=float,
+        default=Settings.interval,
+        help="longest time (s) between two looks at one HACluster; it is looked at at once when its spec, "
+        "Leases or objects change, and when a report may have gone stale",
+    )
+    p.add_argument(
+        "--config-every",
+        type=float,
+        default=Settings.config_every,
+        help="longest time (s) between two renderings of its agents' objects (at once when their inputs change)",
     )
     p.add_argument(
         "--release-timeout", type=float, default=30.0, help="on deletion, wait this long for a release"
@@ -95,6 +105,7 @@ async def crd_served(kube: Kube) -> bool:
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     api = api_client_from_environment(args.kubeconfig)
+    closers: list[Callable[[], None]] = [api.close]
     kube = Kube(api)
     me = identity(args)
     if args.metrics_port:
@@ -112,8 +123,13 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
         elector: LeaderElector | None = None
         if args.leader_election:
+            # Its own connection and thread: a renewal never waits behind the handlers' requests
+            # (1,000 HAClusters being created kept the shared threads busy past renew_deadline).
+            leader_api = api_client_from_environment(args.kubeconfig)
+            closers.append(leader_api.close)
+            leader_kube = Kube(leader_api, executor=ThreadPoolExecutor(1, thread_name_prefix="leader"))
             elector = LeaderElector(
-                FreshLeases(kube),
+                FreshLeases(leader_kube),
                 ElectionConfig(
                     namespace=leader_namespace(args),
                     identity=me,
@@ -181,7 +197,8 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             log.error("exiting: kopf stopped on its own (see the errors above)")
         return 1 if lost or crashed else 0
     finally:
-        api.close()  # type: ignore[no-untyped-call]
+        for close in closers:
+            close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ handover-to (a planned move), freeze (maintenance) and release (the HACluster is
 the keys and their one parser are in `hacluster_api.annotations`.
 
 Events come from edges only (an annotation set or cleared, the epoch rising, a condition turning),
-never from levels, so a loop that decides every second does not repeat them.
+never from levels, so deciding again on the same observation does not repeat them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from hacluster_api.models import (
 )
 from hacluster_api.report import AgentReport, ReportLease, TransitionKind, TransitionReport
 
-from .conditions import Facts, condition_events, conditions, node_status, state
+from .conditions import HOLDING, NON_OWNER_GRACE_S, Facts, condition_events, conditions, node_status, state
 from .observed import DEFAULT_REPORT_DURATION_S, Event, EventType, LeaseState
 from .plan import Node, Plan, cannot_hear, observe, plan_for, valid_node_name
 
@@ -64,6 +64,11 @@ class Decision:
     events: tuple[Event, ...]
     released: bool
     """Nobody holds the Lease (or there is none): what deletion waits for."""
+    recheck_s: float | None = None
+    """Seconds after which this decision may change although nothing was written: a report goes
+    stale, the wait for the holder's account ends, a non-owner's claim outlasts its grace. None:
+    only a change (the spec, a Lease) can change it. The operator looks again then (handlers.py),
+    not every second: the decision is event-driven."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,7 +179,34 @@ def decide(
         write_status=previous is None or _differs(previous, status),
         events=tuple(events),
         released=lease is None or owner is None,
+        recheck_s=_recheck(nodes, lease, owner, waiting, now),
     )
+
+
+RECHECK_MIN_S = 0.05
+"""The soonest a time-driven look is asked for (a deadline just passed: look again, not spin)."""
+
+
+def _recheck(
+    nodes: Mapping[str, Node], lease: LeaseState | None, owner: str | None, waiting: bool, now: datetime
+) -> float | None:
+    """When time alone may change the decision (Decision.recheck_s): the rules above that read
+    `now` or a renewal time, each with its deadline."""
+    due: list[float] = []
+    for n in nodes.values():
+        if n.age_s is not None and n.age_s <= n.duration_s:
+            due.append(n.duration_s - n.age_s)  # fresh until then (plan.observe)
+        if (
+            n.name != owner
+            and n.report is not None
+            and n.report.holds in HOLDING
+            and lease is not None
+            and lease.acquired is not None
+        ):
+            due.append(NON_OWNER_GRACE_S)  # its next renewal may outlast the grace (conditions)
+    if waiting and lease is not None and lease.acquired is not None:
+        due.append(ACCOUNTING_WAIT_S - (now - lease.acquired).total_seconds())
+    return max(RECHECK_MIN_S, min(due)) if due else None
 
 
 def _annotation_events(

@@ -7,8 +7,11 @@ Layout (after kopf's own: clients, then the engines, then the handlers that wire
   ownership and report Leases, and the agents' DaemonSet what the builders (resources.py) say.
 - `tick`: one observation → decide() → annotations (CAS) → workload labels → status → Events.
 - `build_registry`: the kopf handlers. create/update/resume ensure the objects; one daemon per
-  HACluster ticks every `interval` seconds (and re-renders the config every `config_every`, so
-  changes of the auth Secret or script ConfigMaps are picked up without watching all Secrets);
+  HACluster looks when something changed, not on a timer: a watch event of its Leases (a report
+  only when it says something new) or its objects wakes it, and the decision says when time
+  alone may change it (`Decision.recheck_s`: a report going stale); `interval` is only the
+  resync. Its agents' objects are rendered again when what they are made from changed
+  (`config_inputs`, from the watch cache's versions), at the latest every `config_every`;
   delete takes over the ticking: it asks the agents to release, waits (bounded) for an empty
   holder, deletes the DaemonSet and the Secret, and lets kopf remove the finalizer.
 
@@ -18,6 +21,7 @@ Never logged, posted or stored in status: the auth Secret's value, the rendered 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import json
@@ -36,7 +40,7 @@ from hacluster_api.render import RenderError, script_sources
 from hacluster_api.report import ReportLease, parse_report
 
 from .clashes import Footprint, clashes, footprint
-from .decide import Decision, LeaseState, decide
+from .decide import RECHECK_MIN_S, Decision, LeaseState, decide
 from .kube import (
     JSON_PATCH,
     MERGE_PATCH,
@@ -54,9 +58,11 @@ from .kube import (
 )
 from .metrics import METRICS
 from .resources import (
+    COMPONENT_LABEL,
     MANAGED_BY,
     Manifest,
     agent_account_name,
+    agent_lease_names,
     agent_role,
     agent_role_binding,
     agent_service_account,
@@ -79,16 +85,22 @@ log = logging.getLogger("hacluster.operator")
 
 FINALIZER = "hacluster.dev/finalizer"
 SPEC_HASH = "hacluster.dev/spec-hash"
+RETRY_S = 1.0
+"""After a failed look, the next one comes this much later per failure in a row (up to 10)."""
 
 
 @dataclass(frozen=True)
 class Settings:
     agent_image: str
     agent_image_pull_policy: str | None = None
-    interval: float = 1.0
-    """Seconds between two looks at one HACluster's Leases."""
-    config_every: float = 10.0
-    """Re-render the config Secret at least this often (auth Secret and ConfigMaps are not watched)."""
+    interval: float = 30.0
+    """The longest time between two looks at one HACluster (a resync, as informers have). It is
+    looked at at once when its spec, one of its Leases or one of its objects changes (the watches),
+    and when time alone may change the decision (Decision.recheck_s: a report going stale)."""
+    config_every: float = 300.0
+    """The longest time between two renderings of its agents' objects. They are rendered at once
+    when what they are made from changes (`config_inputs`: the spec, the auth Secret, a script
+    ConfigMap, an object written, another HACluster's footprint)."""
     release_timeout: float = 30.0
     """On deletion, how long to wait for the agents to release before deleting them anyway."""
 
@@ -117,7 +129,12 @@ class Memory:
     missing_nodes: set[str] = field(default_factory=set)
     conflicts: list[str] = field(default_factory=list)  # clashes.clashes, at the last ensure_all
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set when the spec changed: the pair's daemon decides at once, not at its next interval."""
+    """Set when the spec, a Lease or an object of this HACluster changed: its daemon decides at
+    once (otherwise it waits for the decision's recheck_s, or the resync `interval`)."""
+    inputs: tuple[str, ...] | None = None
+    """`config_inputs` when the agents' objects were last ensured."""
+    labelled_for: str | None = None
+    """The holder the Nodes' workload labels were last made to follow ("" for nobody)."""
 
 
 @dataclass
@@ -127,6 +144,11 @@ class Context:
     identity: str = "hacluster-operator"
     memories: dict[str, Memory] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
+    footprints_version: int = 0
+    """Bumped when any HACluster's footprint changes (a clash may have come or gone)."""
+    readers: dict[str, set[str]] = field(default_factory=dict)
+    """The users' objects the agents' objects are made from (the auth Secret, script
+    ConfigMaps), by path: the uids of the HAClusters that read them (woken when one changes)."""
 
     def memory(self, hacluster: Mapping[str, Any]) -> Memory:
         return self.memories.setdefault(hacluster["metadata"]["uid"], Memory())
@@ -395,6 +417,38 @@ def _previous(hacluster: Mapping[str, Any]) -> HAClusterStatus | None:
 _STATUS_FIELDS = {"owner", "epoch", "state", "observedGeneration", "nodes", "lastTransition", "conditions"}
 
 
+def config_inputs(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> tuple[str, ...] | None:
+    """What the agents' objects are made from and what they are, as the watch cache's
+    resourceVersions: while this is unchanged, rendering them again would write nothing. None
+    without a cache (then they are rendered on every look)."""
+    cache = ctx.kube.cache
+    if cache is None:
+        return None
+    namespace, name = _where(hacluster)
+    try:
+        maps = sorted({source.name for source in script_sources(spec).values()})
+    except RenderError:
+        maps = []  # ensure_all says why
+    account = agent_account_name(name)
+    given = [secret_path(namespace, spec.auth.secret_ref.name), *(configmap_path(namespace, m) for m in maps)]
+    for path in given:
+        ctx.readers.setdefault(path, set()).add(hacluster["metadata"]["uid"])
+    paths = [
+        *given,
+        secret_path(namespace, config_secret_name(name)),
+        serviceaccount_path(namespace, account),
+        role_path(namespace, account),
+        rolebinding_path(namespace, account),
+        daemonset_path(namespace, daemonset_name(name)),
+        *(lease_path(namespace, lease) for lease in agent_lease_names(name, spec.nodes)),
+    ]
+    generation = str(hacluster["metadata"].get("generation") or "")
+    # Another HACluster's footprint matters only to one held back by a clash (it may go now): a
+    # later one never holds back one that came first (clashes.py).
+    others = str(ctx.footprints_version) if ctx.memory(hacluster).conflicts else ""
+    return (generation, others, *(cache.version(p) for p in paths))
+
+
 async def tick(
     ctx: Context,
     hacluster: Mapping[str, Any],
@@ -408,13 +462,18 @@ async def tick(
     meta = hacluster["metadata"]
     spec = HAClusterSpec.model_validate(hacluster["spec"])
     memory = ctx.memory(hacluster)
-    if not deleting and (
+    inputs = config_inputs(ctx, hacluster, spec)
+    config_due = not deleting and (
         memory.config_at is None
         or memory.generation != meta.get("generation")
+        or inputs is None
+        or inputs != memory.inputs
         or ctx.clock() - memory.config_at >= ctx.settings.config_every
-    ):
+    )
+    if config_due:
         try:
             await ensure_all(ctx, hacluster, others)
+            memory.inputs = inputs
         except Exception as e:  # the agents' objects can wait; the status and the Lease cannot
             memory.config_at = ctx.clock()  # not on every tick: every config_every
             log.warning("[%s/%s] could not write the agents' objects: %s", namespace, name, _brief(e))
@@ -465,7 +524,9 @@ async def tick(
         shown = ", ".join(f"{k}={v!r}" if v is not None else f"-{k}" for k, v in decision.annotations.items())
         log.info("[%s/%s] Lease annotations: %s (%s)", namespace, name, shown, decision.why)
 
-    await move_workload_labels(ctx, hacluster, spec, decision.holder, memory)
+    if config_due or memory.labelled_for != (decision.holder or ""):
+        await move_workload_labels(ctx, hacluster, spec, decision.holder, memory)
+        memory.labelled_for = decision.holder or ""
 
     if decision.write_status:
         await ctx.kube.request(
@@ -551,6 +612,14 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
     return copy.deepcopy(dict(body))
 
 
+class QuietWakes(logging.Filter):
+    """Drops kopf's "Handler 'wake_…' succeeded." for the handlers that only wake a decision:
+    one per watch event, and kopf would also post each as a Kubernetes Event."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Handler 'wake_")
+
+
 def configure_kopf(settings: kopf.OperatorSettings, identity: str) -> None:
     """kopf keeps its state in annotations under hacluster.dev (the status schema is structural:
     it would prune kopf's own status fields), adds our finalizer, posts Events as
@@ -569,6 +638,9 @@ def configure_kopf(settings: kopf.OperatorSettings, identity: str) -> None:
     settings.networking.request_timeout = 60.0
     settings.networking.connect_timeout = 10.0
     settings.watching.server_timeout = 300  # seconds, an integer for the API server
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, QuietWakes) for f in objects.filters):
+        objects.addFilter(QuietWakes())
 
 
 def build_registry(ctx: Context) -> kopf.OperatorRegistry:
@@ -617,11 +689,87 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                 {p: kwargs[f"cache_{p}"] for p, spec in watched.items() if not spec[3]},
             )
 
+    last_footprint: dict[str, Footprint | None] = {}
+
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="footprints")
-    def footprints(body: kopf.Body, **_: Any) -> dict[str, Footprint]:
+    def footprints(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[str, Footprint]:
         """Every HACluster's footprint on its nodes (clashes.py), kept by kopf from its watch."""
-        made = footprint(_plain(body))
+        made = footprint(_plain(body)) if not body.get("metadata", {}).get("deletionTimestamp") else None
+        if last_footprint.get(f"{namespace}/{name}", False) != made:
+            last_footprint[f"{namespace}/{name}"] = made
+            held_back_may_go()
         return {} if made is None else {made.cluster: made}
+
+    def held_back_may_go() -> None:
+        """A footprint changed or went: the HACluster held back by a clash look again."""
+        ctx.footprints_version += 1
+        for memory in ctx.memories.values():
+            if memory.conflicts:
+                memory.wake.set()
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="wake_held_back")
+    def gone(type: str, namespace: str | None, name: str, **_: Any) -> None:
+        """A deleted HACluster frees what it held on its nodes: a later one that clashed with it
+        may roll out now."""
+        if type == "DELETED":
+            last_footprint.pop(f"{namespace}/{name}", None)
+            held_back_may_go()
+
+    # Wake the HACluster whose object changed (its controller ownerReference names it): a Lease
+    # (the ownership Lease on any change; a report when it says something new, not on each
+    # renewal: decide's recheck_s looks when one may have gone stale) or an object it is given.
+    report_marks: dict[str, str] = {}
+
+    def wake_owner(body: kopf.Body) -> None:
+        for ref in body.get("metadata", {}).get("ownerReferences") or []:
+            if ref.get("controller") and ref.get("kind") == "HACluster":
+                memory = ctx.memories.get(str(ref.get("uid")))
+                if memory is not None:
+                    memory.wake.set()
+
+    @kopf.on.event("coordination.k8s.io", "v1", "leases", registry=registry, labels=mine, id="wake_leases")
+    def lease_changed(body: kopf.Body, type: str, namespace: str | None, name: str, **_: Any) -> None:
+        if body.get("metadata", {}).get("labels", {}).get(COMPONENT_LABEL) == "report":
+            spec = body.get("spec") or {}
+            said = json.dumps(
+                [
+                    type == "DELETED",
+                    body.get("metadata", {}).get("annotations") or {},
+                    spec.get("holderIdentity"),
+                    spec.get("leaseDurationSeconds"),
+                ],
+                sort_keys=True,
+            )
+            if report_marks.get(f"{namespace}/{name}") == said:
+                return
+            report_marks[f"{namespace}/{name}"] = said
+        wake_owner(body)
+
+    for group, plural in (
+        ("apps", "daemonsets"),
+        ("", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+    ):
+        kopf.on.event(group, "v1", plural, registry=registry, labels=mine, id=f"wake_{plural}")(
+            lambda body, **_: wake_owner(body)
+        )
+
+    def wake_readers(path: str) -> None:
+        for uid in ctx.readers.get(path, ()):
+            memory = ctx.memories.get(uid)
+            if memory is not None:
+                memory.wake.set()
+
+    @kopf.on.event("", "v1", "secrets", registry=registry, id="wake_secrets")
+    def secret_changed(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+        """Ours (the config Secret): its HACluster; a user's (an auth key): the ones it keys."""
+        wake_owner(body)
+        wake_readers(secret_path(namespace or "", name))
+
+    @kopf.on.event("", "v1", "configmaps", registry=registry, id="wake_configmaps")
+    def configmap_changed(namespace: str | None, name: str, **_: Any) -> None:
+        wake_readers(configmap_path(namespace or "", name))
 
     def everyone(kwargs: Mapping[str, Any]) -> Callable[[], list[Footprint]]:
         """The index kopf passes to every handler (as the keyword `footprints`), read when asked:
@@ -652,14 +800,18 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                 await stopped.wait(ctx.settings.interval)  # the delete handler ticks now
                 continue
             memory.wake.clear()
+            wait = ctx.settings.interval
             try:
-                await tick(ctx, hacluster, others=everyone(kwargs))
+                decision = await tick(ctx, hacluster, others=everyone(kwargs))
                 failures = 0
+                if decision is not None and decision.recheck_s is not None:
+                    wait = min(wait, decision.recheck_s)
             except Exception as e:  # a tick must never end the daemon; the next one tries again
                 failures += 1
+                wait = min(wait, RETRY_S * min(failures, 10))
                 if failures in (1, 10) or failures % 100 == 0:
                     log.warning("[%s/%s] tick failed (%d in a row): %s", namespace, name, failures, _brief(e))
-            await _until(memory.wake, stopped, ctx.settings.interval)
+            await _until(memory.wake, stopped, wait)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     async def release(body: kopf.Body, runtime: Any, **_: Any) -> None:
@@ -670,7 +822,9 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         namespace, name = _where(hacluster)
         deadline = ctx.clock() + max(0.0, ctx.settings.release_timeout - runtime.total_seconds())
         holder: str | None = "the holder"
+        memory = ctx.memory(hacluster)
         while True:
+            memory.wake.clear()
             try:
                 decision = await tick(ctx, hacluster, deleting=True)
             except Exception as e:
@@ -688,7 +842,14 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                 kopf.event(_event_body(hacluster), type="Warning", reason="ReleaseTimedOut", message=message)
                 log.warning("[%s/%s] %s", namespace, name, message)
                 break
-            await asyncio.sleep(ctx.settings.interval)
+            # the next look: when a Lease changes (the holder released), or the deadline
+            wait = min(ctx.settings.interval, max(RECHECK_MIN_S, deadline - ctx.clock()))
+            if decision is None:
+                wait = min(wait, RETRY_S)
+            elif decision.recheck_s is not None:
+                wait = min(wait, decision.recheck_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(memory.wake.wait(), wait)
         await delete_agents(ctx, hacluster)
         ctx.memories.pop(hacluster["metadata"]["uid"], None)
         log.info("[%s/%s] released; letting the HACluster go", namespace, name)

@@ -9,6 +9,7 @@ hold key material."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import copy
 import json
 import os
@@ -47,8 +48,18 @@ class Kube:
     """Async calls to the API server: the official client's connection and credentials, raw JSON,
     run in threads with a timeout each."""
 
-    def __init__(self, api: k8s.ApiClient, *, timeout: float = 10.0, cache: Cache | None = None) -> None:
-        self.api, self.timeout, self.cache = api, timeout, cache
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        *,
+        timeout: float = 10.0,
+        cache: Cache | None = None,
+        executor: concurrent.futures.ThreadPoolExecutor | None = None,
+    ) -> None:
+        """`executor`: the threads its calls run in (default: the loop's, shared with everything
+        else that blocks); the leader election has its own, so that its renewals never queue
+        behind the handlers' requests."""
+        self.api, self.timeout, self.cache, self.executor = api, timeout, cache, executor
 
     async def request(
         self,
@@ -71,7 +82,8 @@ class Kube:
             response.read()  # type: ignore[no-untyped-call]
             return int(response.status), bytes(response.data or b"")
 
-        status, data = await asyncio.wait_for(asyncio.to_thread(call), self.timeout + 1.0)
+        running = asyncio.get_running_loop().run_in_executor(self.executor, call)
+        status, data = await asyncio.wait_for(running, self.timeout + 1.0)
         if 200 <= status < 300:
             return json.loads(data) if data else {}
         try:
@@ -176,6 +188,18 @@ class Cache:
             if fetched is not None and fetched[0] == version:
                 return True, copy.deepcopy(fetched[1])
         return False, None
+
+    def version(self, path: str) -> str:
+        """The resourceVersion the watch holds for `path` ("" when there is no such object;
+        "?" when its kind is not watched)."""
+        kind = self._kind(path)
+        if kind in self.objects:
+            store = self.objects[kind].get(path)
+            return str(next(iter(store))["metadata"].get("resourceVersion", "")) if store else ""
+        if kind in self.versions:
+            store = self.versions[kind].get(path)
+            return str(next(iter(store))) if store else ""
+        return "?"
 
     def keep(self, path: str, obj: Mapping[str, Any]) -> None:
         """A versioned kind's object just read from the server."""

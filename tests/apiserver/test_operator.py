@@ -32,6 +32,7 @@ from hacluster_api.heartbeat.haresources import parse_haresources
 from hacluster_api.models import GROUP, PLURAL, VERSION
 from hacluster_operator.handlers import FINALIZER
 from tests.apiserver.conftest import ControlPlaneFixture
+from tests.support import tree
 from tests.support.controlplane import free_port
 from tests.support.eventually import eventually as _eventually
 from tests.unit.test_operator_models import CRD_FILE
@@ -125,14 +126,15 @@ class Operator:
             "KUBECONFIG": str(self.kubeconfig),
             "HACLUSTER_AGENT_IMAGE": IMAGE,
             "HACLUSTER_OPERATOR_NAMESPACE": OPERATOR_NS,
+            "PYTHONPATH": tree.pythonpath(),
             "PYTHONUNBUFFERED": "1",
         }
         args = [
             sys.executable, "-m", "hacluster_operator",
             "--namespace", NS,
             "--identity", self.identity,
-            "--interval", "0.2",
-            "--config-every", "1",
+            # the production defaults of --interval and --config-every: what it does, it does on
+            # watch events and its decisions' deadlines, never because it polls
             "--release-timeout", "20",
             "--lease-duration", "3", "--renew-deadline", "2", "--retry-period", "0.5",
             "--metrics-port", str(self.metrics_port),
@@ -307,6 +309,8 @@ def setup(controlplane: ControlPlaneFixture, rest: Rest) -> Path:
 @pytest.fixture(scope="module")
 def operator(setup: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     op = Operator(setup, tmp_path_factory.mktemp("operator") / "operator.log", "op-a").start()
+    # leading before any test starts (a test that starts a standby expects op-a to lead)
+    eventually(lambda: "leading as 'op-a'" in op.text() or {}["x"], what="op-a leading")
     yield op
     op.stop()
     text = op.text()

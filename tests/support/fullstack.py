@@ -25,6 +25,7 @@ from kubernetes import utils as k8s_utils
 
 from hacluster_api.heartbeat.durations import parse_duration_ms
 from hacluster_api.models import GROUP, PLURAL, VERSION
+from tests.support import tree
 from tests.support.controlplane import ControlPlane
 from tests.support.eventually import crd_established, eventually
 from tests.support.lab import APISERVER_ADDR, Lab
@@ -112,6 +113,7 @@ class FullStack:
             "KUBECONFIG": str(self.operator_kubeconfig),
             "HACLUSTER_AGENT_IMAGE": "registry.example/hacluster-agent:test",
             "HACLUSTER_OPERATOR_NAMESPACE": OPERATOR_NS,
+            "PYTHONPATH": tree.pythonpath(),
             "PYTHONUNBUFFERED": "1",
         }
         log = (self.lab.root / "operator.log").open("ab")

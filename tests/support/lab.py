@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import tree
+
 VIP = "192.0.2.100"
 # The host's end of the lab's LAN, for a test API server. Not 192.0.2.0/24: this machine's own
 # eth0 may use that range, and lab traffic must never leave the lab.
@@ -236,7 +238,7 @@ class Lab:
             "--state-dir", str(self.root / node / "state"), "--control-socket", str(self.socket(node)),
             "--lock-dir", str(self.root / node / "state"), "--log-format", "text", *self.agent_args,
         ]  # fmt: skip
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, env=tree.environ())
         self.procs[node] = proc
         return proc
 

@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 from hacluster_api.annotations import FREEZE, HANDOVER_TO, RELEASE
 from hacluster_api.models import HAClusterSpec, HAClusterStatus
 from hacluster_api.report import ReportLease, parse_report
+from hacluster_operator.conditions import NON_OWNER_GRACE_S
 from hacluster_operator.decide import (
     ACCOUNTING_WAIT_S,
     LAST_SEEN_REFRESH_S,
+    RECHECK_MIN_S,
     Decision,
     Event,
     LeaseState,
@@ -874,3 +876,42 @@ def test_decisions_are_safe_and_a_fixed_point(
     assert d2.annotations == {}
     assert d2.events == ()
     assert not d2.write_status
+
+
+# --------------------------------------------------------------------------------------------
+# when to look again (the operator is event-driven: it looks when something changed, and when
+# time alone may change the decision, which recheck_s says)
+
+
+def test_time_alone_changes_nothing_without_reports() -> None:
+    assert run(own(A), {A: None, B: None}).recheck_s is None
+    assert run(own(A), {A: rep(A, renewed=at(-60)), B: rep(B, renewed=at(-60))}).recheck_s is None
+
+
+def test_look_again_when_the_first_report_goes_stale() -> None:
+    reports = {A: rep(A, holds="local", renewed=at(-1)), B: rep(B, renewed=at(-3.5))}
+    d = run(own(A), reports)
+    assert d.recheck_s == pytest.approx(1.5)  # node-b's report lasts 5 s from 3.5 s ago
+    later = run(own(A), reports, now=at(1.5), previous=d.status)
+    assert later.status.state == "Ready"
+    stale = run(own(A), reports, now=at(1.501), previous=d.status)
+    assert stale.status.state == "Degraded"  # what that look finds, without any event
+
+
+def test_look_again_when_the_wait_for_the_new_owners_account_ends() -> None:
+    before = settled(own(A, 6), healthy(A, 6))
+    d = run(own(B, 7, acquired=at(-1)), failover_reports(6, None), previous=before)
+    assert d.recheck_s == pytest.approx(ACCOUNTING_WAIT_S - 1)
+    then = run(own(B, 7, acquired=at(-1)), failover_reports(6, None), now=at(d.recheck_s), previous=d.status)
+    assert "FailedOver" in reasons(then)
+
+
+def test_look_again_while_a_non_owner_still_claims_resources() -> None:
+    reports = {A: rep(A, holds="local"), B: rep(B, holds="foreign")}
+    d = run(own(A, acquired=at(-1)), reports)
+    assert d.recheck_s is not None and d.recheck_s <= NON_OWNER_GRACE_S
+
+
+def test_a_deadline_just_passed_is_not_a_spin() -> None:
+    d = run(own(A), {A: rep(A, holds="local", renewed=at(-5)), B: rep(B, renewed=at(-5))})
+    assert d.recheck_s == RECHECK_MIN_S
