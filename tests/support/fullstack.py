@@ -118,8 +118,8 @@ class FullStack:
         }
         log = (self.lab.root / "operator.log").open("ab")
         self.operator = subprocess.Popen(
-            [sys.executable, "-m", "hacluster_operator", "--namespace", NS, "--identity", "op-1",
-             "--interval", "0.2", "--config-every", "1"],
+            # its production defaults (--interval, --config-every): it acts on watch events
+            [sys.executable, "-m", "hacluster_operator", "--namespace", NS, "--identity", "op-1"],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.lab.root,
         )  # fmt: skip
         log.close()
