@@ -64,6 +64,9 @@ class Decision:
     events: tuple[Event, ...]
     released: bool
     """Nobody holds the Lease (or there is none): what deletion waits for."""
+    silent: frozenset[str] = frozenset()
+    """The nodes without a fresh, readable report: the next renewal of one is news even if it
+    says what it said before (handlers.py wakes on it)."""
     recheck_s: float | None = None
     """Seconds after which this decision may change although nothing was written: a report goes
     stale, the wait for the holder's account ends, a non-owner's claim outlasts its grace. None:
@@ -179,6 +182,7 @@ def decide(
         write_status=previous is None or _differs(previous, status),
         events=tuple(events),
         released=lease is None or owner is None,
+        silent=frozenset(n for n, node in nodes.items() if not node.fresh),
         recheck_s=_recheck(nodes, lease, owner, waiting, now),
     )
 

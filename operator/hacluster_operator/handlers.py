@@ -58,6 +58,7 @@ from .kube import (
 )
 from .metrics import METRICS
 from .resources import (
+    CLUSTER_LABEL,
     COMPONENT_LABEL,
     MANAGED_BY,
     Manifest,
@@ -133,6 +134,8 @@ class Memory:
     once (otherwise it waits for the decision's recheck_s, or the resync `interval`)."""
     inputs: tuple[str, ...] | None = None
     """`config_inputs` when the agents' objects were last ensured."""
+    silent: frozenset[str] = frozenset()
+    """Decision.silent, at the last look: a renewal of one of these nodes' reports wakes it."""
     labelled_for: str | None = None
     """The holder the Nodes' workload labels were last made to follow ("" for nobody)."""
 
@@ -546,6 +549,7 @@ async def tick(
             )
         memory.status = decision.status  # what the server holds: the next decision's `previous`
 
+    memory.silent = decision.silent
     METRICS.observe(namespace, name, decision)
     body = _event_body(hacluster)
     for event in decision.events:
@@ -720,12 +724,16 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     # renewal: decide's recheck_s looks when one may have gone stale) or an object it is given.
     report_marks: dict[str, str] = {}
 
-    def wake_owner(body: kopf.Body) -> None:
+    def owner_memory(body: kopf.Body) -> Memory | None:
         for ref in body.get("metadata", {}).get("ownerReferences") or []:
             if ref.get("controller") and ref.get("kind") == "HACluster":
-                memory = ctx.memories.get(str(ref.get("uid")))
-                if memory is not None:
-                    memory.wake.set()
+                return ctx.memories.get(str(ref.get("uid")))
+        return None
+
+    def wake_owner(body: kopf.Body) -> None:
+        memory = owner_memory(body)
+        if memory is not None:
+            memory.wake.set()
 
     @kopf.on.event("coordination.k8s.io", "v1", "leases", registry=registry, labels=mine, id="wake_leases")
     def lease_changed(body: kopf.Body, type: str, namespace: str | None, name: str, **_: Any) -> None:
@@ -740,8 +748,11 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                 ],
                 sort_keys=True,
             )
-            if report_marks.get(f"{namespace}/{name}") == said:
-                return
+            cluster = body.get("metadata", {}).get("labels", {}).get(CLUSTER_LABEL, "")
+            memory = owner_memory(body)
+            back = memory is not None and name.removeprefix(f"{cluster}-") in memory.silent
+            if report_marks.get(f"{namespace}/{name}") == said and not back:
+                return  # a renewal of a fresh report: nothing new (recheck_s looks at staleness)
             report_marks[f"{namespace}/{name}"] = said
         wake_owner(body)
 

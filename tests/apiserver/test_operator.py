@@ -631,6 +631,12 @@ def test_status_failover_switchover_maintenance_and_staleness(
             "node-b: silent since"
         )
         assert next(n for n in st["nodes"] if n["name"] == B)["state"] == "active"  # node-a still hears it
+
+        # ...and renews again, saying what it said before: no news in its report, yet Ready at
+        # once (not at the operator's 30 s resync: a report that was silent is news when renewed).
+        agents.renewing[B] = True
+        agents.set(B, epoch=3)
+        eventually(ready_with(rest, "pair", A, 3), timeout=5, what="Ready again after node-b's renewal")
     finally:
         agents.stop()
 

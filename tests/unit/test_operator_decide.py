@@ -915,3 +915,10 @@ def test_look_again_while_a_non_owner_still_claims_resources() -> None:
 def test_a_deadline_just_passed_is_not_a_spin() -> None:
     d = run(own(A), {A: rep(A, holds="local", renewed=at(-5)), B: rep(B, renewed=at(-5))})
     assert d.recheck_s == RECHECK_MIN_S
+
+
+def test_silent_nodes_are_named_so_that_their_next_renewal_is_news() -> None:
+    d = run(own(A), {A: rep(A, holds="local"), B: rep(B, renewed=at(-60))})
+    assert d.silent == {B}
+    assert run(own(A), {A: None, B: parse_report(B, T0, 5, "{")}).silent == {A, B}
+    assert run(own(A), healthy(A)).silent == frozenset()
