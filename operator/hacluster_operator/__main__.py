@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import kopf
+import urllib3
 
 from hacluster_api.models import GROUP, PLURAL, VERSION
 
@@ -94,13 +95,31 @@ def identity(args: argparse.Namespace) -> str:
     )
 
 
-async def crd_served(kube: Kube) -> bool:
-    try:
-        found = await kube.get(f"/apis/{GROUP}/{VERSION}")
-    except ApiError as e:
-        log.error("cannot read the API discovery for %s/%s: %s", GROUP, VERSION, e)
-        return False
-    return found is not None and any(r.get("name") == PLURAL for r in found.get("resources", []))
+STARTUP_RETRY_MAX_S = 10.0
+
+
+async def crd_served(kube: Kube, stop: asyncio.Event) -> bool | None:
+    """Whether the API server serves the HACluster CRD. While the server cannot be reached or
+    is not ready (connection refused, a timeout, 429/5xx: a restart, an upgrade), it waits and
+    asks again, saying so, rather than crashing into a restart loop. None: stopped meanwhile."""
+    delay = 1.0
+    while True:
+        try:
+            found = await kube.get(f"/apis/{GROUP}/{VERSION}")
+            return found is not None and any(r.get("name") == PLURAL for r in found.get("resources", []))
+        except ApiError as e:
+            if e.status != 429 and e.status < 500:
+                log.error("cannot read the API discovery for %s/%s: %s", GROUP, VERSION, e)
+                return False
+            why = str(e)
+        except (OSError, TimeoutError, urllib3.exceptions.HTTPError) as e:
+            why = f"{type(e).__name__}: {e}"
+        log.warning("the API server cannot answer yet (%s); asking again in %.0f s", why, delay)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            return None
+        except TimeoutError:
+            delay = min(2 * delay, STARTUP_RETRY_MAX_S)
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,15 +130,18 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.metrics_port:
         METRICS.serve(args.metrics_port)
     try:
-        if not await crd_served(kube):
-            log.error(
-                "the %s.%s CRD is not served: apply crds/hacluster.dev_haclusters.yaml first", PLURAL, GROUP
-            )
-            return 3
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        served = await crd_served(kube, stop)
+        if served is None:
+            return 0
+        if not served:
+            log.error(
+                "the %s.%s CRD is not served: apply crds/hacluster.dev_haclusters.yaml first", PLURAL, GROUP
+            )
+            return 3
 
         elector: LeaderElector | None = None
         if args.leader_election:
