@@ -754,6 +754,8 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
             if report_marks.get(f"{namespace}/{name}") == said and not back:
                 return  # a renewal of a fresh report: nothing new (recheck_s looks at staleness)
             report_marks[f"{namespace}/{name}"] = said
+            if type == "DELETED":
+                report_marks.pop(f"{namespace}/{name}", None)
         wake_owner(body)
 
     for group, plural in (
@@ -815,7 +817,9 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
             try:
                 decision = await tick(ctx, hacluster, others=everyone(kwargs))
                 failures = 0
-                if decision is not None and decision.recheck_s is not None:
+                if decision is None:  # a lost compare-and-swap: its watch event wakes us, or this
+                    wait = min(wait, RETRY_S)
+                elif decision.recheck_s is not None:
                     wait = min(wait, decision.recheck_s)
             except Exception as e:  # a tick must never end the daemon; the next one tries again
                 failures += 1
@@ -862,7 +866,10 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(memory.wake.wait(), wait)
         await delete_agents(ctx, hacluster)
-        ctx.memories.pop(hacluster["metadata"]["uid"], None)
+        uid = hacluster["metadata"]["uid"]
+        ctx.memories.pop(uid, None)
+        for readers in ctx.readers.values():
+            readers.discard(uid)
         log.info("[%s/%s] released; letting the HACluster go", namespace, name)
 
     return registry
