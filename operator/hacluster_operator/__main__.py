@@ -102,7 +102,7 @@ async def crd_served(kube: Kube, stop: asyncio.Event) -> bool | None:
     """Whether the API server serves the HACluster CRD. While the server cannot be reached or
     is not ready (connection refused, a timeout, 429/5xx: a restart, an upgrade), it waits and
     asks again, saying so, rather than crashing into a restart loop. None: stopped meanwhile."""
-    delay = 1.0
+    delay = min(1.0, STARTUP_RETRY_MAX_S)
     while True:
         try:
             found = await kube.get(f"/apis/{GROUP}/{VERSION}")
@@ -149,7 +149,11 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             # (1,000 HAClusters being created kept the shared threads busy past renew_deadline).
             leader_api = api_client_from_environment(args.kubeconfig)
             closers.append(leader_api.close)
-            leader_kube = Kube(leader_api, executor=ThreadPoolExecutor(1, thread_name_prefix="leader"))
+            # A few threads: a call stuck on a dead connection (urllib3 retries it) does not hold
+            # up the next renewal.
+            threads = ThreadPoolExecutor(4, thread_name_prefix="leader")
+            closers.append(lambda: threads.shutdown(wait=False, cancel_futures=True))
+            leader_kube = Kube(leader_api, executor=threads)
             elector = LeaderElector(
                 FreshLeases(leader_kube),
                 ElectionConfig(
@@ -188,11 +192,12 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                     lost = not await elector.hold(stop)
             finally:
                 signals.cancel()
+                ctx.stopping.set()
                 kopf_stop.set()
 
+        ctx = Context(kube=kube, settings=settings, identity=me)
         # Created before kopf starts: kopf.operator() leaves tasks that predate it alone.
         keeper = asyncio.create_task(keep_leading(), name="leader election")
-        ctx = Context(kube=kube, settings=settings, identity=me)
         kopf_settings = kopf.OperatorSettings()
         configure_kopf(kopf_settings, me)
         log.info("acting as %r on %s", me, ", ".join(args.namespace) if args.namespace else "every namespace")

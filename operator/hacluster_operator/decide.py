@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from hacluster_api.annotations import FREEZE, HANDOVER_TO, RELEASE
@@ -64,14 +64,15 @@ class Decision:
     events: tuple[Event, ...]
     released: bool
     """Nobody holds the Lease (or there is none): what deletion waits for."""
-    silent: frozenset[str] = frozenset()
-    """The nodes without a fresh, readable report: the next renewal of one is news even if it
-    says what it said before (handlers.py wakes on it)."""
+    renewal_is_news: frozenset[str] = frozenset()
+    """The nodes whose next report renewal may change this decision although it says what it
+    said before: a report gone stale (renewed: fresh again), a non-owner claiming resources within
+    its grace (renewed past it: HeldByNonOwner). handlers.py wakes on those renewals only."""
     recheck_s: float | None = None
     """Seconds after which this decision may change although nothing was written: a report goes
-    stale, the wait for the holder's account ends, a non-owner's claim outlasts its grace. None:
-    only a change (the spec, a Lease) can change it. The operator looks again then (handlers.py),
-    not every second: the decision is event-driven."""
+    stale, the wait for the holder's account ends. None: only a change (the spec, a Lease, a
+    renewal above) can change it. The operator looks again then (handlers.py), not every second:
+    the decision is event-driven."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,8 +183,8 @@ def decide(
         write_status=previous is None or _differs(previous, status),
         events=tuple(events),
         released=lease is None or owner is None,
-        silent=frozenset(n for n, node in nodes.items() if not node.fresh),
-        recheck_s=_recheck(nodes, lease, owner, waiting, now),
+        renewal_is_news=_renewal_is_news(nodes, lease, owner),
+        recheck_s=_recheck(nodes, lease, waiting, now),
     )
 
 
@@ -192,25 +193,40 @@ RECHECK_MIN_S = 0.05
 
 
 def _recheck(
-    nodes: Mapping[str, Node], lease: LeaseState | None, owner: str | None, waiting: bool, now: datetime
+    nodes: Mapping[str, Node], lease: LeaseState | None, waiting: bool, now: datetime
 ) -> float | None:
     """When time alone may change the decision (Decision.recheck_s): the rules above that read
-    `now` or a renewal time, each with its deadline."""
+    `now`, each with its deadline."""
     due: list[float] = []
     for n in nodes.values():
         if n.age_s is not None and n.age_s <= n.duration_s:
             due.append(n.duration_s - n.age_s)  # fresh until then (plan.observe)
-        if (
-            n.name != owner
+    if waiting and lease is not None and lease.acquired is not None:
+        due.append(ACCOUNTING_WAIT_S - (now - lease.acquired).total_seconds())
+    return max(RECHECK_MIN_S, min(due)) if due else None
+
+
+def _renewal_is_news(
+    nodes: Mapping[str, Node], lease: LeaseState | None, owner: str | None
+) -> frozenset[str]:
+    """Decision.renewal_is_news: the rules above that read a report's renewal time."""
+    out = set()
+    for n in nodes.values():
+        if n.age_s is not None and n.age_s > n.duration_s:
+            out.add(n.name)  # stale by age (plan.observe); unreadable or missing ones change content
+        elif (
+            owner is not None
+            and n.name != owner
             and n.report is not None
             and n.report.holds in HOLDING
             and lease is not None
             and lease.acquired is not None
+            and n.lease is not None
+            and n.lease.renewed is not None
+            and n.lease.renewed - lease.acquired <= timedelta(seconds=NON_OWNER_GRACE_S)
         ):
-            due.append(NON_OWNER_GRACE_S)  # its next renewal may outlast the grace (conditions)
-    if waiting and lease is not None and lease.acquired is not None:
-        due.append(ACCOUNTING_WAIT_S - (now - lease.acquired).total_seconds())
-    return max(RECHECK_MIN_S, min(due)) if due else None
+            out.add(n.name)  # a claim within its grace (conditions._held_by_non_owner)
+    return frozenset(out)
 
 
 def _annotation_events(

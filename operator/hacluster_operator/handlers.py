@@ -40,7 +40,7 @@ from hacluster_api.render import RenderError, script_sources
 from hacluster_api.report import ReportLease, parse_report
 
 from .clashes import Footprint, clashes, footprint
-from .decide import RECHECK_MIN_S, Decision, LeaseState, decide
+from .decide import DEFAULT_REPORT_DURATION_S, RECHECK_MIN_S, Decision, LeaseState, decide
 from .kube import (
     JSON_PATCH,
     MERGE_PATCH,
@@ -59,7 +59,6 @@ from .kube import (
 from .metrics import METRICS
 from .resources import (
     CLUSTER_LABEL,
-    COMPONENT_LABEL,
     MANAGED_BY,
     Manifest,
     agent_account_name,
@@ -88,6 +87,8 @@ FINALIZER = "hacluster.dev/finalizer"
 SPEC_HASH = "hacluster.dev/spec-hash"
 RETRY_S = 1.0
 """After a failed look, the next one comes this much later per failure in a row (up to 10)."""
+CONFIG_RETRY_S = 10.0
+"""After the agents' objects could not be written: the next attempt, although nothing changed."""
 
 
 @dataclass(frozen=True)
@@ -126,16 +127,21 @@ class Memory:
     status: HAClusterStatus | None = None
     config_error: str | None = None
     config_at: float | None = None
-    generation: int | None = None
     missing_nodes: set[str] = field(default_factory=set)
     conflicts: list[str] = field(default_factory=list)  # clashes.clashes, at the last ensure_all
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the spec, a Lease or an object of this HACluster changed: its daemon decides at
     once (otherwise it waits for the decision's recheck_s, or the resync `interval`)."""
     inputs: tuple[str, ...] | None = None
-    """`config_inputs` when the agents' objects were last ensured."""
-    silent: frozenset[str] = frozenset()
-    """Decision.silent, at the last look: a renewal of one of these nodes' reports wakes it."""
+    """`config_inputs` when the agents' objects were last ensured (or tried)."""
+    config_retry: float | None = None
+    """After a failed ensure_all: when to try again although nothing changed."""
+    reads: set[str] = field(default_factory=set)
+    """The users' objects its agents' objects are made from (paths): see Context.readers."""
+    nodes: frozenset[str] = frozenset()
+    """Its nodes at the last look: another HACluster's footprint on one of them may clash."""
+    renewal_is_news: frozenset[str] = frozenset()
+    """Decision.renewal_is_news, at the last look: a renewal of one of these nodes' reports wakes it."""
     labelled_for: str | None = None
     """The holder the Nodes' workload labels were last made to follow ("" for nobody)."""
 
@@ -147,11 +153,15 @@ class Context:
     identity: str = "hacluster-operator"
     memories: dict[str, Memory] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
-    footprints_version: int = 0
-    """Bumped when any HACluster's footprint changes (a clash may have come or gone)."""
+    node_versions: dict[str, int] = field(default_factory=dict)
+    """Per node, bumped when an HACluster's footprint on it changes (a clash may come or go)."""
     readers: dict[str, set[str]] = field(default_factory=dict)
     """The users' objects the agents' objects are made from (the auth Secret, script
     ConfigMaps), by path: the uids of the HAClusters that read them (woken when one changes)."""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the operator stops: every pair's daemon ends, also one kopf spawned after it
+    told its daemons to stop (a watch event still in flight at the stop: kopf leaves it running
+    until its own teardown times out)."""
 
     def memory(self, hacluster: Mapping[str, Any]) -> Memory:
         return self.memories.setdefault(hacluster["metadata"]["uid"], Memory())
@@ -371,7 +381,6 @@ async def ensure_all(
         if not conflicts and await ensure_daemonset(ctx, hacluster, spec):
             log.info("[%s/%s] wrote the DaemonSet %s", namespace, name, daemonset_name(name))
         memory.config_at = ctx.clock()
-        memory.generation = hacluster["metadata"].get("generation")
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,23 +442,46 @@ def config_inputs(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpe
     except RenderError:
         maps = []  # ensure_all says why
     account = agent_account_name(name)
-    given = [secret_path(namespace, spec.auth.secret_ref.name), *(configmap_path(namespace, m) for m in maps)]
-    for path in given:
-        ctx.readers.setdefault(path, set()).add(hacluster["metadata"]["uid"])
-    paths = [
-        *given,
-        secret_path(namespace, config_secret_name(name)),
-        serviceaccount_path(namespace, account),
-        role_path(namespace, account),
-        rolebinding_path(namespace, account),
-        daemonset_path(namespace, daemonset_name(name)),
-        *(lease_path(namespace, lease) for lease in agent_lease_names(name, spec.nodes)),
+    memory = ctx.memory(hacluster)
+    given = {secret_path(namespace, spec.auth.secret_ref.name), *(configmap_path(namespace, m) for m in maps)}
+    uid = hacluster["metadata"]["uid"]
+    for path in memory.reads - given:  # no longer read (the spec names another one)
+        readers = ctx.readers.get(path, set())
+        readers.discard(uid)
+        if not readers:
+            ctx.readers.pop(path, None)
+    for path in given - memory.reads:
+        ctx.readers.setdefault(path, set()).add(uid)
+    memory.reads = given
+    versions = [
+        *(cache.version(p) for p in sorted(given)),
+        *(
+            cache.version(p)
+            for p in (
+                secret_path(namespace, config_secret_name(name)),
+                serviceaccount_path(namespace, account),
+                role_path(namespace, account),
+                rolebinding_path(namespace, account),
+            )
+        ),
+        # What the operator made of them, not their every change: the controller's status
+        # updates of the DaemonSet, the agents' renewals of the Leases.
+        cache.version(daemonset_path(namespace, daemonset_name(name)), _made_daemonset),
+        *(cache.version(lease_path(namespace, lease), _uid) for lease in agent_lease_names(name, spec.nodes)),
     ]
     generation = str(hacluster["metadata"].get("generation") or "")
-    # Another HACluster's footprint matters only to one held back by a clash (it may go now): a
-    # later one never holds back one that came first (clashes.py).
-    others = str(ctx.footprints_version) if ctx.memory(hacluster).conflicts else ""
-    return (generation, others, *(cache.version(p) for p in paths))
+    clashes_on = ",".join(str(ctx.node_versions.get(n, 0)) for n in sorted(spec.nodes))
+    return (generation, clashes_on, *versions)
+
+
+def _uid(obj: Mapping[str, Any]) -> str:
+    """An object as itself (recreated: another uid); its labels are what the watch selects it by."""
+    return str(obj.get("metadata", {}).get("uid", ""))
+
+
+def _made_daemonset(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    return f"{meta.get('uid', '')}/{meta.get('generation', '')}/{(meta.get('annotations') or {}).get(SPEC_HASH, '')}"
 
 
 async def tick(
@@ -466,19 +498,24 @@ async def tick(
     spec = HAClusterSpec.model_validate(hacluster["spec"])
     memory = ctx.memory(hacluster)
     inputs = config_inputs(ctx, hacluster, spec)
+    memory.nodes = frozenset(spec.nodes)
+    now = ctx.clock()
+    if memory.config_retry is not None and now >= memory.config_retry:
+        memory.inputs = None  # a failed attempt is tried again
     config_due = not deleting and (
         memory.config_at is None
-        or memory.generation != meta.get("generation")
         or inputs is None
         or inputs != memory.inputs
-        or ctx.clock() - memory.config_at >= ctx.settings.config_every
+        or now - memory.config_at >= ctx.settings.config_every
     )
     if config_due:
+        memory.inputs = inputs
         try:
             await ensure_all(ctx, hacluster, others)
-            memory.inputs = inputs
+            memory.config_retry = None
         except Exception as e:  # the agents' objects can wait; the status and the Lease cannot
-            memory.config_at = ctx.clock()  # not on every tick: every config_every
+            memory.config_at = now
+            memory.config_retry = now + CONFIG_RETRY_S  # not on every look
             log.warning("[%s/%s] could not write the agents' objects: %s", namespace, name, _brief(e))
 
     raw_lease = await ctx.kube.get_lease(namespace, name)
@@ -527,7 +564,7 @@ async def tick(
         shown = ", ".join(f"{k}={v!r}" if v is not None else f"-{k}" for k, v in decision.annotations.items())
         log.info("[%s/%s] Lease annotations: %s (%s)", namespace, name, shown, decision.why)
 
-    if config_due or memory.labelled_for != (decision.holder or ""):
+    if config_due or memory.missing_nodes or memory.labelled_for != (decision.holder or ""):
         await move_workload_labels(ctx, hacluster, spec, decision.holder, memory)
         memory.labelled_for = decision.holder or ""
 
@@ -549,7 +586,7 @@ async def tick(
             )
         memory.status = decision.status  # what the server holds: the next decision's `previous`
 
-    memory.silent = decision.silent
+    memory.renewal_is_news = decision.renewal_is_news
     METRICS.observe(namespace, name, decision)
     body = _event_body(hacluster)
     for event in decision.events:
@@ -602,9 +639,13 @@ async def delete_agents(ctx: Context, hacluster: Mapping[str, Any]) -> None:
 # the kopf handlers
 
 
-async def _until(wake: asyncio.Event, stopped: Any, interval: float) -> None:
-    """The next tick: after `interval`, or at once when woken (the spec changed) or stopped."""
-    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait(interval))}
+async def _until(wake: asyncio.Event, stopped: Any, interval: float, stopping: asyncio.Event) -> None:
+    """The next look: after `interval`, or at once when woken (something changed) or stopped."""
+    waiters = {
+        asyncio.ensure_future(wake.wait()),
+        asyncio.ensure_future(stopped.wait(interval)),
+        asyncio.ensure_future(stopping.wait()),
+    }
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -616,12 +657,51 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
     return copy.deepcopy(dict(body))
 
 
+def lease_news(
+    before: tuple[str, datetime | None] | None, lease: Mapping[str, Any], event: str, watched: bool
+) -> tuple[bool, tuple[str, datetime | None]]:
+    """Whether a watch event of one of the operator's Leases can change a decision, and the mark
+    to compare the next event with. What `decide` reads of a Lease is news (its annotations, holder,
+    epoch, take time, duration, whether it exists); a renewal is not (the holder renews many times
+    a second while the peer is unheard; an agent renews its report every second), except for a
+    report that had gone stale meanwhile (renewed later than its duration after the renewal seen
+    before) or that the last decision watches (`watched`: silent, or a claim within its grace)."""
+    spec = lease.get("spec") or {}
+    said = json.dumps(
+        [
+            event == "DELETED",
+            (lease.get("metadata") or {}).get("annotations") or {},
+            spec.get("holderIdentity"),
+            spec.get("leaseTransitions"),
+            spec.get("acquireTime"),
+            spec.get("leaseDurationSeconds"),
+        ],
+        sort_keys=True,
+    )
+    renewed = _time(spec.get("renewTime"))
+    mark = (said, renewed)
+    if before is None or before[0] != said or watched:
+        return True, mark
+    duration = float(spec.get("leaseDurationSeconds") or 0)
+    lapsed = (
+        renewed is not None
+        and before[1] is not None
+        and (renewed - before[1]).total_seconds() > (duration or DEFAULT_REPORT_DURATION_S)
+    )
+    return lapsed, mark
+
+
 class QuietWakes(logging.Filter):
-    """Drops kopf's "Handler 'wake_…' succeeded." for the handlers that only wake a decision:
-    one per watch event, and kopf would also post each as a Kubernetes Event."""
+    """Drops kopf's "Handler 'wake_…' succeeded." (one per watch event of a Lease, Secret or
+    ConfigMap: noise); the wake handlers' failures and everything else still show."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Handler 'wake_")
+        message = str(record.msg)
+        return not (
+            record.levelno <= logging.INFO
+            and message.startswith("Handler 'wake_")
+            and message.endswith(" succeeded.")
+        )
 
 
 def configure_kopf(settings: kopf.OperatorSettings, identity: str) -> None:
@@ -693,36 +773,51 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                 {p: kwargs[f"cache_{p}"] for p, spec in watched.items() if not spec[3]},
             )
 
-    last_footprint: dict[str, Footprint | None] = {}
-
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="footprints")
-    def footprints(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[str, Footprint]:
-        """Every HACluster's footprint on its nodes (clashes.py), kept by kopf from its watch."""
-        made = footprint(_plain(body)) if not body.get("metadata", {}).get("deletionTimestamp") else None
-        if last_footprint.get(f"{namespace}/{name}", False) != made:
-            last_footprint[f"{namespace}/{name}"] = made
-            held_back_may_go()
+    def footprints(body: kopf.Body, **_: Any) -> dict[str, Footprint]:
+        """Every HACluster's footprint on its nodes (clashes.py), kept by kopf from its watch, a
+        deleting one's included (its agents run until it is gone)."""
+        made = footprint(_plain(body))
         return {} if made is None else {made.cluster: made}
 
-    def held_back_may_go() -> None:
-        """A footprint changed or went: the HACluster held back by a clash look again."""
-        ctx.footprints_version += 1
+    # The wake-ups. Coroutines, not functions: kopf runs a function in a thread, and an asyncio
+    # Event is set from the loop only. kopf calls them after every index took the event in.
+    last_footprint: dict[str, Footprint | None] = {}
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="wake_clashing")
+    async def footprint_changed(
+        body: kopf.Body, type: str, namespace: str | None, name: str, **_: Any
+    ) -> None:
+        """An HACluster's footprint changed or went: every HACluster on one of its nodes looks
+        at its clashes again (one held back may go; one running may now clash with an earlier
+        one). A deleted one's memory goes with it (also when its finalizer was removed by hand)."""
+        key = f"{namespace}/{name}"
+        before = last_footprint.get(key)
+        now = None if type == "DELETED" else footprint(_plain(body))
+        if type == "DELETED":
+            last_footprint.pop(key, None)
+            forget(str(body.get("metadata", {}).get("uid", "")))
+        elif key in last_footprint and before == now:
+            return
+        else:
+            last_footprint[key] = now
+        nodes = (before.nodes if before else frozenset()) | (now.nodes if now else frozenset())
+        for node in nodes:
+            ctx.node_versions[node] = ctx.node_versions.get(node, 0) + 1
         for memory in ctx.memories.values():
-            if memory.conflicts:
+            if memory.nodes & nodes:
                 memory.wake.set()
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="wake_held_back")
-    def gone(type: str, namespace: str | None, name: str, **_: Any) -> None:
-        """A deleted HACluster frees what it held on its nodes: a later one that clashed with it
-        may roll out now."""
-        if type == "DELETED":
-            last_footprint.pop(f"{namespace}/{name}", None)
-            held_back_may_go()
+    def forget(uid: str) -> None:
+        ctx.memories.pop(uid, None)
+        for path in [p for p, readers in ctx.readers.items() if uid in readers]:
+            ctx.readers[path].discard(uid)
+            if not ctx.readers[path]:
+                ctx.readers.pop(path)
 
-    # Wake the HACluster whose object changed (its controller ownerReference names it): a Lease
-    # (the ownership Lease on any change; a report when it says something new, not on each
-    # renewal: decide's recheck_s looks when one may have gone stale) or an object it is given.
-    report_marks: dict[str, str] = {}
+    # A Lease, or an object made for an HACluster, changed: wake the HACluster its controller
+    # ownerReference names, when the change is news (lease_news).
+    lease_marks: dict[str, tuple[str, datetime | None]] = {}
 
     def owner_memory(body: kopf.Body) -> Memory | None:
         for ref in body.get("metadata", {}).get("ownerReferences") or []:
@@ -736,26 +831,21 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
             memory.wake.set()
 
     @kopf.on.event("coordination.k8s.io", "v1", "leases", registry=registry, labels=mine, id="wake_leases")
-    def lease_changed(body: kopf.Body, type: str, namespace: str | None, name: str, **_: Any) -> None:
-        if body.get("metadata", {}).get("labels", {}).get(COMPONENT_LABEL) == "report":
-            spec = body.get("spec") or {}
-            said = json.dumps(
-                [
-                    type == "DELETED",
-                    body.get("metadata", {}).get("annotations") or {},
-                    spec.get("holderIdentity"),
-                    spec.get("leaseDurationSeconds"),
-                ],
-                sort_keys=True,
-            )
-            cluster = body.get("metadata", {}).get("labels", {}).get(CLUSTER_LABEL, "")
-            memory = owner_memory(body)
-            back = memory is not None and name.removeprefix(f"{cluster}-") in memory.silent
-            if report_marks.get(f"{namespace}/{name}") == said and not back:
-                return  # a renewal of a fresh report: nothing new (recheck_s looks at staleness)
-            report_marks[f"{namespace}/{name}"] = said
-            if type == "DELETED":
-                report_marks.pop(f"{namespace}/{name}", None)
+    async def lease_changed(body: kopf.Body, type: str, namespace: str | None, name: str, **_: Any) -> None:
+        key = f"{namespace}/{name}"
+        memory = owner_memory(body)
+        labels = body.get("metadata", {}).get("labels") or {}
+        node = name.removeprefix(f"{labels.get(CLUSTER_LABEL, '')}-")
+        watched = memory.renewal_is_news if memory is not None else frozenset()
+        news, mark = lease_news(lease_marks.get(key), body, type, node in watched)
+        if type == "DELETED":
+            lease_marks.pop(key, None)
+        else:
+            lease_marks[key] = mark
+        if news and memory is not None:
+            memory.wake.set()
+
+    async def wake(body: kopf.Body, **_: Any) -> None:
         wake_owner(body)
 
     for group, plural in (
@@ -764,9 +854,7 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         ("rbac.authorization.k8s.io", "roles"),
         ("rbac.authorization.k8s.io", "rolebindings"),
     ):
-        kopf.on.event(group, "v1", plural, registry=registry, labels=mine, id=f"wake_{plural}")(
-            lambda body, **_: wake_owner(body)
-        )
+        kopf.on.event(group, "v1", plural, registry=registry, labels=mine, id=f"wake_{plural}")(wake)
 
     def wake_readers(path: str) -> None:
         for uid in ctx.readers.get(path, ()):
@@ -775,13 +863,13 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                 memory.wake.set()
 
     @kopf.on.event("", "v1", "secrets", registry=registry, id="wake_secrets")
-    def secret_changed(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    async def secret_changed(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
         """Ours (the config Secret): its HACluster; a user's (an auth key): the ones it keys."""
         wake_owner(body)
         wake_readers(secret_path(namespace or "", name))
 
     @kopf.on.event("", "v1", "configmaps", registry=registry, id="wake_configmaps")
-    def configmap_changed(namespace: str | None, name: str, **_: Any) -> None:
+    async def configmap_changed(namespace: str | None, name: str, **_: Any) -> None:
         wake_readers(configmap_path(namespace or "", name))
 
     def everyone(kwargs: Mapping[str, Any]) -> Callable[[], list[Footprint]]:
@@ -805,12 +893,14 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     async def pair(body: kopf.Body, stopped: Any, **kwargs: Any) -> None:
         use_cache(kwargs)
         namespace, name = _where(body)
-        memory = ctx.memory(_plain(body))
+        memory = ctx.memory(body)
         failures = 0
-        while not stopped:
+        while not stopped and not ctx.stopping.is_set():
             hacluster = _plain(body)
             if hacluster["metadata"].get("deletionTimestamp"):
-                await stopped.wait(ctx.settings.interval)  # the delete handler ticks now
+                await _until(
+                    asyncio.Event(), stopped, ctx.settings.interval, ctx.stopping
+                )  # the delete handler ticks now
                 continue
             memory.wake.clear()
             wait = ctx.settings.interval
@@ -826,7 +916,7 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                 wait = min(wait, RETRY_S * min(failures, 10))
                 if failures in (1, 10) or failures % 100 == 0:
                     log.warning("[%s/%s] tick failed (%d in a row): %s", namespace, name, failures, _brief(e))
-            await _until(memory.wake, stopped, wait)
+            await _until(memory.wake, stopped, wait, ctx.stopping)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     async def release(body: kopf.Body, runtime: Any, **_: Any) -> None:
@@ -866,10 +956,7 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(memory.wake.wait(), wait)
         await delete_agents(ctx, hacluster)
-        uid = hacluster["metadata"]["uid"]
-        ctx.memories.pop(uid, None)
-        for readers in ctx.readers.values():
-            readers.discard(uid)
+        ctx.memories.pop(hacluster["metadata"]["uid"], None)
         log.info("[%s/%s] released; letting the HACluster go", namespace, name)
 
     return registry

@@ -13,7 +13,7 @@ import concurrent.futures
 import copy
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,13 +189,18 @@ class Cache:
                 return True, copy.deepcopy(fetched[1])
         return False, None
 
-    def version(self, path: str) -> str:
-        """The resourceVersion the watch holds for `path` ("" when there is no such object;
-        "?" when its kind is not watched)."""
+    def version(self, path: str, mark: Callable[[Mapping[str, Any]], str] | None = None) -> str:
+        """What the watch holds for `path`, in one word: its resourceVersion, or `mark(object)`
+        for a kind held whole (the part of it that matters to the caller: a Lease's renewals or
+        a DaemonSet's status change its version, not what the operator made of it). "" when
+        there is no such object; "?" when its kind is not watched."""
         kind = self._kind(path)
         if kind in self.objects:
             store = self.objects[kind].get(path)
-            return str(next(iter(store))["metadata"].get("resourceVersion", "")) if store else ""
+            if not store:
+                return ""
+            obj = next(iter(store))
+            return mark(obj) if mark is not None else str(obj["metadata"].get("resourceVersion", ""))
         if kind in self.versions:
             store = self.versions[kind].get(path)
             return str(next(iter(store))) if store else ""

@@ -1,4 +1,4 @@
-"""The source tree the tests come from, for the programs they start (operator, agents, hactl).
+"""The source tree the tests come from, for the programs they start (the operator, the agents).
 
 A test or campaign run from a git worktree must run that worktree's code: without this, a child
 started with its own environment imports whatever the venv's editable install points at (the
@@ -17,5 +17,5 @@ def pythonpath() -> str:
 
 
 def environ() -> dict[str, str]:
-    """This process's environment, with the tree's packages first on the path."""
+    """This process's environment, its PYTHONPATH replaced by the tree's packages."""
     return {**os.environ, "PYTHONPATH": pythonpath()}

@@ -906,10 +906,15 @@ def test_look_again_when_the_wait_for_the_new_owners_account_ends() -> None:
     assert "FailedOver" in reasons(then)
 
 
-def test_look_again_while_a_non_owner_still_claims_resources() -> None:
-    reports = {A: rep(A, holds="local"), B: rep(B, holds="foreign")}
-    d = run(own(A, acquired=at(-1)), reports)
-    assert d.recheck_s is not None and d.recheck_s <= NON_OWNER_GRACE_S
+def test_a_non_owners_claim_within_its_grace_is_watched_at_its_renewals() -> None:
+    """HeldByNonOwner turns on the first renewal past the grace: a renewal, not a time."""
+    claim = {A: rep(A, holds="local"), B: rep(B, holds="foreign")}
+    within = run(own(A, acquired=at(-1)), claim)
+    assert within.renewal_is_news == {B} and "HeldByNonOwner" not in str(within.status.conditions)
+    renewed = {A: rep(A, holds="local"), B: rep(B, holds="foreign", renewed=at(NON_OWNER_GRACE_S))}
+    past = run(own(A, acquired=at(-1)), renewed, now=at(NON_OWNER_GRACE_S), previous=within.status)
+    assert "HeldByNonOwner" in str(past.status.conditions)
+    assert past.renewal_is_news == frozenset()  # said: no more watching its renewals
 
 
 def test_a_deadline_just_passed_is_not_a_spin() -> None:
@@ -917,8 +922,9 @@ def test_a_deadline_just_passed_is_not_a_spin() -> None:
     assert d.recheck_s == RECHECK_MIN_S
 
 
-def test_silent_nodes_are_named_so_that_their_next_renewal_is_news() -> None:
+def test_a_stale_report_is_named_so_that_its_next_renewal_is_news() -> None:
     d = run(own(A), {A: rep(A, holds="local"), B: rep(B, renewed=at(-60))})
-    assert d.silent == {B}
-    assert run(own(A), {A: None, B: parse_report(B, T0, 5, "{")}).silent == {A, B}
-    assert run(own(A), healthy(A)).silent == frozenset()
+    assert d.renewal_is_news == {B}
+    # missing or unreadable: what comes next says something new anyway (not every renewal)
+    assert run(own(A), {A: None, B: parse_report(B, T0, 5, "{")}).renewal_is_news == frozenset()
+    assert run(own(A), healthy(A)).renewal_is_news == frozenset()
