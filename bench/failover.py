@@ -53,7 +53,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "api"), str(ROOT / "node-agent")]
 from hacluster_api.heartbeat.durations import parse_duration_ms  # noqa: E402
 from tests.support.controlplane import ControlPlane, find_or_build_apiserver  # noqa: E402
 from tests.support.kubeagents import agent_rbac  # noqa: E402
-from tests.support.lab import APISERVER_ADDR, NODE_ADDR, VIP, Lab  # noqa: E402
+from tests.support.lab import NODE_ADDR, VIP, Lab  # noqa: E402
 from tests.support.netns import register_cleanup, unregister_cleanup, wait_until  # noqa: E402
 from tests.support.realheartbeat import RealHeartbeat, heartbeat_available  # noqa: E402
 
@@ -179,7 +179,7 @@ class Ours:
 
 class OursKube(Ours):
     """Our agents in Kubernetes mode: the ownership Lease of a real kube-apiserver (served to
-    the lab on 203.0.113.1) arbitrates every takeover (docs/safety.md)."""
+    the lab on its host link) arbitrates every takeover (docs/safety.md)."""
 
     name = "hacluster-kubernetes"
 
@@ -190,7 +190,7 @@ class OursKube(Ours):
     def start(self) -> None:
         if not self.lab.host_links:  # (the second Kubernetes pair of a run reuses it)
             self.lab.attach_host()
-        self.cp = ControlPlane(find_or_build_apiserver(), bind_address=APISERVER_ADDR)
+        self.cp = ControlPlane(find_or_build_apiserver(), bind_address=self.lab.api_addr)
         self.cp.start()
         kc = agent_rbac(self.cp, self.lab.root, "ha", "bench")
         self.lab.agent_args = [

@@ -19,7 +19,7 @@ from tests.support import hosttools
 from tests.support.controlplane import ControlPlane
 from tests.support.eventually import eventually
 from tests.support.kubeagents import agent_rbac
-from tests.support.lab import APISERVER_ADDR, Lab
+from tests.support.lab import Lab
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.netns]
 
@@ -35,7 +35,7 @@ def kube_lab(apiserver_binary: ApiServerBinaries) -> Iterator[tuple[Lab, Control
     try:
         lab.build()
         lab.attach_host()
-        cp = ControlPlane(apiserver_binary.apiserver, bind_address=APISERVER_ADDR)
+        cp = ControlPlane(apiserver_binary.apiserver, bind_address=lab.api_addr)
         cp.start()
         kc = agent_rbac(cp, lab.root, NS, CLUSTER)
         lab.agent_args = ["--kube", "--kubeconfig", str(kc), "--namespace", NS, "--cluster", CLUSTER]
@@ -119,7 +119,7 @@ def test_owner_cut_from_peer_and_api_server_fences_before_the_peer_takes(
     start(lab)
     lab.deafen("n1")
     lab.deafen("n2")
-    lab.block("n1", APISERVER_ADDR)
+    lab.block("n1", lab.api_addr)
     arp = lab.arp_probe(count=120, interval=0.025)  # the client asks who has the VIP, 3 s long
     assert watch_owners(lab, 3.0) <= 1, "two nodes held the VIP at once"
     answers, _ = arp.communicate(timeout=30)

@@ -28,7 +28,7 @@ from hacluster_api.models import GROUP, PLURAL, VERSION
 from tests.support import tree
 from tests.support.controlplane import ControlPlane
 from tests.support.eventually import crd_established, eventually
-from tests.support.lab import APISERVER_ADDR, Lab
+from tests.support.lab import Lab
 
 REPO = Path(__file__).resolve().parents[2]
 NS, NAME, OPERATOR_NS = "ha", "demo", "hacluster-system"
@@ -76,8 +76,10 @@ def cluster_body(
 class FullStack:
     """Operator and agents around one HACluster; every process it starts is ended by close()."""
 
-    def __init__(self, lab: Lab, cp: ControlPlane, agent_args: list[str] | None = None) -> None:
-        self.lab, self.cp = lab, cp
+    def __init__(
+        self, lab: Lab, cp: ControlPlane, agent_args: list[str] | None = None, name: str = NAME
+    ) -> None:
+        self.lab, self.cp, self.name = lab, cp, name
         self.api = cp.api_client()
         self.custom = k8s.CustomObjectsApi(self.api)
         self.core = k8s.CoreV1Api(self.api)
@@ -143,12 +145,12 @@ class FullStack:
         """What the DaemonSet's Secret volume would show the pods."""
 
         def rendered() -> k8s.V1Secret:
-            secret = self.core.read_namespaced_secret(f"{NAME}-config", NS)
+            secret = self.core.read_namespaced_secret(f"{self.name}-config", NS)
             assert secret.data and "n1.ha.cf" in secret.data
             return secret
 
         secret = eventually(rendered, what="the operator's config Secret")
-        mount = self.lab.root / "secret"
+        mount = self.lab.root / ("secret" if self.name == NAME else f"secret-{self.name}")
         mount.mkdir(exist_ok=True)
         for key, value in secret.data.items():
             (mount / key).write_bytes(base64.b64decode(value))
@@ -161,18 +163,18 @@ class FullStack:
         if self.agent_kubeconfig is not None:
             return self.agent_kubeconfig
         rbac = k8s.RbacAuthorizationV1Api(self.api)
-        account = f"{NAME}-agent"
+        account = f"{self.name}-agent"
 
         def made() -> None:
             self.core.read_namespaced_service_account(account, NS)
             rbac.read_namespaced_role(account, NS)
             rbac.read_namespaced_role_binding(account, NS)
-            for lease in (NAME, *(f"{NAME}-{n}" for n in NODES)):
+            for lease in (self.name, *(f"{self.name}-{n}" for n in NODES)):
                 self.leases.read_namespaced_lease(lease, NS)
 
         eventually(made, what=f"the operator's ServiceAccount, Role and RoleBinding {account}")
         kubeconfig = self.cp.service_account_kubeconfig(NS, account, create=False)
-        out = self.lab.root / "agent.kubeconfig"
+        out = self.lab.root / ("agent.kubeconfig" if self.name == NAME else f"{self.name}.agent.kubeconfig")
         shutil.copy(kubeconfig, out)
         self.agent_kubeconfig = out
         return out
@@ -184,19 +186,28 @@ class FullStack:
         self.lab.agent_args = [
             "--config-dir", str(self.mount), "--config-prefix", f"{node}.",
             "--init-dir", str(self.lab.root / node / "ha.d" / "resource.d"),
-            "--kube", "--kubeconfig", str(self.agent_kubeconfig), "--namespace", NS, "--cluster", NAME,
+            "--kube", "--kubeconfig", str(self.agent_kubeconfig), "--namespace", NS, "--cluster", self.name,
             *self.agent_args,
         ]  # fmt: skip
-        return self.lab.start_agent(node)
+        return self.lab.start_agent(node, self.instance)
+
+    @property
+    def instance(self) -> str:
+        """The Lab's name for this cluster's agents on a node ("" for the first cluster's)."""
+        return "" if self.name == NAME else self.name
+
+    def sibling(self, name: str) -> FullStack:
+        """Another HACluster on the same nodes, served by the same operator (not started again)."""
+        return FullStack(self.lab, self.cp, self.agent_args, name=name)
 
     # -- reading --------------------------------------------------------------------------------
     def hac(self) -> dict[str, Any]:
-        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, NAME))
+        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, self.name))
 
     def lease(self, timeout: float | None = None) -> tuple[str, int]:
         """(holderIdentity, leaseTransitions) of the ownership Lease."""
         kw: dict[str, Any] = {} if timeout is None else {"_request_timeout": timeout}
-        spec = self.leases.read_namespaced_lease(NAME, NS, **kw).spec
+        spec = self.leases.read_namespaced_lease(self.name, NS, **kw).spec
         return spec.holder_identity or "", spec.lease_transitions or 0
 
     def events(self, reason: str) -> list[str]:
@@ -205,7 +216,7 @@ class FullStack:
 
     def patch_failover(self, **fields: Any) -> None:
         self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, NS, PLURAL, NAME, {"spec": {"failover": fields}}
+            GROUP, VERSION, NS, PLURAL, self.name, {"spec": {"failover": fields}}
         )
 
     def logs(self, tail: int = 3000) -> str:
@@ -262,7 +273,7 @@ def full_stack(
     try:
         lab.build()
         lab.attach_host()
-        cp = ControlPlane(apiserver, bind_address=APISERVER_ADDR)
+        cp = ControlPlane(apiserver, bind_address=lab.api_addr)
         cp.start()
         st = make(lab, cp)
         st.install()

@@ -8,6 +8,7 @@ Everything it creates is removed by close(), even after a failure.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -24,10 +25,12 @@ from pathlib import Path
 from tests.support import tree
 
 VIP = "192.0.2.100"
-# The host's end of the lab's LAN, for a test API server. Not 192.0.2.0/24: this machine's own
-# eth0 may use that range, and lab traffic must never leave the lab.
-APISERVER_ADDR = "203.0.113.1"
-KUBE_NODE_ADDR = {"n1": "203.0.113.11", "n2": "203.0.113.12"}
+# The labs' links to this host (a test API server served to the nodes): one /28 of
+# 198.51.100.0/24 per lab, the first one free. Not 192.0.2.0/24: this machine's own eth0 may use
+# that range, and lab traffic must never leave the lab. Not 203.0.113.0/24: the package registry
+# resolves into it here, and a lab's connected route there cut pip and apt off. A /28 each: two
+# labs (a test beside a campaign) never share the host's route.
+API_NET = ipaddress.IPv4Network("198.51.100.0/24")
 WEB_PORT = 8080
 NODE_ADDR = {"n1": "192.0.2.11", "n2": "192.0.2.12"}
 CLIENT_ADDR = "192.0.2.50"
@@ -94,6 +97,8 @@ class Lab:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
     host_links: list[str] = field(default_factory=list)
+    api_addr: str = ""  # this host's address on the lab's LAN, once attach_host() ran
+    kube_node_addr: dict[str, str] = field(default_factory=dict)  # node -> address/prefix, likewise
 
     def ns(self, name: str) -> str:
         return f"{self.prefix}-{name}"
@@ -121,8 +126,8 @@ class Lab:
         )
         _run("ip", "-n", sw, "link", "set", f"p-{name}", "master", "br0", "up")
         _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "brd", "+", "dev", "eth0")
-        if self.host_links and name in KUBE_NODE_ADDR:
-            _run("ip", "-n", ns, "addr", "add", f"{KUBE_NODE_ADDR[name]}/24", "dev", "eth0")
+        if self.host_links and name in self.kube_node_addr:
+            _run("ip", "-n", ns, "addr", "add", self.kube_node_addr[name], "dev", "eth0")
         _run("ip", "-n", ns, "link", "set", "eth0", "up")
         _run("ip", "-n", ns, "link", "set", "lo", "up")
 
@@ -155,17 +160,24 @@ class Lab:
         self._plug(node, NODE_ADDR[node])
 
     def attach_host(self) -> str:
-        """Join this host (the root namespace) to the lab's LAN as 203.0.113.1 (the nodes get
-        203.0.113.11/.12 beside their 192.0.2.x), so an API server started here serves the agents.
-        Removed by close(). Returns the host-side interface."""
+        """Join this host (the root namespace) to the lab's LAN on a free /28 of API_NET: the
+        host is its first address (`api_addr`, where a test API server listens), the nodes get
+        two more beside their 192.0.2.x (`kube_node_addr`). Removed by close(). Returns the
+        host-side interface."""
+        subnet = free_api_subnet()
+        hosts = list(subnet.hosts())
+        self.api_addr = str(hosts[0])
+        self.kube_node_addr = {
+            n: f"{hosts[10 + i]}/{subnet.prefixlen}" for i, n in enumerate(sorted(NODE_ADDR))
+        }
         ifname = f"{self.prefix}-h"
         _run("ip", "link", "add", ifname, "type", "veth", "peer", "name", "p-host", "netns", self.ns("sw"))
         self.host_links.append(ifname)
         _run("ip", "-n", self.ns("sw"), "link", "set", "p-host", "master", "br0", "up")
-        _run("ip", "addr", "add", f"{APISERVER_ADDR}/24", "dev", ifname)
+        _run("ip", "addr", "add", f"{self.api_addr}/{subnet.prefixlen}", "dev", ifname)
         _run("ip", "link", "set", ifname, "up")
-        for node, addr in KUBE_NODE_ADDR.items():
-            _run("ip", "-n", self.ns(node), "addr", "add", f"{addr}/24", "dev", "eth0")
+        for node, addr in self.kube_node_addr.items():
+            _run("ip", "-n", self.ns(node), "addr", "add", addr, "dev", "eth0")
         return ifname
 
     def block(self, node: str, address: str) -> None:
@@ -227,23 +239,35 @@ class Lab:
         return texts[0], texts[1], texts[2], scripts
 
     # -- agents ---------------------------------------------------------------------------------
-    def socket(self, node: str) -> Path:
-        return self.root / node / "state" / "agent.sock"
+    def state_dir(self, node: str, instance: str = "") -> Path:
+        """A node's agent's state directory; `instance`: a second agent on the node (another
+        HACluster's), with its own."""
+        return self.root / node / (f"state-{instance}" if instance else "state")
 
-    def start_agent(self, node: str) -> subprocess.Popen[bytes]:
-        log = open(self.root / node / "agent.log", "ab")  # noqa: SIM115 - owned by the process
+    def socket(self, node: str, instance: str = "") -> Path:
+        return self.state_dir(node, instance) / "agent.sock"
+
+    def start_agent(self, node: str, instance: str = "") -> subprocess.Popen[bytes]:
+        """Start `node`'s agent (`instance`: one more agent on that node, e.g. a second
+        HACluster's, with its own state, socket and log; kept as procs["<node>:<instance>"])."""
+        state = self.state_dir(node, instance)
+        state.mkdir(parents=True, exist_ok=True)
+        log = open(self.agent_log_path(node, instance), "ab")  # noqa: SIM115 - owned by the process
         cmd = [
             "ip", "netns", "exec", self.ns(node), *self.agent_wrapper, sys.executable, "-m", "hacluster_agent.daemon",
             "--config-dir", str(self.root / node / "ha.d"), "--node", node,
-            "--state-dir", str(self.root / node / "state"), "--control-socket", str(self.socket(node)),
-            "--lock-dir", str(self.root / node / "state"), "--log-format", "text", *self.agent_args,
+            "--state-dir", str(state), "--control-socket", str(self.socket(node, instance)),
+            "--lock-dir", str(state), "--log-format", "text", *self.agent_args,
         ]  # fmt: skip
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True, env=tree.environ())
-        self.procs[node] = proc
+        self.procs[f"{node}:{instance}" if instance else node] = proc
         return proc
 
-    def agent_log(self, node: str) -> str:
-        p = self.root / node / "agent.log"
+    def agent_log_path(self, node: str, instance: str = "") -> Path:
+        return self.root / node / (f"agent-{instance}.log" if instance else "agent.log")
+
+    def agent_log(self, node: str, instance: str = "") -> str:
+        p = self.agent_log_path(node, instance)
         return p.read_text(errors="replace") if p.exists() else ""
 
     def kill_agent(self, node: str, sig: int = signal.SIGKILL) -> None:
@@ -346,9 +370,9 @@ class Lab:
                 return False
         return True
 
-    def holds_vip(self, node: str) -> bool:
+    def holds_vip(self, node: str, vip: str = VIP) -> bool:
         out = _run("ip", "-n", self.ns(node), "-4", "addr", "show", "dev", "eth0").stdout
-        return f"inet {VIP}/" in out
+        return f"inet {vip}/" in out
 
     def fetch(self, timeout: float = 1.0) -> str | None:
         """One request to the VIP from the client; the answering node's name, or None."""
@@ -419,3 +443,17 @@ def gap_after(lines: list[str], t0: float, node: str) -> float | None:
         if float(t) >= t0 and who.strip() == node:
             return (float(t) - t0) * 1000
     return None
+
+
+def free_api_subnet() -> ipaddress.IPv4Network:
+    """The first /28 of API_NET that no address of this host falls in (another lab's)."""
+    used = [
+        ipaddress.ip_interface(word).ip
+        for line in _run("ip", "-4", "-o", "addr", "show").stdout.splitlines()
+        for i, word in enumerate(line.split())
+        if i > 0 and line.split()[i - 1] == "inet"
+    ]
+    for subnet in API_NET.subnets(new_prefix=28):
+        if not any(addr in subnet for addr in used):
+            return subnet
+    raise RuntimeError(f"every /28 of {API_NET} is taken by this host's addresses (other labs?): {used}")
