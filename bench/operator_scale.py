@@ -114,10 +114,10 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def wait(what: str, check: Callable[[], bool], timeout: float) -> float:
+def wait(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.5) -> float:
     """Seconds until `check` holds (the tests' one polling loop)."""
     start = time.monotonic()
-    wait_until(check, timeout, interval=0.5, message=what)
+    wait_until(check, timeout, interval=interval, message=what)
     return time.monotonic() - start
 
 
@@ -277,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
                     sent = time.monotonic()
                     generation = patched["metadata"]["generation"]
                     wait(
-                        f"{name}: handover-to {target}", lambda n=name, t=target: (n, t) in watcher.seen, 120
+                        f"{name}: handover-to {target}",
+                        lambda n=name, t=target: (n, t) in watcher.seen,
+                        120,
+                        interval=0.01,  # the status is timed from here on: poll finely (was 0.5 s)
                     )
                     decisions.append((watcher.seen[(name, target)] - sent) * 1000)
 
