@@ -245,7 +245,7 @@ class _Importer:
                     self.hacf_file,
                     line.number,
                     f"{shown}: carried as failover.nodeFence (watchdogTimeout 5, stopBudget 10s: a failover "
-                    "from a silent owner then starts the services 10 s + 5 s after the VIP; docs/safety.md)",
+                    "from a silent owner then starts the services 10 s + 10 s after the VIP; docs/safety.md)",
                 )
             elif name == "nice_failback":
                 value = str(h.auto_failback_effective).lower()

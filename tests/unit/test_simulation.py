@@ -392,7 +392,15 @@ def test_a_take_granted_but_read_later_than_w_proves_nothing(seed: int) -> None:
     cfg = Config(span=5.0, settled_exit=3.0)
     r = run_one(seed, cfg, nemesis(seed, cfg.span, cfg.deadtime), tracing=True)
     assert not r.violations, [v.describe() for v in r.violations]
+    if seed in NO_LONGER_REACHED:
+        return  # the rule itself: test_engine_arbitrated
     assert any("read" in line and "after it was sent: asking again" in line for line in r.trace)
+
+
+NO_LONGER_REACHED = {115780, 551716, 436812}
+"""Seeds whose schedule no longer reaches the rule they found once the node fence's wait grew to
+max(B, T) + 2T (seed 856788, session 10): they still run without a violation; the rules they
+found are pinned directly (test_engine_arbitrated, test_resources_group)."""
 
 
 @pytest.mark.parametrize("seed", [551716, 436812])
@@ -404,7 +412,8 @@ def test_services_waiting_for_the_peers_node_fence_never_start_once_the_right_is
     cfg = Config(span=5.0, settled_exit=3.0)
     r = run_one(seed, cfg, nemesis(seed, cfg.span, cfg.deadtime), tracing=True)
     assert not r.violations, [v.describe() for v in r.violations]
-    assert any("acquisition abandoned" in line for line in r.trace)
+    if seed not in NO_LONGER_REACHED:
+        assert any("acquisition abandoned" in line for line in r.trace)
 
 
 def test_a_fence_write_made_before_a_pause_never_lands_after_the_close_made_on_resume() -> None:
@@ -520,3 +529,24 @@ def test_a_long_run_in_chunks_adds_up_in_its_ledger(
         in out[0]
     )
     assert "violating seeds 0" in out[0]
+
+
+def test_the_standby_waits_for_a_node_fence_whose_agent_was_killed_before_the_reset() -> None:
+    """Seed 856788 of the long run (CI form, node fence B = T = 1 s): the old owner's stop hung, it
+    reset itself through the watchdog (FenceNode) and its agent was killed before the reset; the
+    kernel fed the watchdog once more on the close, so the reset came B + 2T after the loss, while
+    the standby waited max(B, T) + T: 460 ms of two services. The wait is now max(B, T) + 2T."""
+    cfg = Config(span=5.0, settled_exit=3.0)
+    r = run_one(856788, cfg, nemesis(856788, cfg.span, cfg.deadtime))
+    assert not r.violations, [v.describe() for v in r.violations]
+
+
+@pytest.mark.parametrize("seed", [755799, 857800, 1090884])
+def test_a_failed_start_that_frees_the_lease_may_ask_for_it_again_at_once(seed: int) -> None:
+    """Seeds 755799, 857800 and 1090884 of the long run (CI form): a start failed while the peer was
+    dead to the node; it rolled back, freed the Lease and asked for it again in the same event:
+    `starting -> taking`, which the ownership table did not list (no overlap: nothing starts before
+    a grant). The table lists it now (docs/safety.md)."""
+    cfg = Config(span=5.0, settled_exit=3.0)
+    r = run_one(seed, cfg, nemesis(seed, cfg.span, cfg.deadtime))
+    assert not r.violations, [v.describe() for v in r.violations]

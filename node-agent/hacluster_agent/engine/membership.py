@@ -1160,12 +1160,14 @@ class Engine:
 
     def _own_fence(self) -> float | None:
         """Our node fence (`hacfence`): once we may have lost the right to hold, our services are
-        stopped or our node reset within this. The budget plus the watchdog's timeout `T` (FenceNode);
-        and `2T` for an agent that stalled, then was killed before its watchdog fired: the kernel
-        feeds a watchdog one last time when its last descriptor closes without the magic close
-        (tests/vm/test_watchdog.py: the reset came `T` after the kill)."""
+        stopped or our node reset within this: `max(B, T) + 2T`. The budget, then the watchdog's
+        timeout `T` (FenceNode stops feeding it); and one `T` more if the agent is killed before
+        the watchdog fired, after a FenceNode (sim seed 856788: 460 ms of two services with
+        `max(B, T) + T`) or a stall: the kernel feeds a watchdog one last time when its last
+        descriptor closes without the magic close (tests/vm/test_watchdog.py: the reset came `T`
+        after the kill)."""
         budget, t = self.cfg.stop_budget, self.cfg.watchdog_timeout
-        return None if budget is None else max(budget, t) + t
+        return None if budget is None else max(budget, t) + 2 * t
 
     def _retry_release(self, now: float) -> list[Action]:
         retry = self.release_retry

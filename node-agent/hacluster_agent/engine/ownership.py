@@ -75,7 +75,9 @@ KUBE_TRANSITIONS: dict[Own, frozenset[Own]] = {
     T: frozenset({T, ST, S, OW}),
     # Started; or a start failed and what started is stopped (by the start itself: standby at
     # once, or by a release); or the Lease was lost meanwhile.
-    ST: frozenset({ST, OW, SP, F, S}),
+    # A failed start that rolled itself back frees the Lease; the peer dead to it, it asks for the
+    # Lease again in the same event (standby, then taking: sim seeds 755799, 857800, 1090884).
+    ST: frozenset({ST, OW, SP, F, S, T}),
     # Asks for the other group; gives groups up (planned) or is fenced.
     OW: frozenset({OW, T, SP, F}),
     # Stopped: holds nothing, or still holds the group it kept; or holds nothing and asks the Lease
