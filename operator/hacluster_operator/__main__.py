@@ -153,7 +153,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             # up the next renewal.
             threads = ThreadPoolExecutor(4, thread_name_prefix="leader")
             closers.append(lambda: threads.shutdown(wait=False, cancel_futures=True))
-            leader_kube = Kube(leader_api, executor=threads)
+            leader_kube = Kube(leader_api, executor=threads, role="leader")
             elector = LeaderElector(
                 FreshLeases(leader_kube),
                 ElectionConfig(

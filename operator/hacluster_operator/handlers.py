@@ -136,8 +136,9 @@ class Memory:
     """`config_inputs` when the agents' objects were last ensured (or tried)."""
     config_retry: float | None = None
     """After a failed ensure_all: when to try again although nothing changed."""
-    reads: set[str] = field(default_factory=set)
-    """The users' objects its agents' objects are made from (paths): see Context.readers."""
+    reads: frozenset[str] = frozenset()
+    """The users' objects its agents' objects are made from (the auth Secret, script ConfigMaps),
+    by path: a change of one wakes it."""
     nodes: frozenset[str] = frozenset()
     """Its nodes at the last look: another HACluster's footprint on one of them may clash."""
     renewal_is_news: frozenset[str] = frozenset()
@@ -155,9 +156,6 @@ class Context:
     clock: Callable[[], float] = time.monotonic
     node_versions: dict[str, int] = field(default_factory=dict)
     """Per node, bumped when an HACluster's footprint on it changes (a clash may come or go)."""
-    readers: dict[str, set[str]] = field(default_factory=dict)
-    """The users' objects the agents' objects are made from (the auth Secret, script
-    ConfigMaps), by path: the uids of the HAClusters that read them (woken when one changes)."""
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the operator stops: every pair's daemon ends, also one kopf spawned after it
     told its daemons to stop (a watch event still in flight at the stop: kopf leaves it running
@@ -443,15 +441,9 @@ def config_inputs(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpe
         maps = []  # ensure_all says why
     account = agent_account_name(name)
     memory = ctx.memory(hacluster)
-    given = {secret_path(namespace, spec.auth.secret_ref.name), *(configmap_path(namespace, m) for m in maps)}
-    uid = hacluster["metadata"]["uid"]
-    for path in memory.reads - given:  # no longer read (the spec names another one)
-        readers = ctx.readers.get(path, set())
-        readers.discard(uid)
-        if not readers:
-            ctx.readers.pop(path, None)
-    for path in given - memory.reads:
-        ctx.readers.setdefault(path, set()).add(uid)
+    given = frozenset(
+        {secret_path(namespace, spec.auth.secret_ref.name), *(configmap_path(namespace, m) for m in maps)}
+    )
     memory.reads = given
     versions = [
         *(cache.version(p) for p in sorted(given)),
@@ -810,10 +802,6 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
 
     def forget(uid: str) -> None:
         ctx.memories.pop(uid, None)
-        for path in [p for p, readers in ctx.readers.items() if uid in readers]:
-            ctx.readers[path].discard(uid)
-            if not ctx.readers[path]:
-                ctx.readers.pop(path)
 
     # A Lease, or an object made for an HACluster, changed: wake the HACluster its controller
     # ownerReference names, when the change is news (lease_news).
@@ -857,9 +845,8 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         kopf.on.event(group, "v1", plural, registry=registry, labels=mine, id=f"wake_{plural}")(wake)
 
     def wake_readers(path: str) -> None:
-        for uid in ctx.readers.get(path, ()):
-            memory = ctx.memories.get(uid)
-            if memory is not None:
+        for memory in ctx.memories.values():
+            if path in memory.reads:
                 memory.wake.set()
 
     @kopf.on.event("", "v1", "secrets", registry=registry, id="wake_secrets")
@@ -897,12 +884,10 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         failures = 0
         while not stopped and not ctx.stopping.is_set():
             hacluster = _plain(body)
-            if hacluster["metadata"].get("deletionTimestamp"):
-                await _until(
-                    asyncio.Event(), stopped, ctx.settings.interval, ctx.stopping
-                )  # the delete handler ticks now
-                continue
             memory.wake.clear()
+            if hacluster["metadata"].get("deletionTimestamp"):  # the delete handler ticks now
+                await _until(memory.wake, stopped, ctx.settings.interval, ctx.stopping)
+                continue
             wait = ctx.settings.interval
             try:
                 decision = await tick(ctx, hacluster, others=everyone(kwargs))

@@ -22,6 +22,7 @@ from kubernetes import client as k8s
 from hacluster_api.models import GROUP, PLURAL, VERSION
 
 from . import leader
+from .metrics import METRICS, resource_of
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -55,11 +56,13 @@ class Kube:
         timeout: float = 10.0,
         cache: Cache | None = None,
         executor: concurrent.futures.ThreadPoolExecutor | None = None,
+        role: str = "handlers",
     ) -> None:
         """`executor`: the threads its calls run in (default: the loop's, shared with everything
         else that blocks); the leader election has its own, so that its renewals never queue
-        behind the handlers' requests."""
+        behind the handlers' requests. `role`: its requests' label in the metrics."""
         self.api, self.timeout, self.cache, self.executor = api, timeout, cache, executor
+        self.role = role
 
     async def request(
         self,
@@ -83,7 +86,12 @@ class Kube:
             return int(response.status), bytes(response.data or b"")
 
         running = asyncio.get_running_loop().run_in_executor(self.executor, call)
-        status, data = await asyncio.wait_for(running, self.timeout + 1.0)
+        try:
+            status, data = await asyncio.wait_for(running, self.timeout + 1.0)
+        except BaseException:
+            METRICS.requests.labels(self.role, method, resource_of(path), "none").inc()
+            raise
+        METRICS.requests.labels(self.role, method, resource_of(path), str(status)).inc()
         if 200 <= status < 300:
             return json.loads(data) if data else {}
         try:

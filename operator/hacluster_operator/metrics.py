@@ -25,6 +25,14 @@ class OperatorMetrics:
             ["namespace", "hacluster", "state"],
             registry=r,
         )
+        self.requests = Counter(
+            "hacluster_operator_api_requests",
+            "Requests this replica sent to the API server (its watches aside), by who sent it "
+            "(handlers, leader), verb, resource and response code: the handlers' stay near zero "
+            "while nothing changes",
+            ["client", "verb", "resource", "code"],
+            registry=r,
+        )
         self.events = Counter(
             "hacluster_cluster_events",
             "Events posted, by reason",
@@ -42,6 +50,19 @@ class OperatorMetrics:
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)
+
+
+def resource_of(path: str) -> str:
+    """The resource a request path names (`leases`, `hacclusters/status`), without names or
+    namespaces, so a label has a few values however many objects there are."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    # /api/v1/... or /apis/<group>/<version>/...; then namespaces/<ns>/ perhaps; then the plural.
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        rest = rest[2:]
+    if not rest:
+        return "namespaces" if parts[-2:-1] == ["namespaces"] else "-"
+    return rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
 
 
 METRICS = OperatorMetrics()

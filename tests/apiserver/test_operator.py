@@ -406,6 +406,23 @@ def ready_with(
     return check
 
 
+def serving_on_a(rest: Rest, name: str) -> Agents:
+    """A new HACluster (no failback) whose agents run, node-a holding the Lease at epoch 1 and
+    the resources, the status Ready: the agents are running (stop them)."""
+    make_cluster(rest, name, autoFailback=False)
+    eventually(lambda: rest("GET", lease_path(name)) or {}["x"], what="ownership Lease")
+    agents = Agents(rest, name).start()
+    try:
+        agents.set(A, holds="local", epoch=1)
+        agents.set(B, epoch=1)
+        assert agents.cas(A, bump=True) == 1
+        eventually(ready_with(rest, name, A, 1), what="Ready on node-a")
+    except BaseException:
+        agents.stop()
+        raise
+    return agents
+
+
 # --------------------------------------------------------------------------------------------
 # tests
 
@@ -516,15 +533,8 @@ def test_creates_config_secret_daemonset_and_ownership_lease(rest: Rest, operato
 def test_status_failover_switchover_maintenance_and_staleness(
     controlplane: ControlPlaneFixture, rest: Rest, operator: Operator
 ) -> None:
-    make_cluster(rest, "pair", autoFailback=False)
-    eventually(lambda: rest("GET", lease_path("pair")) or {}["x"], what="ownership Lease")
-    agents = Agents(rest, "pair").start()
+    agents = serving_on_a(rest, "pair")  # node-a takes the Lease at epoch 1 and runs the resources
     try:
-        # node-a takes the Lease at epoch 1 and runs the resources.
-        agents.set(A, holds="local", epoch=1)
-        agents.set(B, epoch=1)
-        assert agents.cas(A, bump=True) == 1
-        eventually(ready_with(rest, "pair", A, 1), what="Ready on node-a")
         st = status(rest, "pair")
         assert [(n["name"], n["state"], n["media"]) for n in st["nodes"]] == [
             (A, "active", {"eth1": "up"}),
@@ -950,3 +960,51 @@ def test_operator_metrics_show_leadership_epochs_and_events(rest: Rest, operator
         return text
 
     eventually(scraped, timeout=20, what="operator metrics")
+
+
+def operator_requests(operator: Operator) -> dict[str, float]:
+    """The operator's own count of the requests its handlers sent (not its leader election), by
+    verb and resource."""
+    import re
+    import urllib.request
+
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
+    )
+    out: dict[str, float] = {}
+    for labels, value in re.findall(r"^hacluster_operator_api_requests_total\{([^}]*)\} (\S+)$", text, re.M):
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if fields["client"] != "handlers":
+            continue
+        key = f"{fields['verb']} {fields['resource']}"
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def test_renewals_cost_the_operator_nothing_a_report_change_wakes_it(rest: Rest, operator: Operator) -> None:
+    """Thousands of agents renew their report Leases several times a second: the operator sees
+    them on its watch and sends nothing for them, while a change in what it decides on (a node's
+    link going down) reaches the status at once, not at the next resync (30 s)."""
+    import time
+
+    agents = serving_on_a(rest, "quiet")
+    try:
+        eventually(lambda: one_event(rest, "quiet", "Acquired"), what="Acquired")
+        time.sleep(2.0)  # the writes that follow becoming Ready (labels, Events) are done
+        before = operator_requests(operator)
+        time.sleep(6.0)  # 20 renewals of each report Lease
+        after = operator_requests(operator)
+        sent = {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}
+        assert sent == {}, f"the operator sent requests while the agents only renewed: {sent}"
+
+        agents.set(B, epoch=1, peer={"node": A, "state": "active", "links": {"eth1": {"up": False}}})
+        t0 = time.monotonic()
+
+        def link_down_shown() -> None:
+            nodes = {n["name"]: n for n in status(rest, "quiet").get("nodes", [])}
+            assert nodes[B]["media"] == {"eth1": "down"}, nodes
+
+        eventually(link_down_shown, timeout=5.0, what="node-b's link down in the status")
+        assert time.monotonic() - t0 < 3.0  # a wake, not the 30 s resync
+    finally:
+        agents.stop()

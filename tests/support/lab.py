@@ -15,12 +15,15 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pyroute2 import IPRoute
 
 from tests.support import tree
 
@@ -447,12 +450,8 @@ def gap_after(lines: list[str], t0: float, node: str) -> float | None:
 
 def free_api_subnet() -> ipaddress.IPv4Network:
     """The first /28 of API_NET that no address of this host falls in (another lab's)."""
-    used = [
-        ipaddress.ip_interface(word).ip
-        for line in _run("ip", "-4", "-o", "addr", "show").stdout.splitlines()
-        for i, word in enumerate(line.split())
-        if i > 0 and line.split()[i - 1] == "inet"
-    ]
+    with IPRoute() as ipr:
+        used = [ipaddress.ip_address(a.get("IFA_ADDRESS")) for a in ipr.get_addr(family=socket.AF_INET)]
     for subnet in API_NET.subnets(new_prefix=28):
         if not any(addr in subnet for addr in used):
             return subnet
