@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,11 @@ from kubernetes import watch as k8s_watch  # noqa: E402
 
 from hacluster_api.annotations import HANDOVER_TO, REPORT  # noqa: E402
 from hacluster_api.models import GROUP, PLURAL, VERSION  # noqa: E402
-from tests.support.controlplane import ControlPlane, find_or_build_apiserver  # noqa: E402
+from tests.support.controlplane import ControlPlane, find_or_build_apiserver, free_port  # noqa: E402
 from tests.support.eventually import crd_established, wait_until  # noqa: E402
 
 NS, OPERATOR_NS = "scale", "hacluster-system"
+OPERATOR_REQUESTS = re.compile(r"^hacluster_operator_api_requests_total\{([^}]*)\} (\S+)$", re.M)
 REQUESTS = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
 
 
@@ -100,6 +102,18 @@ def requests_served(cp: ControlPlane) -> float:
         if re.search(r'resource="[^"]+"', labels):
             total += float(value)
     return total
+
+
+def operator_requests(port: int) -> dict[str, float]:
+    """The operator's count of the requests it sent (hacluster_operator_api_requests_total), by
+    client, verb and resource: where the server's figure comes from."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for labels, value in OPERATOR_REQUESTS.findall(text):
+        f = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        key = f"{f['client']} {f['verb']} {f['resource']}"
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -217,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             "PYTHONUNBUFFERED": "1",
         }
         log = (work / "operator.log").open("ab")
+        metrics_port = free_port("127.0.0.1")
         operator = subprocess.Popen(
-            [sys.executable, "-m", "hacluster_operator", "--namespace", NS, "--identity", "op-1"],
+            [sys.executable, "-m", "hacluster_operator", "--namespace", NS, "--identity", "op-1",
+             "--metrics-port", str(metrics_port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work,
         )  # fmt: skip
         log.close()
@@ -232,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
 
             took = wait("every HACluster's status", all_have_status, timeout=60 + a.clusters * 2.0)
             print(f"every HACluster has a status {took:.1f}s after the operator started", flush=True)
+            apps = k8s.AppsV1Api(api)
+
+            def all_rolled_out() -> bool:  # the DaemonSet comes last (ensure_all)
+                return len(apps.list_namespaced_daemon_set(NS).items) == a.clusters
+
+            took += wait("every HACluster's DaemonSet", all_rolled_out, timeout=60 + a.clusters * 2.0)
+            print(f"every HACluster's objects are made {took:.1f}s after the operator started", flush=True)
 
             # every sampled HACluster: its Lease held by n1 (epoch 1), as its agents would leave it
             sampled = names[: a.samples] if a.samples <= len(names) else names
@@ -246,14 +269,19 @@ def main(argv: list[str] | None = None) -> int:
                 leases.replace_namespaced_lease(name, NS, lease)
             time.sleep(a.settle)
 
+            sent0 = operator_requests(metrics_port)
             before, cpu0, w0 = requests_served(cp), cpu_seconds(operator.pid), time.monotonic()
             time.sleep(a.window)
             after, cpu1, w1 = requests_served(cp), cpu_seconds(operator.pid), time.monotonic()
+            sent1 = operator_requests(metrics_port)
             req_per_s = (after - before) / (w1 - w0)
             cpu_pct = 100 * (cpu1 - cpu0) / (w1 - w0)
             rss = rss_mb(operator.pid)
             print(f"steady state over {w1 - w0:.0f}s: {req_per_s:.1f} requests/s, operator {cpu_pct:.1f}% of a "
                   f"core, RSS {rss:.0f} MB", flush=True)  # fmt: skip
+            by_kind = sorted(((sent1[k] - sent0.get(k, 0.0), k) for k in sent1), reverse=True)
+            print("  the operator's own requests in that window (its metrics), by client, verb and resource: "
+                  + (", ".join(f"{k} {n / (w1 - w0):.2f}/s" for n, k in by_kind if n) or "none"), flush=True)  # fmt: skip
 
             watcher = LeaseWatch(api)
             decisions: list[float] = []
