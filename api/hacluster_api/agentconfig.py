@@ -11,6 +11,7 @@ runs, not how it behaves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +55,12 @@ class AgentConfig(_Config):
     """Each VIP's announcements, by its haresources name (e.g. `IPaddr2::192.0.2.10/24`); a VIP
     not named here gets ArpSpec's defaults (Heartbeat's: 5 announcements 200 ms apart)."""
 
+    groups: list[str] | None = Field(default=None, min_length=1, max_length=8)
+    """Kubernetes mode, several resource groups: the group each haresources line is, in order
+    (names as in the HACluster). Each group has its own ownership Lease (hacluster_api.names) and
+    runs its own engine, its heartbeats tagged with its name on the same media; the agent runs
+    them all. None: one group (main), Heartbeat's files alone."""
+
     def to_json(self) -> str:
         """The file's text (wire names, defaults included: the file says everything)."""
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
@@ -91,3 +98,17 @@ def check_agent_config(config: AgentConfig, path: Path, vips: set[str]) -> None:
             f"{path}: arp names {', '.join(unknown)}, not a VIP of haresources "
             f"(its VIPs: {', '.join(sorted(vips)) or 'none'})"
         )
+
+
+def check_groups(names: Sequence[str] | None, lines: int, path: Path, *, kube: bool) -> None:
+    """`groups` against haresources: one name per line, each once, and Kubernetes mode only
+    (standalone, Heartbeat's rules move a node's groups together)."""
+    if names is None:
+        return
+    if not kube:
+        raise AgentConfigError(f"{path}: groups needs Kubernetes mode (--kube): standalone, haresources' "
+                               "groups follow Heartbeat's rules")  # fmt: skip
+    if len(names) != lines:
+        raise AgentConfigError(f"{path}: groups names {len(names)} groups, haresources has {lines} lines")
+    if len(set(names)) != len(names):
+        raise AgentConfigError(f"{path}: groups names a group twice: {list(names)}")

@@ -13,6 +13,7 @@ rendered by `render.render_node`, as the operator renders them, so both paths wr
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -351,26 +352,23 @@ class _Importer:
         return peers
 
     # -- resources ----------------------------------------------------------------------------
-    def resources(self) -> tuple[str | None, list[dict[str, Any]]]:
+    def resources(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Per home node, in file order: its resources. Heartbeat moves all the groups of one home
+        node together (they are all "local" to it), so each home's lines become one group: one
+        home, the single-group form; two (active/active), spec.groups."""
         groups = self.cfg.haresources.groups
-        if not groups:
-            return None, []
-        home = groups[0].home
-        out: list[dict[str, Any]] = []
-        mine = [g for g in groups if g.home == home]
-        if len(mine) > 1:
-            self.assume(self.res_file, mine[1].line, f"the groups of {home} (lines "
-                        f"{', '.join(str(g.line) for g in mine)}) are joined into one, in file order")  # fmt: skip
+        homes: dict[str, list[ResourceGroup]] = {}
         for g in groups:
-            if g.home != home:
-                self.drop(self.res_file, g.line, f"group of {g.home} ({_names(g)}): an HACluster runs one "
-                          f"resource group, home {home} here; create a second HACluster for this one")  # fmt: skip
-                continue
-            for r in g.resources:
-                item = self._resource(g, r)
-                if item is not None:
-                    out.append(item)
-        return home, out
+            homes.setdefault(g.home, []).append(g)
+        out: list[tuple[str, list[dict[str, Any]]]] = []
+        for home, mine in homes.items():
+            if len(mine) > 1:
+                self.assume(self.res_file, mine[1].line, f"the groups of {home} (lines "
+                            f"{', '.join(str(g.line) for g in mine)}) are joined into one, in file order, "
+                            "as Heartbeat moves them together")  # fmt: skip
+            items = [item for g in mine for r in g.resources if (item := self._resource(g, r)) is not None]
+            out.append((home, items))
+        return out
 
     def _resource(self, g: ResourceGroup, r: IPResource | ScriptResource) -> dict[str, Any] | None:
         from hacluster_api.models import ResourceSpec
@@ -400,6 +398,13 @@ class _Importer:
             self.drop(self.res_file, g.line, f"{r.name}: {_errors(e)}")
             return None
         return item
+
+
+def group_name(home: str) -> str:
+    """The imported group of a home node: `<node>-group`, made a DNS label (a group's name is part
+    of its Leases' names; it may not be a node's name)."""
+    label = re.sub(r"[^a-z0-9-]+", "-", home.lower()).strip("-")[:34].strip("-")
+    return f"{label or 'node'}-group"
 
 
 def _norm(address: str) -> str:
@@ -460,7 +465,7 @@ def import_directory(
     nodes = imp.nodes()
     imp.directives()
     media = imp.media()
-    home, resources = imp.resources()
+    homes = imp.resources()
     problems += imp.errors
     if problems:
         raise MigrateError(problems + [f"not carried over: {i}" for i in imp.dropped])
@@ -474,11 +479,18 @@ def import_directory(
     heartbeat["media"] = media
     keys = cfg.authkeys
     spec: dict[str, Any] = {"nodes": nodes}
-    if home is not None:
-        spec["preferredNode"] = imp.k8s(home)
+    if len(homes) == 1:
+        spec["preferredNode"] = imp.k8s(homes[0][0])
     spec["heartbeat"] = heartbeat
     spec["auth"] = {"method": keys.signing_key.method, "secretRef": {"name": secret, "key": SECRET_KEY}}
-    spec["resources"] = resources
+    if len(homes) > 1:
+        # Active/active: a group per home node, each with its own Lease (hacluster_api.names).
+        spec["groups"] = [
+            {"name": group_name(imp.k8s(home)), "preferredNode": imp.k8s(home), "resources": items}
+            for home, items in homes
+        ]
+    else:
+        spec["resources"] = homes[0][1] if homes else []
     spec["failover"] = {"autoFailback": h.auto_failback_effective}
     if h.watchdog is not None:
         spec["failover"]["nodeFence"] = {"watchdog": h.watchdog}
@@ -565,6 +577,13 @@ def rename_nodes(spec: dict[str, Any], mapping: Mapping[str, str]) -> dict[str, 
     out["nodes"] = [m(n) for n in spec.get("nodes", [])]
     if "preferredNode" in spec:
         out["preferredNode"] = m(spec["preferredNode"])
+    if isinstance(spec.get("groups"), list):
+        out["groups"] = [
+            {**g, **{k: m(g[k]) for k in ("preferredNode", "switchoverTo") if k in g}}
+            if isinstance(g, dict)
+            else g
+            for g in spec["groups"]
+        ]
     if isinstance(spec.get("failover"), dict) and "switchoverTo" in spec["failover"]:
         out["failover"] = {**spec["failover"], "switchoverTo": m(spec["failover"]["switchoverTo"])}
     hb = spec.get("heartbeat")
@@ -642,7 +661,7 @@ def export_node(
             [f"no Secret {ref.name!r} with key {ref.key!r} in the files given (pass --secret)"]
         )
     bodies: dict[str, str] = {}
-    for r in spec.resources:
+    for r in (r for g in spec.group_list() for r in g.resources):
         s = r.script
         if s is None or s.config_map_ref is None:
             continue
@@ -661,6 +680,9 @@ def export_node(
         raise MigrateError([f"{file}: {e}"]) from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if rendered.agent.groups is not None:
+        # Standalone, Heartbeat's rules: each node's groups move together (no Lease per group).
+        rendered = dataclasses.replace(rendered, agent=rendered.agent.model_copy(update={"groups": None}))
     written: dict[str, Path] = {}
     for rel, text in rendered.files().items():
         path = out / rel
@@ -695,7 +717,12 @@ def _export_notes(spec: Any) -> list[str]:
         notes.append(
             f"failover.whenArbiterUnavailable {f.when_arbiter_unavailable}: Kubernetes only (no Lease here)"
         )
-    for r in spec.resources:
+    for r in (r for g in spec.group_list() for r in g.resources):
         if r.workload is not None:
             notes.append(f"resource workload {r.workload.node_label}: a node label, Kubernetes only")
+    if spec.multi_group:
+        notes.append(
+            "groups: one haresources line each; standalone, Heartbeat's rules apply: the groups of one "
+            "home node move together, and each group's autoFailback and switchoverTo are Kubernetes only"
+        )
     return notes

@@ -569,6 +569,47 @@ def _unicast_complete(spec: HAClusterSpec) -> bool:
 
 
 DEFAULT_AGENT_METRICS_PORT = 9694
+MAIN_GROUP = "main"
+"""The name of the group a spec without `groups` has (`resources`, `preferredNode`): its Leases keep
+the HACluster's own names, so rewriting such a spec as `groups: [{name: main, ...}]` moves nothing."""
+MAX_GROUPS = 8
+
+GroupName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=40,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="A DNS label: part of its Leases' names.",
+    ),
+]
+
+Resources = Annotated[
+    list[ResourceSpec],
+    Field(
+        max_length=32,
+        json_schema_extra={"default": []},
+        description="The resource group, in start order (stopped in reverse), as in haresources.",
+    ),
+]
+
+
+class GroupSpec(_Model):
+    """One resource group (one haresources line): its home node, its resources, its planned moves.
+    Each group has its own ownership Lease and fails over, switches over and fails back on its own."""
+
+    name: GroupName
+    preferred_node: NodeName | None = Field(
+        default=None, description="The group's home node (haresources); default the first node."
+    )
+    resources: Resources = Field(default_factory=list)
+    auto_failback: bool | None = Field(
+        default=None,
+        description="The group returns to its preferredNode when it is back. Default: failover.autoFailback.",
+    )
+    switchover_to: NodeName | None = Field(
+        default=None, description="Declarative switchover of this group: move it to this node."
+    )
 
 
 class HAClusterSpec(_Model):
@@ -580,11 +621,14 @@ class HAClusterSpec(_Model):
     )
     heartbeat: HeartbeatSpec
     auth: AuthSpec
-    resources: list[ResourceSpec] = Field(
+    resources: Resources = Field(default_factory=list)
+    groups: list[GroupSpec] = Field(
         default_factory=list,
-        max_length=32,
-        json_schema_extra={"default": []},
-        description="The resource group, in start order (stopped in reverse), as in haresources.",
+        max_length=MAX_GROUPS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Several resource groups (Heartbeat's haresources lines, e.g. one home on each "
+        "node: active/active), each with its own Lease, moving on its own. Replaces resources, "
+        "preferredNode and failover.switchoverTo, which describe a single group named main.",
     )
     failover: FailoverSpec = Field(default_factory=FailoverSpec, json_schema_extra={"default": {}})
     agent_metrics_port: int = Field(
@@ -609,6 +653,39 @@ class HAClusterSpec(_Model):
             ".failover.switchoverTo",
         ),
         Rule(
+            "!has(self.groups) || size(self.groups) == 0 || (!has(self.preferredNode) && "
+            "(!has(self.resources) || size(self.resources) == 0) && "
+            "(!has(self.failover) || !has(self.failover.switchoverTo)))",
+            "groups replaces resources, preferredNode and failover.switchoverTo: set those in each group",
+            lambda s: (
+                not s.groups
+                or (s.preferred_node is None and not s.resources and s.failover.switchover_to is None)
+            ),
+            ".groups",
+        ),
+        Rule(
+            "!has(self.groups) || self.groups.all(g, (!has(g.preferredNode) || g.preferredNode in self.nodes) "
+            "&& (!has(g.switchoverTo) || g.switchoverTo in self.nodes))",
+            "a group's preferredNode and switchoverTo must be one of nodes",
+            lambda s: all(
+                (g.preferred_node is None or g.preferred_node in s.nodes)
+                and (g.switchover_to is None or g.switchover_to in s.nodes)
+                for g in s.groups
+            ),
+            ".groups",
+        ),
+        Rule(
+            "!has(self.groups) || self.groups.all(g, !(g.name in self.nodes) && "
+            "self.nodes.all(n, !n.startsWith(g.name + '-')))",
+            "a group's name must not be a node's name nor begin one (its Leases are named "
+            "<cluster>-<group> and <cluster>-<group>-<node>, the nodes' reports <cluster>-<node>)",
+            lambda s: all(
+                g.name not in s.nodes and not any(n.startswith(g.name + "-") for n in s.nodes)
+                for g in s.groups
+            ),
+            ".groups",
+        ),
+        Rule(
             "!has(self.heartbeat.media.udp) || self.heartbeat.media.udp.all(m, m.mode != 'unicast' || "
             "(has(m.peers) && size(m.peers) == 2 && self.nodes.all(n, n in m.peers)))",
             "a unicast medium needs peers with an address for each of the two nodes, and no others",
@@ -619,8 +696,49 @@ class HAClusterSpec(_Model):
 
     @property
     def home(self) -> str:
-        """preferredNode, or the first node: haresources' home node."""
+        """preferredNode, or the first node: haresources' home node (of the single group)."""
         return self.preferred_node or self.nodes[0]
+
+    def group_list(self) -> list[GroupSpec]:
+        """Every group, in order: `groups`, or the single group named main the other fields
+        describe. autoFailback resolved (the group's, or failover's)."""
+        if not self.groups:
+            return [
+                GroupSpec(
+                    name=MAIN_GROUP,
+                    preferred_node=self.preferred_node,
+                    resources=self.resources,
+                    auto_failback=self.failover.auto_failback,
+                    switchover_to=self.failover.switchover_to,
+                )
+            ]
+        return [
+            g
+            if g.auto_failback is not None
+            else g.model_copy(update={"auto_failback": self.failover.auto_failback})
+            for g in self.groups
+        ]
+
+    @property
+    def multi_group(self) -> bool:
+        return bool(self.groups) and [g.name for g in self.groups] != [MAIN_GROUP]
+
+    def of_group(self, group: GroupSpec) -> HAClusterSpec:
+        """This spec as if `group` were its only group (the single-group form): what one group's
+        agents and decision see. Everything else (nodes, heartbeat, auth, timing) is shared."""
+        failover = self.failover.model_copy(
+            update={"auto_failback": bool(group.auto_failback if group.auto_failback is not None
+                                          else self.failover.auto_failback),
+                    "switchover_to": group.switchover_to}
+        )  # fmt: skip
+        return self.model_copy(
+            update={
+                "preferred_node": group.preferred_node,
+                "resources": group.resources,
+                "groups": [],
+                "failover": failover,
+            }
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -672,8 +790,25 @@ class Transition(_Model):
     time: datetime
 
 
+class GroupStatus(_Model):
+    """One resource group of several (spec.groups): who holds it, at which epoch, its last move."""
+
+    name: GroupName
+    owner: NodeName | None = Field(default=None, description="The node holding the group.")
+    epoch: int | None = Field(default=None, ge=0, description="Its Lease's transitions.")
+    state: Literal["Ready", "Degraded", "Arbitrating", "Unknown"] | None = None
+    last_transition: Transition | None = None
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="The group's own conditions; the HACluster's gather every group's.",
+    )
+
+
 class HAClusterStatus(_Model):
-    """Observed state, written by the operator through the status subresource."""
+    """Observed state, written by the operator through the status subresource. With several
+    groups, owner, epoch and lastTransition are the first group's; `groups` has each."""
 
     owner: NodeName | None = Field(default=None, description="The node holding the resources.")
     epoch: int | None = Field(
@@ -687,6 +822,12 @@ class HAClusterStatus(_Model):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     last_transition: Transition | None = None
+    groups: list[GroupStatus] = Field(
+        default_factory=list,
+        max_length=MAX_GROUPS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        description="Each group, with several (spec.groups).",
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         max_length=16,

@@ -43,7 +43,7 @@ from hacluster_api.heartbeat.haresources_model import (
 from hacluster_api.heartbeat.issues import Findings
 
 from .agentconfig import AGENT_CONFIG_FILE, AgentConfig, NodeFenceConfig
-from .models import ArpSpec, ConfigMapKeyRef, HAClusterSpec, IPResourceSpec, ScriptResourceSpec
+from .models import ArpSpec, ConfigMapKeyRef, HAClusterSpec, IPResourceSpec, ResourceSpec, ScriptResourceSpec
 
 RESOURCE_D = "resource.d"
 _QUOTED = re.compile(r"got '[^']*'")
@@ -150,20 +150,35 @@ def heartbeat_resource(item: IPResourceSpec | ScriptResourceSpec) -> Resource:
 
 
 def build_haresources(spec: HAClusterSpec) -> HaResources:
-    """One group, home on the preferred node, in spec order; workload items left out."""
-    resources: list[Resource] = []
-    for r in spec.resources:
+    """One line per group, in spec order, each with its home node and its resources in spec
+    order; workload items left out (a group of workloads alone has no line)."""
+    lines = [(g, _heartbeat_resources(g.resources)) for g in spec.group_list()]
+    return HaResources(
+        groups=[ResourceGroup(home=g.preferred_node or spec.nodes[0], resources=rs) for g, rs in lines if rs]
+    )
+
+
+def haresources_groups(spec: HAClusterSpec) -> list[str]:
+    """The group each haresources line is, in order (agent.json's `groups`)."""
+    return [g.name for g in spec.group_list() if _heartbeat_resources(g.resources)]
+
+
+def _heartbeat_resources(items: list[ResourceSpec]) -> list[Resource]:
+    out: list[Resource] = []
+    for r in items:
         item = r.ip or r.script
         if item is not None:
-            resources.append(heartbeat_resource(item))
-    if not resources:
-        return HaResources(groups=[])
-    return HaResources(groups=[ResourceGroup(home=spec.home, resources=resources)])
+            out.append(heartbeat_resource(item))
+    return out
+
+
+def _all_resources(spec: HAClusterSpec) -> list[ResourceSpec]:
+    return [r for g in spec.group_list() for r in g.resources]
 
 
 def arp_settings(spec: HAClusterSpec) -> dict[str, ArpSpec]:
     """Each VIP's ARP settings, keyed by the name the agent gives the resource."""
-    return {heartbeat_resource(r.ip).name: r.ip.arp for r in spec.resources if r.ip is not None}
+    return {heartbeat_resource(r.ip).name: r.ip.arp for r in _all_resources(spec) if r.ip is not None}
 
 
 def build_agent_config(spec: HAClusterSpec) -> AgentConfig:
@@ -181,6 +196,7 @@ def build_agent_config(spec: HAClusterSpec) -> AgentConfig:
         ),
         metrics_port=spec.agent_metrics_port,
         arp=arp_settings(spec),
+        groups=haresources_groups(spec) if spec.multi_group else None,
     )
 
 
@@ -225,7 +241,7 @@ def build_authkeys(spec: HAClusterSpec, secret_text: str) -> AuthKeys:
 def script_sources(spec: HAClusterSpec) -> dict[str, ConfigMapKeyRef]:
     """The ConfigMap key each installed script comes from, by script name (what to fetch)."""
     out: dict[str, ConfigMapKeyRef] = {}
-    for r in spec.resources:
+    for r in _all_resources(spec):
         s = r.script
         if s is None or s.config_map_ref is None:
             continue

@@ -27,6 +27,7 @@ from hacluster_api.agentconfig import (
     AgentConfig,
     AgentConfigError,
     check_agent_config,
+    check_groups,
     load_agent_config,
 )
 from hacluster_api.heartbeat.directory import ClusterConfig, load_directory
@@ -34,6 +35,7 @@ from hacluster_api.heartbeat.hacf_model import HaCf
 from hacluster_api.heartbeat.haresources_model import ResourceGroup
 from hacluster_api.heartbeat.issues import ConfigError
 from hacluster_api.models import ArpSpec
+from hacluster_api.names import report_lease_name
 
 from .arbiter.kube import KubeLeaseStore
 from .arbiter.lease import Arbiter, Verdict
@@ -73,6 +75,7 @@ from .resources.watchdog import Watchdog, WatchdogError
 from .state import next_generation, node_uuid
 from .wire.codec import Decoded, decode, encode
 from .wire.errors import Rejected
+from .wire.message import GROUP_TAG, Message
 
 log = logging.getLogger("hacluster.agent")
 
@@ -97,6 +100,22 @@ class AgentOptions:
     watchdog_timeout: int | None = None  # s, set on ha.cf's watchdog device (None: the device's own)
     stop_budget: float = 10.0  # s a self-fencing stop may take before the watchdog resets the node
     arp: dict[str, ArpSpec] = field(default_factory=dict)  # each VIP's announcements (agent.json)
+    tag: str | None = None
+    """One group of several (groups.py): the name its heartbeats carry (GROUP_TAG); None: untagged."""
+    groups: list[str] | None = None
+    """agent.json's `groups`: the group of each haresources line, each run by its own engine
+    (groups.py). None: one group, or Heartbeat's rules (standalone)."""
+
+
+@dataclass
+class Shared:
+    """What the agents of several groups in one process share (groups.py): the media (the
+    runner's hub routes each message to its group), the watchdog (opened and fed once: any
+    group's FenceNode stops the feeding) and the realtime priority the runner took."""
+
+    media: list[Medium]
+    watchdog: Watchdog | None
+    rtprio: int | None
 
 
 @dataclass
@@ -187,20 +206,28 @@ class Agent:
         self.fence_open = asyncio.Event()
         self.slow_lease_warned = -math.inf  # the last "renewal slow for W" warning (one a minute)
         self.watchdog: Watchdog | None = None  # ha.cf's `watchdog` (opened last at start-up)
+        self.started = False  # the engine runs: messages reach it
 
     # -- media events (MediumEvents) ------------------------------------------------------------
     def packet_received(self, medium: str, data: bytes) -> None:
         got = decode(data, self.cfg.authkeys)
         if isinstance(got, Rejected):
-            reason = got.reason.value
-            self.rejected[reason] = self.rejected.get(reason, 0) + 1
-            self.metrics.rejected(reason)
-            if self.rejected[reason] <= 5 or self.rejected[reason] % 100 == 0:
-                log.warning("dropped packet: %s", got, extra=fields(medium=medium, reason=reason))
+            self.dropped(medium, got.reason.value, got)
             return
         assert isinstance(got, Decoded)
+        self.message_received(medium, got.message)
+
+    def dropped(self, medium: str, reason: str, what: object) -> None:
+        """A packet that is not for us (forged, corrupt, another group's unknown to this node)."""
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.metrics.rejected(reason)
+        if self.rejected[reason] <= 5 or self.rejected[reason] % 100 == 0:
+            log.warning("dropped packet: %s", what, extra=fields(medium=medium, reason=reason))
+
+    def message_received(self, medium: str, message: Message) -> None:
+        """A message that passed authentication, for this engine."""
         heard = self.engine.counters.get("rx_status")
-        actions = self.engine.receive(got.message, medium, time.monotonic())
+        actions = self.engine.receive(message, medium, time.monotonic())
         if self.engine.counters.get("rx_status") != heard:  # a heartbeat the engine accepted
             self.metrics.heartbeat_received(medium)
         self.execute(actions)
@@ -287,10 +314,11 @@ class Agent:
     def _send(self, act: Send) -> None:
         cache: dict[str, bytes] = {}
         heartbeat = act.message.type == "status"
+        message = act.message if self.opts.tag is None else act.message.add(GROUP_TAG, self.opts.tag)
         for m in self.media:
             data = cache.get(m.encoding)
             if data is None:
-                data = cache[m.encoding] = encode(act.message, self.cfg.authkeys, m.encoding)
+                data = cache[m.encoding] = encode(message, self.cfg.authkeys, m.encoding)
             m.send(data)
             if heartbeat and m.up:
                 self.metrics.heartbeat_sent(m.name)
@@ -549,10 +577,13 @@ class Agent:
         snap["config"] = self.reloader.status() if self.reloader is not None else None
         return snap
 
-    async def run(self) -> int:
+    async def run(self, shared: Shared | None = None) -> int:
+        """Until SIGTERM (or `stopping`). `shared`: one group of several in this process
+        (groups.py): the process's signals, realtime priority, metrics endpoint, media, reload
+        and watchdog are the runner's; this agent runs its engine on them."""
         loop = asyncio.get_running_loop()
         exporter = None
-        if self.opts.metrics_port is not None:
+        if shared is None and self.opts.metrics_port is not None:
             try:
                 exporter = serve(self.metrics, self.opts.metrics_port, self.opts.metrics_address)
             except OSError as e:
@@ -561,15 +592,18 @@ class Agent:
                 )
                 return 1
             log.info("metrics on http://%s:%d/metrics", self.opts.metrics_address, exporter.server_address[1])
-        rtprio = self.cfg.hacf.realtime_prio
-        if rtprio is not None and become_realtime(rtprio):  # ha.cf realtime/rtprio (realtime.py)
-            loop.set_default_executor(realtime_executor(rtprio))
+        if shared is not None:
+            rtprio = shared.rtprio
         else:
-            rtprio = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stopping.set)
-        if self.reloader is not None:  # Heartbeat's reload: authkeys live, the rest needs a restart
-            loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
+            rtprio = self.cfg.hacf.realtime_prio
+            if rtprio is not None and become_realtime(rtprio):  # ha.cf realtime/rtprio (realtime.py)
+                loop.set_default_executor(realtime_executor(rtprio))
+            else:
+                rtprio = None
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stopping.set)
+            if self.reloader is not None:  # Heartbeat's reload: authkeys live, the rest needs a restart
+                loop.add_signal_handler(signal.SIGHUP, self.reloader.request)
         guard = FenceGuard.for_agent(
             [g for groups in self.groups.values() for g in groups],
             self.opts.fence_after,
@@ -632,17 +666,29 @@ class Agent:
         if self.arbiter is not None:
             with contextlib.suppress(Exception):  # open the API connection before it is urgent
                 await asyncio.wait_for(self.arbiter.store.get(), 5)
-        self.media = await open_media(self.cfg.hacf.media, self, lock_dir=self.opts.lock_dir)
+        if shared is not None:
+            self.media = shared.media
+        else:
+            self.media = await open_media(self.cfg.hacf.media, self, lock_dir=self.opts.lock_dir)
         log.info(
-            "starting: node %s, peer %s, generation %d, keepalive %dms, deadtime %dms",
+            "starting: node %s, peer %s, generation %d, keepalive %dms, deadtime %dms%s",
             self.node,
             self.peer,
             self.generation,
             self.cfg.hacf.keepalive_ms,
             self.cfg.hacf.deadtime_ms,
+            f", group {self.opts.tag}" if self.opts.tag else "",
             extra=fields(generation=self.generation),
         )
-        if self.cfg.hacf.watchdog is not None:
+        if shared is not None and shared.watchdog is not None:
+            self.watchdog = shared.watchdog  # opened and fed by the runner; our FenceNode stops it
+            if self.engine.cfg.arbitrated:
+                self.engine.cfg = dataclasses.replace(
+                    self.engine.cfg,
+                    stop_budget=self.opts.stop_budget,
+                    watchdog_timeout=float(self.watchdog.timeout),
+                )
+        elif self.cfg.hacf.watchdog is not None:
             # Opened last: from here on a stalled or dead agent resets the node.
             try:
                 self.watchdog = Watchdog(self.cfg.hacf.watchdog, self.opts.watchdog_timeout)
@@ -665,6 +711,7 @@ class Agent:
                 else "",
             )
             self._spawn(self._feed())
+        self.started = True
         self.execute(self.engine.start(time.monotonic(), time.time()))
         clock = loop.create_task(self._clock())
         maint = loop.create_task(self._maintain())
@@ -677,7 +724,7 @@ class Agent:
             k = self.opts.kube
             reporter = Reporter(
                 self.leases,
-                f"{k.cluster}-{self.node}",
+                report_lease_name(k.cluster, self.node),
                 self.node,
                 lambda: report_of(self.status(), self.engine.epoch, self.peer, self.last_gap),
             )
@@ -700,15 +747,16 @@ class Agent:
                 self.kfence.remove()
             except FenceError as e:
                 log.warning("could not remove the kernel fence's tables: %s", e)
-        if self.watchdog is not None:
+        if self.watchdog is not None and shared is None:
             self.watchdog.close()  # disarmed, unless the node is being fenced
         for task in (clock, maint, monitor, *self.tasks):
             task.cancel()
         server.close()
         if exporter is not None:
             await asyncio.to_thread(exporter.shutdown)
-        for m in self.media:
-            await m.close()
+        if shared is None:
+            for m in self.media:
+                await m.close()
         with contextlib.suppress(FileNotFoundError):
             self.opts.control_socket.unlink()
         return 0
@@ -769,6 +817,10 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(configured, int):
         return configured
     cfg, opts = configured
+    if opts.groups is not None:
+        from .groups import run_groups  # (it builds on Agent: imported here, not at the top)
+
+        return asyncio.run(run_groups(cfg, opts, opts.groups))
     return asyncio.run(Agent(cfg, opts).run())
 
 
@@ -848,6 +900,9 @@ def configure(argv: list[str] | None = None) -> tuple[ClusterConfig, AgentOption
         file = load_agent_config(config_dir)
         if file is not None:
             check_agent_config(file, config_dir / AGENT_CONFIG_FILE, vip_names(cfg.haresources.groups))
+            check_groups(
+                file.groups, len(cfg.haresources.groups), config_dir / AGENT_CONFIG_FILE, kube=a.kube
+            )
         given = given_options(a, file)
     except ConfigError as e:
         for f in e.findings:
@@ -887,6 +942,7 @@ def configure(argv: list[str] | None = None) -> tuple[ClusterConfig, AgentOption
         watchdog_timeout=given.watchdog_timeout,
         stop_budget=given.stop_budget,
         arp=dict(file.arp) if file is not None else {},
+        groups=list(file.groups) if file is not None and file.groups else None,
         init_dir=Path(a.init_dir),
         lock_dir=Path(a.lock_dir),
         config_source=ConfigSource(Path(a.config_dir), a.config_prefix),

@@ -180,7 +180,7 @@ def decide(
         holder=owner,
         annotations=changes,
         status=status,
-        write_status=previous is None or _differs(previous, status),
+        write_status=previous is None or differs(previous, status),
         events=tuple(events),
         released=lease is None or owner is None,
         renewal_is_news=_renewal_is_news(nodes, lease, owner),
@@ -337,7 +337,7 @@ def _account(
     return transition, Event("Normal", "Acquired", message)
 
 
-def _differs(old: HAClusterStatus, new: HAClusterStatus) -> bool:
+def differs(old: HAClusterStatus, new: HAClusterStatus) -> bool:
     """True unless only nodes' lastSeen moved, each by less than LAST_SEEN_REFRESH_S."""
 
     def without_last_seen(s: HAClusterStatus) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,12 +36,14 @@ from typing import Any
 import kopf
 
 from hacluster_api.annotations import REPORT
-from hacluster_api.models import GROUP, PLURAL, VERSION, HAClusterSpec, HAClusterStatus
+from hacluster_api.models import GROUP, MAIN_GROUP, PLURAL, VERSION, HAClusterSpec, HAClusterStatus
+from hacluster_api.names import lease_names, ownership_lease_name, report_lease_name
 from hacluster_api.render import RenderError, script_sources
 from hacluster_api.report import ReportLease, parse_report
 
 from .clashes import Footprint, clashes, footprint
 from .decide import DEFAULT_REPORT_DURATION_S, RECHECK_MIN_S, Decision, LeaseState, decide
+from .groups import gather, previous_of
 from .kube import (
     JSON_PATCH,
     MERGE_PATCH,
@@ -58,11 +61,9 @@ from .kube import (
 )
 from .metrics import METRICS
 from .resources import (
-    CLUSTER_LABEL,
     MANAGED_BY,
     Manifest,
     agent_account_name,
-    agent_lease_names,
     agent_role,
     agent_role_binding,
     agent_service_account,
@@ -76,7 +77,6 @@ from .resources import (
     owner_reference,
     ownership_lease,
     report_lease,
-    report_lease_name,
     secret_text,
     workload_labels,
 )
@@ -142,9 +142,10 @@ class Memory:
     nodes: frozenset[str] = frozenset()
     """Its nodes at the last look: another HACluster's footprint on one of them may clash."""
     renewal_is_news: frozenset[str] = frozenset()
-    """Decision.renewal_is_news, at the last look: a renewal of one of these nodes' reports wakes it."""
-    labelled_for: str | None = None
-    """The holder the Nodes' workload labels were last made to follow ("" for nobody)."""
+    """Decision.renewal_is_news, at the last look, as report Lease names: a renewal of one of
+    these wakes it."""
+    labelled_for: dict[str, str] = field(default_factory=dict)
+    """Per group, the holder the Nodes' workload labels were last made to follow ("" for nobody)."""
 
 
 @dataclass
@@ -280,16 +281,33 @@ async def ensure_lease(
     ctx: Context,
     hacluster: Mapping[str, Any],
     reports: Mapping[str, tuple[bool, int | None]] | None = None,
+    group: str = MAIN_GROUP,
 ) -> dict[str, Any]:
-    """The ownership Lease, created if missing: marked recreated, above every epoch the status and
-    the agents' `reports` show (resources.ownership_lease)."""
-    return await _ensure_lease(ctx, hacluster, ownership_lease(hacluster, reports), "the ownership Lease")
+    """The group's ownership Lease, created if missing: marked recreated, above every epoch the
+    status (`hacluster["status"]`: the group's owner and epoch) and the agents' `reports` show
+    (resources.ownership_lease)."""
+    what = "the ownership Lease" if group == MAIN_GROUP else f"group {group}'s ownership Lease"
+    return await _ensure_lease(ctx, hacluster, ownership_lease(hacluster, reports, group), what)
 
 
-async def ensure_report_leases(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> None:
-    """Each node's report Lease, created empty if missing: the agents may patch it, not create it."""
+async def ensure_report_leases(
+    ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec, group: str = MAIN_GROUP
+) -> None:
+    """Each node's report Lease on the group, created empty if missing: the agents may patch it,
+    not create it."""
     for node in spec.nodes:
-        await _ensure_lease(ctx, hacluster, report_lease(hacluster, node), f"{node}'s report Lease")
+        await _ensure_lease(ctx, hacluster, report_lease(hacluster, node, group), f"{node}'s report Lease")
+
+
+def group_record(hacluster: Mapping[str, Any], group: str, first: bool) -> dict[str, Any]:
+    """The group's owner and epoch as the HACluster's status records them (what a recreated Lease
+    starts from): its `groups` entry, or the top level for the first group of a status written
+    before it had groups."""
+    status = hacluster.get("status") or {}
+    for g in status.get("groups") or []:
+        if g.get("name") == group:
+            return {"owner": g.get("owner"), "epoch": g.get("epoch")}
+    return {"owner": status.get("owner"), "epoch": status.get("epoch")} if first else {}
 
 
 async def _ensure_lease(
@@ -374,8 +392,10 @@ async def ensure_all(
                 "/".join(written),
                 agent_account_name(name),
             )
-        await ensure_lease(ctx, hacluster)
-        await ensure_report_leases(ctx, hacluster, spec)
+        for i, group in enumerate(spec.group_list()):
+            recorded = {**hacluster, "status": group_record(hacluster, group.name, i == 0)}
+            await ensure_lease(ctx, recorded, group=group.name)
+            await ensure_report_leases(ctx, hacluster, spec, group.name)
         if not conflicts and await ensure_daemonset(ctx, hacluster, spec):
             log.info("[%s/%s] wrote the DaemonSet %s", namespace, name, daemonset_name(name))
         memory.config_at = ctx.clock()
@@ -459,7 +479,10 @@ def config_inputs(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpe
         # What the operator made of them, not their every change: the controller's status
         # updates of the DaemonSet, the agents' renewals of the Leases.
         cache.version(daemonset_path(namespace, daemonset_name(name)), _made_daemonset),
-        *(cache.version(lease_path(namespace, lease), _uid) for lease in agent_lease_names(name, spec.nodes)),
+        *(
+            cache.version(lease_path(namespace, lease), _uid)
+            for lease in lease_names(name, spec.nodes, [g.name for g in spec.group_list()])
+        ),
     ]
     generation = str(hacluster["metadata"].get("generation") or "")
     clashes_on = ",".join(str(ctx.node_versions.get(n, 0)) for n in sorted(spec.nodes))
@@ -486,7 +509,6 @@ async def tick(
     """Look once, decide once, write what the decision says. None when the Lease changed under us
     (the compare-and-swap lost): the next tick decides again on fresh data."""
     namespace, name = _where(hacluster)
-    meta = hacluster["metadata"]
     spec = HAClusterSpec.model_validate(hacluster["spec"])
     memory = ctx.memory(hacluster)
     inputs = config_inputs(ctx, hacluster, spec)
@@ -510,12 +532,88 @@ async def tick(
             memory.config_retry = now + CONFIG_RETRY_S  # not on every look
             log.warning("[%s/%s] could not write the agents' objects: %s", namespace, name, _brief(e))
 
-    raw_lease = await ctx.kube.get_lease(namespace, name)
+    previous = memory.status if memory.status is not None else _previous(hacluster)
+    multi = spec.multi_group
+    decisions: list[tuple[str, Decision]] = []
+    for i, group in enumerate(spec.group_list()):
+        decision = await decide_group(
+            ctx,
+            hacluster,
+            spec.of_group(group) if multi else spec,
+            group.name,
+            previous_of(previous, group.name, i == 0) if multi else previous,
+            config_due=config_due,
+            deleting=deleting,
+        )
+        if decision is None:
+            return None
+        decisions.append((group.name, decision))
+    if multi:
+        status, write_status, events = gather(decisions, previous)
+    else:
+        only = decisions[0][1]
+        status, write_status, events = only.status, only.write_status, only.events
+
+    if write_status:
+        await ctx.kube.request(
+            "PATCH",
+            status_path(namespace, name),
+            [{"op": "add", "path": "/status", "value": status.to_k8s()}],
+            content_type=JSON_PATCH,
+        )
+        if previous is None or previous.state != status.state:
+            log.info(
+                "[%s/%s] %s: owner %s, epoch %s",
+                namespace,
+                name,
+                status.state,
+                status.owner or "-",
+                status.epoch,
+            )
+        memory.status = status  # what the server holds: the next decision's `previous`
+
+    memory.renewal_is_news = frozenset(
+        report_lease_name(name, n, g) for g, d in decisions for n in d.renewal_is_news
+    )
+    METRICS.observe(namespace, name, status, events)
+    body = _event_body(hacluster)
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        log.info("[%s/%s] event %s %s: %s", namespace, name, event.type, event.reason, event.message)
+    rechecks = [d.recheck_s for _, d in decisions if d.recheck_s is not None]
+    return dataclasses.replace(
+        decisions[0][1],
+        status=status,
+        write_status=write_status,
+        events=events,
+        released=all(d.released for _, d in decisions),
+        holder=next((d.holder for _, d in decisions if not d.released), None),
+        recheck_s=min(rechecks) if rechecks else None,
+    )
+
+
+async def decide_group(
+    ctx: Context,
+    hacluster: Mapping[str, Any],
+    spec: HAClusterSpec,
+    group: str,
+    previous: HAClusterStatus | None,
+    *,
+    config_due: bool,
+    deleting: bool,
+) -> Decision | None:
+    """One group's look (`spec`: as if it were the only one): its Lease and reports, recreated
+    if missing; its decision; its annotations and workload labels written. None when its Lease
+    changed under us."""
+    namespace, name = _where(hacluster)
+    memory = ctx.memory(hacluster)
+    meta = hacluster["metadata"]
+    lease_name = ownership_lease_name(name, group)
+    raw_lease = await ctx.kube.get_lease(namespace, lease_name)
     raw_reports = await asyncio.gather(
-        *(ctx.kube.get_lease(namespace, report_lease_name(name, n)) for n in spec.nodes)
+        *(ctx.kube.get_lease(namespace, report_lease_name(name, n, group)) for n in spec.nodes)
     )
     reports = {n: report_of(n, r) for n, r in zip(spec.nodes, raw_reports, strict=True)}
-    previous = memory.status if memory.status is not None else _previous(hacluster)
     if raw_lease is None and not deleting:
         # recreated from the freshest record we have (our own last status, not the object's)
         # and the agents' reports: its epoch above all of them
@@ -528,6 +626,7 @@ async def tick(
                 for n, r in reports.items()
                 if r is not None and r.report is not None
             },
+            group,
         )
     decision = decide(
         spec,
@@ -549,41 +648,19 @@ async def tick(
             }
         }
         try:
-            await ctx.kube.patch_lease(namespace, name, patch)
+            await ctx.kube.patch_lease(namespace, lease_name, patch)
         except Conflict:
-            log.debug("[%s/%s] the Lease changed while deciding; deciding again", namespace, name)
+            log.debug(
+                "[%s/%s] the Lease %s changed while deciding; deciding again", namespace, name, lease_name
+            )
             return None
         shown = ", ".join(f"{k}={v!r}" if v is not None else f"-{k}" for k, v in decision.annotations.items())
-        log.info("[%s/%s] Lease annotations: %s (%s)", namespace, name, shown, decision.why)
+        log.info("[%s/%s] Lease %s annotations: %s (%s)", namespace, name, lease_name, shown, decision.why)
 
-    if config_due or memory.missing_nodes or memory.labelled_for != (decision.holder or ""):
-        await move_workload_labels(ctx, hacluster, spec, decision.holder, memory)
-        memory.labelled_for = decision.holder or ""
-
-    if decision.write_status:
-        await ctx.kube.request(
-            "PATCH",
-            status_path(namespace, name),
-            [{"op": "add", "path": "/status", "value": decision.status.to_k8s()}],
-            content_type=JSON_PATCH,
-        )
-        if previous is None or previous.state != decision.status.state:
-            log.info(
-                "[%s/%s] %s: owner %s, epoch %s",
-                namespace,
-                name,
-                decision.status.state,
-                decision.status.owner or "-",
-                decision.status.epoch,
-            )
-        memory.status = decision.status  # what the server holds: the next decision's `previous`
-
-    memory.renewal_is_news = decision.renewal_is_news
-    METRICS.observe(namespace, name, decision)
-    body = _event_body(hacluster)
-    for event in decision.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-        log.info("[%s/%s] event %s %s: %s", namespace, name, event.type, event.reason, event.message)
+    holder = decision.holder or ""
+    if config_due or memory.missing_nodes or memory.labelled_for.get(group) != holder:
+        await move_workload_labels(ctx, hacluster, spec, lease_name, decision.holder, memory)
+        memory.labelled_for[group] = holder
     return decision
 
 
@@ -599,11 +676,17 @@ def _event_body(hacluster: Mapping[str, Any]) -> kopf.Body:
 
 
 async def move_workload_labels(
-    ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec, holder: str | None, memory: Memory
+    ctx: Context,
+    hacluster: Mapping[str, Any],
+    spec: HAClusterSpec,
+    value: str,
+    holder: str | None,
+    memory: Memory,
 ) -> None:
-    """Put the workload labels on the holder only. A missing Node is logged once, not an error."""
+    """Put the group's workload labels on its holder only (`value`: a label's default value, the
+    group's Lease name). A missing Node is logged once, not an error."""
     namespace, name = _where(hacluster)
-    for node, wanted in workload_labels(spec, name, holder).items():
+    for node, wanted in workload_labels(spec, value, holder).items():
         current = await ctx.kube.get(f"/api/v1/nodes/{node}")
         if current is None:
             if node not in memory.missing_nodes:
@@ -822,10 +905,8 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     async def lease_changed(body: kopf.Body, type: str, namespace: str | None, name: str, **_: Any) -> None:
         key = f"{namespace}/{name}"
         memory = owner_memory(body)
-        labels = body.get("metadata", {}).get("labels") or {}
-        node = name.removeprefix(f"{labels.get(CLUSTER_LABEL, '')}-")
-        watched = memory.renewal_is_news if memory is not None else frozenset()
-        news, mark = lease_news(lease_marks.get(key), body, type, node in watched)
+        watched = memory is not None and name in memory.renewal_is_news
+        news, mark = lease_news(lease_marks.get(key), body, type, watched)
         if type == "DELETED":
             lease_marks.pop(key, None)
         else:

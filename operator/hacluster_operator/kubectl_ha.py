@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
 from hacluster_api.annotations import directives_of
-from hacluster_api.models import GROUP, KIND, PLURAL, VERSION
+from hacluster_api.models import GROUP, KIND, MAIN_GROUP, PLURAL, VERSION
+from hacluster_api.names import ownership_lease_name
 
 
 class NotFound(Exception):
@@ -159,8 +160,22 @@ def render_status(
     if failover.get("whenArbiterUnavailable") == "TakeOver":
         policy.append("whenArbiterUnavailable TakeOver")
     lines.append("  policy     " + ", ".join(policy))
-    words = _resource_words(spec)
-    lines.append("  resources  " + (" -> ".join(words) if words else "none"))
+    groups = spec.get("groups") or []
+    if groups:
+        by_group = {g.get("name"): g for g in status.get("groups") or []}
+        rows = [["GROUP", "OWNER", "EPOCH", "STATE", "PREFERRED", "FAILBACK", "SWITCHOVER", "RESOURCES"]]
+        for g in groups:
+            seen = by_group.get(g.get("name")) or {}
+            back = g.get("autoFailback", failover.get("autoFailback", True))
+            rows.append([
+                str(g.get("name")), str(seen.get("owner") or "-"), str(seen.get("epoch", "-")),
+                str(seen.get("state") or "Unknown"), str(g.get("preferredNode") or (nodes[0] if nodes else "-")),
+                "on" if back else "off", str(g.get("switchoverTo") or "-"), " -> ".join(_resource_words(g)) or "none",
+            ])  # fmt: skip
+        lines += _table(rows)
+    else:
+        words = _resource_words(spec)
+        lines.append("  resources  " + (" -> ".join(words) if words else "none"))
 
     by_name = {n.get("name"): n for n in status.get("nodes") or []}
     rows = [["NODE", "STATE", "ROLE", "LAST SEEN", "LINKS (as it hears its peer)"]]
@@ -207,9 +222,25 @@ def render_status(
     return "\n".join(lines)
 
 
-def switchover_patch(to: str | None) -> dict[str, Any]:
-    """The merge-patch that declares (or, with None, withdraws) a switchover."""
-    return {"spec": {"failover": {"switchoverTo": to}}}
+def switchover_patch(
+    to: str | None, obj: Mapping[str, Any] | None = None, group: str | None = None
+) -> dict[str, Any]:
+    """The merge-patch that declares (or, with None, withdraws) a switchover: of the HACluster, or
+    of one of its `groups` (the whole list, as a merge-patch replaces lists, and the
+    resourceVersion read, so a change made meanwhile is not lost: the patch fails instead)."""
+    if group is None:
+        return {"spec": {"failover": {"switchoverTo": to}}}
+    assert obj is not None
+    groups = [dict(g) for g in (obj.get("spec") or {}).get("groups") or []]
+    names = [g.get("name") for g in groups]
+    if group not in names:
+        raise ValueError(f"no group {group!r} (groups: {', '.join(str(n) for n in names) or 'none'})")
+    for g in groups:
+        if g.get("name") == group:
+            g.pop("switchoverTo", None)
+            if to is not None:
+                g["switchoverTo"] = to
+    return {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "spec": {"groups": groups}}
 
 
 def target_node(command: str, nodes: Sequence[str], node: str) -> str:
@@ -318,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
     to.add_argument("--to", help="the node that should own the resources")
     to.add_argument("--clear", action="store_true", help="withdraw switchoverTo (autoFailback applies again)")
     w.add_argument("--dry-run", action="store_true", help="print the patch, change nothing")
+    w.add_argument("--group", help="which resource group (an HACluster with spec.groups)")
     for name, text in (
         ("standby", "Heartbeat's hb_standby: NODE gives its resources to the other node"),
         ("takeover", "Heartbeat's hb_takeover: NODE takes the resources"),
@@ -325,6 +357,7 @@ def parser() -> argparse.ArgumentParser:
         h = sub.add_parser(name, help=text)
         h.add_argument("name")
         h.add_argument("--node", required=True)
+        h.add_argument("--group", help="which resource group (an HACluster with spec.groups)")
         h.add_argument("--dry-run", action="store_true", help="print the patch, change nothing")
     for sp in sub.choices.values():  # kubectl's global flags after the subcommand too
         sp.add_argument("--kubeconfig", dest="kubeconfig_", help=argparse.SUPPRESS)
@@ -349,7 +382,8 @@ def _status(api: Api, a: argparse.Namespace, namespace: str) -> int:
     for obj in objs:
         ns = obj["metadata"].get("namespace", namespace)
         try:
-            views.append((obj, api.lease(ns, obj["metadata"]["name"]), None))
+            first = ((obj.get("spec") or {}).get("groups") or [{}])[0].get("name") or MAIN_GROUP
+            views.append((obj, api.lease(ns, ownership_lease_name(obj["metadata"]["name"], first)), None))
         except Exception as e:  # e.g. no RBAC on Leases: the status alone still tells a lot
             views.append((obj, None, _brief(e)))
     if a.output == "json":
@@ -363,13 +397,20 @@ def _move(api: Api, a: argparse.Namespace, namespace: str) -> int:
     obj = api.get(namespace, a.name)
     spec = obj.get("spec") or {}
     nodes = list(spec.get("nodes") or [])
+    groups = {g.get("name"): g for g in spec.get("groups") or []}
+    if groups and a.group is None:
+        raise ValueError(
+            f"{a.name} has several resource groups: say which with --group ({', '.join(map(str, groups))})"
+        )
+    if not groups and a.group is not None:
+        raise ValueError(f"{a.name} has one resource group: drop --group")
     if a.cmd == "switchover" and a.clear:
         to = None
     else:
         to = target_node(a.cmd, nodes, a.to if a.cmd == "switchover" else a.node)
-    body = switchover_patch(to)
-    current = (spec.get("failover") or {}).get("switchoverTo")
-    ref = f"{PLURAL}.{GROUP}/{a.name}"
+    body = switchover_patch(to, obj, a.group)
+    current = (groups[a.group] if a.group else spec.get("failover") or {}).get("switchoverTo")
+    ref = f"{PLURAL}.{GROUP}/{a.name}" + (f" group {a.group}" if a.group else "")
     if a.dry_run:
         print(json.dumps(body))
         print(f"# kubectl patch {ref} -n {namespace} --type merge -p '{json.dumps(body)}'", file=sys.stderr)

@@ -4,9 +4,13 @@ every replica (a standby too, so it can be probed)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from .decide import Decision
+from hacluster_api.models import HAClusterStatus
+
+from .observed import Event
 
 STATES = ("Ready", "Degraded", "Arbitrating", "Unknown")
 
@@ -40,12 +44,11 @@ class OperatorMetrics:
             registry=r,
         )
 
-    def observe(self, namespace: str, name: str, decision: Decision) -> None:
-        status = decision.status
+    def observe(self, namespace: str, name: str, status: HAClusterStatus, events: Iterable[Event]) -> None:
         self.epoch.labels(namespace, name).set(status.epoch or 0)
         for state in STATES:
             self.state.labels(namespace, name, state).set(1 if str(status.state) == state else 0)
-        for event in decision.events:
+        for event in events:
             self.events.labels(namespace, name, event.reason).inc()
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:

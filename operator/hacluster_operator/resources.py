@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from hacluster_api.annotations import RECREATED
-from hacluster_api.models import API_VERSION, KIND, HAClusterSpec
+from hacluster_api.models import API_VERSION, KIND, MAIN_GROUP, HAClusterSpec
+from hacluster_api.names import lease_names, ownership_lease_name, report_lease_name
 from hacluster_api.recreate import recreation
 from hacluster_api.render import RenderError, build_agent_config, render_all
 
@@ -41,16 +42,6 @@ Manifest = dict[str, Any]
 # names
 
 
-def ownership_lease_name(cluster: str) -> str:
-    """The Lease whose holder owns the resources: named like the HACluster."""
-    return cluster
-
-
-def report_lease_name(cluster: str, node: str) -> str:
-    """The Lease each agent renews with its report."""
-    return f"{cluster}-{node}"
-
-
 def config_secret_name(cluster: str) -> str:
     return f"{cluster}-config"
 
@@ -62,11 +53,6 @@ def daemonset_name(cluster: str) -> str:
 def agent_account_name(cluster: str) -> str:
     """The agents' ServiceAccount, and the Role and RoleBinding that give it its cluster's Leases."""
     return f"{cluster}-agent"
-
-
-def agent_lease_names(cluster: str, nodes: Sequence[str]) -> list[str]:
-    """Every Lease the agents of `cluster` touch: the ownership Lease, then each node's report."""
-    return [ownership_lease_name(cluster), *(report_lease_name(cluster, n) for n in nodes)]
 
 
 def config_key(node: str, file: str) -> str:
@@ -331,7 +317,7 @@ def agent_role(hacluster: Mapping[str, Any], spec: HAClusterSpec) -> Manifest:
             {
                 "apiGroups": ["coordination.k8s.io"],
                 "resources": ["leases"],
-                "resourceNames": agent_lease_names(meta["name"], spec.nodes),
+                "resourceNames": lease_names(meta["name"], spec.nodes, [g.name for g in spec.group_list()]),
                 "verbs": ["get", "update", "patch"],
             }
         ],
@@ -356,9 +342,12 @@ def agent_role_binding(hacluster: Mapping[str, Any]) -> Manifest:
 
 
 def ownership_lease(
-    hacluster: Mapping[str, Any], reports: Mapping[str, tuple[bool, int | None]] | None = None
+    hacluster: Mapping[str, Any],
+    reports: Mapping[str, tuple[bool, int | None]] | None = None,
+    group: str = MAIN_GROUP,
 ) -> Manifest:
-    """The Lease `<name>`, as the operator creates it when it is missing: marked `recreated` (its
+    """The group's Lease (`<name>`, `<name>-<group>`; hacluster_api.names), as the operator creates
+    it when it is missing (`status`: the group's owner and epoch): marked `recreated` (its
     holder proves nothing to the agents), at an epoch above every one observed, naming the owner
     only when the status and the agents' `reports` (node -> holds anything, epoch) agree on it
     (`api/hacluster_api/recreate.py`: the rule and why). A new HACluster's: at 0, nobody."""
@@ -371,7 +360,7 @@ def ownership_lease(
     spec: dict[str, Any] = {"leaseTransitions": r.transitions}
     if r.holder:
         spec["holderIdentity"] = r.holder
-    metadata = _metadata(hacluster, ownership_lease_name(meta["name"]), "ownership")
+    metadata = _metadata(hacluster, ownership_lease_name(meta["name"], group), "ownership")
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -380,14 +369,15 @@ def ownership_lease(
     }
 
 
-def report_lease(hacluster: Mapping[str, Any], node: str) -> Manifest:
-    """The report Lease `<name>-<node>`, empty (never renewed): the node's agent fills it in with
-    merge-patches, as its Role lets it patch but not create."""
+def report_lease(hacluster: Mapping[str, Any], node: str, group: str = MAIN_GROUP) -> Manifest:
+    """The node's report Lease on the group (`<name>-<node>`, `<name>-<group>-<node>`), empty
+    (never renewed): the node's agent fills it in with merge-patches, as its Role lets it patch
+    but not create."""
     meta = hacluster["metadata"]
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
-        "metadata": _metadata(hacluster, report_lease_name(meta["name"], node), "report"),
+        "metadata": _metadata(hacluster, report_lease_name(meta["name"], node, group), "report"),
         "spec": {},
     }
 

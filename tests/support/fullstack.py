@@ -24,7 +24,8 @@ from kubernetes import client as k8s
 from kubernetes import utils as k8s_utils
 
 from hacluster_api.heartbeat.durations import parse_duration_ms
-from hacluster_api.models import GROUP, PLURAL, VERSION
+from hacluster_api.models import GROUP, PLURAL, VERSION, HAClusterSpec
+from hacluster_api.names import lease_names
 from tests.support import tree
 from tests.support.controlplane import ControlPlane
 from tests.support.eventually import crd_established, eventually
@@ -169,7 +170,8 @@ class FullStack:
             self.core.read_namespaced_service_account(account, NS)
             rbac.read_namespaced_role(account, NS)
             rbac.read_namespaced_role_binding(account, NS)
-            for lease in (self.name, *(f"{self.name}-{n}" for n in NODES)):
+            spec = HAClusterSpec.model_validate(self.hac()["spec"])
+            for lease in lease_names(self.name, NODES, [g.name for g in spec.group_list()]):
                 self.leases.read_namespaced_lease(lease, NS)
 
         eventually(made, what=f"the operator's ServiceAccount, Role and RoleBinding {account}")

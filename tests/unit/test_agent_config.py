@@ -164,6 +164,8 @@ OPERATOR_ONLY = {
     "resources[].script.configMapRef.key": "where the operator reads the script; its body reaches resource.d",
     "resources[].workload.nodeLabel": "a node label the operator sets on the owner's node",
     "resources[].workload.value": "a node label the operator sets on the owner's node",
+    "groups[].autoFailback": "the operator fails back each group through its Lease",
+    "groups[].switchoverTo": "a planned move of the group: the operator's handover-to on its Lease",
 }
 """Fields that are the operator's alone, each with what it does instead (tests of decide.py and of
 the API server show those)."""
@@ -206,6 +208,10 @@ VARIANTS: dict[str, Any] = {
     "failover.nodeFence.watchdogTimeout": 9,
     "failover.nodeFence.stopBudget": "20s",
     "agentMetricsPort": 9700,
+    "groups[].name": "db",
+    "groups[].preferredNode": B,
+    "groups[].autoFailback": True,
+    "groups[].switchoverTo": B,
 }
 """A second value for each field (beside its value in the base spec below, or its default)."""
 
@@ -214,8 +220,32 @@ RESOURCE_AT = {"ip": 0, "script": 1, "workload": 2}
 """Where each kind of resource is in BASE."""
 
 
+IN_GROUPS = {k: v for k, v in BASE.items() if k != "resources"} | {
+    "groups": [{"name": "web", "resources": BASE["resources"]}, {"name": "other", "preferredNode": B}]
+}
+"""BASE as two groups: its resources in the first, a second group (home on the other node)."""
+
+
+def variant(leaf: str) -> Any:
+    """A group's resources vary as the single group's."""
+    return VARIANTS.get(leaf, VARIANTS.get(leaf.removeprefix("groups[].")))
+
+
+def operator_only(leaf: str) -> bool:
+    return leaf in OPERATOR_ONLY or leaf.removeprefix("groups[].") in OPERATOR_ONLY
+
+
 def base_for(leaf: str) -> tuple[dict[str, Any], str]:
     """The spec to vary `leaf` in (with the optional parts it needs present), and its concrete path."""
+    if leaf.startswith("groups[]."):
+        inner = leaf.removeprefix("groups[].")
+        if not inner.startswith("resources[]."):
+            return IN_GROUPS, f"groups.0.{inner}"
+        spec, path = base_for(inner)
+        grouped = {k: v for k, v in spec.items() if k != "resources"} | {
+            "groups": [{"name": "web", "resources": spec["resources"]}, *IN_GROUPS["groups"][1:]]
+        }
+        return grouped, path.replace("resources.", "groups.0.resources.", 1)
     spec, path = BASE, leaf
     if leaf.startswith("resources[]."):
         kind = leaf.split(".")[1]
@@ -271,13 +301,13 @@ def test_every_spec_field_reaches_the_agent_or_is_operator_only() -> None:
     schema = HAClusterSpec.model_json_schema(by_alias=True)
     leaves = sorted(set(spec_leaves(schema, schema.get("$defs", {}))))
     assert len(leaves) > 30, leaves
-    unknown = [leaf for leaf in leaves if leaf not in VARIANTS]
+    unknown = [leaf for leaf in leaves if variant(leaf) is None]
     assert not unknown, f"new spec fields: give each a second value in VARIANTS: {unknown}"
     silent: list[str] = []
     for leaf in leaves:
         base, path = base_for(leaf)
-        changed = rendered(base) != rendered(with_field(base, path, VARIANTS[leaf]))
-        if leaf in OPERATOR_ONLY:
+        changed = rendered(base) != rendered(with_field(base, path, variant(leaf)))
+        if operator_only(leaf):
             assert not changed, f"{leaf} is listed as the operator's alone, but it changes the agents' files"
         elif not changed:
             silent.append(leaf)

@@ -92,9 +92,9 @@ def test_the_chart_crd_is_the_generated_crd() -> None:
     )
 
 
-def test_there_are_the_four_examples() -> None:
+def test_there_are_the_five_examples() -> None:
     names = {d["metadata"]["name"] for _, d in haclusters()}
-    assert {"article", "db", "v6", "web"} <= names
+    assert {"article", "db", "v6", "web", "aa"} <= names
 
 
 @pytest.mark.parametrize(

@@ -161,9 +161,19 @@ def test_rich_sample_media_resources_auth_and_what_is_dropped(rich: Path) -> Non
         {"interface": "eth2", "mode": "multicast", "group": "239.0.0.1", "port": 694, "ttl": 1},
     ]
     assert [(s.device, s.baud) for s in hb.media.serial] == [("/dev/ttyS1", 115200)]
-    assert spec.preferred_node == "node-a"
+    # Active/active (a group homed on each node): one group per home node, each its own Lease.
+    assert spec.preferred_node is None and spec.resources == []
+    assert [(g.name, g.preferred_node) for g in spec.groups] == [
+        ("node-a-group", "node-a"),
+        ("node-b-group", "node-b"),
+    ]
     assert spec.failover.auto_failback is False
-    items = [r.to_k8s() for r in spec.resources]
+    assert [r.to_k8s() for r in spec.groups[1].resources] == [
+        {"ip": {"address": "192.0.2.20/24", "interface": "eth0",
+                "arp": {"count": 5, "intervalMs": 200, "refreshSeconds": 10}}},
+        {"script": {"name": "mysql", "args": []}},
+    ]  # fmt: skip
+    items = [r.to_k8s() for r in spec.groups[0].resources]
     assert items == [
         {
             "ip": {
@@ -195,12 +205,8 @@ def test_rich_sample_media_resources_auth_and_what_is_dropped(rich: Path) -> Non
         (20, "stonith_host * null alpha beta: STONITH"),
     ]:
         assert f"ha.cf:{line}: {what}" in dropped
-    assert (
-        "haresources:3: group of beta (IPaddr::192.0.2.20/24/eth0 mysql): an HACluster runs one resource group"
-        in dropped
-    )
     assert "haresources:1: IPaddr2::192.0.2.11/24/eth0/192.0.2.255: broadcast 192.0.2.255" in dropped
-    assert len(imp.dropped) == 8
+    assert len(imp.dropped) == 7
     # the parser's own warnings for lines already listed are not repeated
     assert not any(w.line in (2, 3, 18, 19, 20) for w in imp.warnings)
 

@@ -250,3 +250,52 @@ def test_status_command_lists_every_cluster_of_the_namespace(capsys: pytest.Capt
     assert main(["-n", "prod", "status", "web", "-o", "json"], api=api) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown[0]["lease"]["spec"]["holderIdentity"] == "node-b"
+
+
+def grouped() -> dict[str, Any]:
+    """`web` as two resource groups (spec.groups), db on node-a, cache on node-b."""
+    obj = hacluster(**STATUS)
+    spec = obj["spec"]
+    spec.pop("preferredNode", None)
+    resources = spec.pop("resources")
+    spec["groups"] = [
+        {"name": "db", "preferredNode": "node-a", "resources": resources},
+        {"name": "cache", "preferredNode": "node-b", "autoFailback": True, "switchoverTo": "node-a",
+         "resources": [{"ip": {"address": "192.0.2.20/24"}}]},
+    ]  # fmt: skip
+    obj["metadata"]["resourceVersion"] = "41"
+    obj["status"]["groups"] = [
+        {"name": "db", "owner": "node-a", "epoch": 7, "state": "Ready"},
+        {"name": "cache", "owner": "node-a", "epoch": 3, "state": "Ready"},
+    ]
+    return obj
+
+
+def test_status_of_several_groups_shows_each_group(capsys: pytest.CaptureFixture[str]) -> None:
+    api = FakeApi([grouped()], LEASE)
+    assert main(["-n", "prod", "status", "web"], api=api) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("GROUP", "db ", "cache "))]
+    assert rows[0] == ["GROUP", "OWNER", "EPOCH", "STATE", "PREFERRED", "FAILBACK", "SWITCHOVER", "RESOURCES"]
+    assert rows[1][:7] == ["db", "node-a", "7", "Ready", "node-a", "on", "-"]
+    assert rows[2] == ["cache", "node-a", "3", "Ready", "node-b", "on", "node-a", "ip", "192.0.2.20/24"]
+
+
+def test_a_move_of_one_group_patches_that_group_only(capsys: pytest.CaptureFixture[str]) -> None:
+    api = FakeApi([grouped()], LEASE)
+    assert main(["-n", "prod", "switchover", "web", "--to", "node-b"], api=api) == 1
+    assert "several resource groups: say which with --group (db, cache)" in capsys.readouterr().err
+    assert main(["-n", "prod", "standby", "web", "--node", "node-a", "--group", "db"], api=api) == 0
+    assert main(["-n", "prod", "switchover", "web", "--group", "cache", "--clear"], api=api) == 0
+    (_, _, first), (_, _, second) = api.patches
+    assert first["metadata"] == {"resourceVersion": "41"}  # a change made meanwhile fails it
+    assert [(g["name"], g.get("switchoverTo")) for g in first["spec"]["groups"]] == [
+        ("db", "node-b"),
+        ("cache", "node-a"),
+    ]
+    assert [(g["name"], g.get("switchoverTo")) for g in second["spec"]["groups"]] == [
+        ("db", None),
+        ("cache", None),
+    ]
+    assert main(["-n", "prod", "switchover", "web", "--group", "nope", "--to", "node-a"], api=api) == 1
+    assert "no group 'nope' (groups: db, cache)" in capsys.readouterr().err

@@ -152,6 +152,25 @@ BAD: list[Bad] = [
         "switchoverTo must be one of nodes",
     ),
     Bad(
+        "groups-beside-resources",
+        lambda s: s.update(groups=[{"name": "db", "resources": [{"script": {"name": "pg"}}]}]),
+        "groups",
+        "groups replaces resources, preferredNode and failover.switchoverTo: set those in each group",
+    ),
+    Bad(
+        "group-preferred-node-not-a-node",
+        lambda s: (s.pop("resources"), s.update(groups=[{"name": "db", "preferredNode": "node-c"}])),
+        "groups",
+        "a group's preferredNode and switchoverTo must be one of nodes",
+    ),
+    Bad(
+        "group-named-like-a-node",
+        lambda s: (s.pop("resources"), s.update(groups=[{"name": "node"}])),
+        "groups",
+        "a group's name must not be a node's name nor begin one (its Leases are named "
+        "<cluster>-<group> and <cluster>-<group>-<node>, the nodes' reports <cluster>-<node>)",
+    ),
+    Bad(
         "arbitration-window-too-short",
         lambda s: s.update(failover={"arbitrationWindow": "50ms"}),
         "failover.arbitrationWindow",

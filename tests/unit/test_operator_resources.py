@@ -14,11 +14,11 @@ import yaml
 from hacluster_api.agentconfig import NodeFenceConfig
 from hacluster_api.annotations import RECREATED
 from hacluster_api.models import API_VERSION, FailoverSpec, HAClusterSpec, NodeFenceSpec
+from hacluster_api.names import lease_names
 from hacluster_api.render import build_agent_config, build_hacf
 from hacluster_operator.handlers import SPEC_HASH, Context, Settings, ensure_object
 from hacluster_operator.resources import (
     agent_account_name,
-    agent_lease_names,
     agent_role,
     agent_role_binding,
     agent_service_account,
@@ -63,7 +63,10 @@ def test_the_agents_account_role_and_binding_are_named_after_the_cluster_and_own
 
 
 def test_the_agents_role_names_this_clusters_three_leases_and_nothing_else() -> None:
-    assert agent_lease_names("web", [A, B]) == ["web", "web-node-a", "web-node-b"]
+    assert lease_names("web", [A, B]) == ["web", "web-node-a", "web-node-b"]
+    assert lease_names("web", [A, B], ["main", "db"]) == [
+        "web", "web-node-a", "web-node-b", "web-db", "web-db-node-a", "web-db-node-b"
+    ]  # fmt: skip
     role = agent_role(HAC, SPEC)
     assert role["apiVersion"] == "rbac.authorization.k8s.io/v1"
     assert role["rules"] == [

@@ -112,3 +112,9 @@ class Message:
     @property
     def type(self) -> str | None:
         return self.get("t")
+
+
+GROUP_TAG = "hacgrp"
+"""The field naming the resource group a message is for, when a pair runs several groups (each its
+own engine, on the same media: hacluster_agent/groups.py). Not Heartbeat's: a message without it
+is the main group's, so a single-group pair speaks plain Heartbeat."""
