@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -96,17 +97,30 @@ def identity(args: argparse.Namespace) -> str:
 
 
 STARTUP_RETRY_MAX_S = 10.0
+CRD_GRACE_S = 30.0
+"""How long a CRD the API server does not serve is waited for before the operator gives up (exit 3,
+saying to apply it)."""
 
 
 async def crd_served(kube: Kube, stop: asyncio.Event) -> bool | None:
     """Whether the API server serves the HACluster CRD. While the server cannot be reached or
     is not ready (connection refused, a timeout, 429/5xx: a restart, an upgrade), it waits and
-    asks again, saying so, rather than crashing into a restart loop. None: stopped meanwhile."""
+    asks again, saying so, rather than crashing into a restart loop. A CRD not served is asked
+    again for CRD_GRACE_S: an API server that just started serves its built-in APIs a moment
+    before the CRDs (seen in the fault campaign: the operator exited 3 after each API server
+    restart). None: stopped meanwhile."""
     delay = min(1.0, STARTUP_RETRY_MAX_S)
+    missing_since: float | None = None
     while True:
         try:
             found = await kube.get(f"/apis/{GROUP}/{VERSION}")
-            return found is not None and any(r.get("name") == PLURAL for r in found.get("resources", []))
+            if found is not None and any(r.get("name") == PLURAL for r in found.get("resources", [])):
+                return True
+            now = time.monotonic()
+            missing_since = now if missing_since is None else missing_since
+            if now - missing_since >= CRD_GRACE_S:
+                return False
+            why = f"the {PLURAL}.{GROUP} CRD is not served (yet)"
         except ApiError as e:
             if e.status != 429 and e.status < 500:
                 log.error("cannot read the API discovery for %s/%s: %s", GROUP, VERSION, e)
