@@ -625,7 +625,11 @@ class HAClusterSpec(_Model):
     groups: list[GroupSpec] = Field(
         default_factory=list,
         max_length=MAX_GROUPS,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            "default": [],
+        },
         description="Several resource groups (Heartbeat's haresources lines, e.g. one home on each "
         "node: active/active), each with its own Lease, moving on its own. Replaces resources, "
         "preferredNode and failover.switchoverTo, which describe a single group named main.",
