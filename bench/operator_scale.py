@@ -56,7 +56,9 @@ from tests.support.controlplane import ControlPlane, find_or_build_apiserver, fr
 from tests.support.eventually import crd_established, wait_until  # noqa: E402
 
 NS, OPERATOR_NS = "scale", "hacluster-system"
-OPERATOR_REQUESTS = re.compile(r"^hacluster_operator_api_requests_total\{([^}]*)\} (\S+)$", re.M)
+OPERATOR_REQUESTS = re.compile(
+    r"^hacluster_operator_(api_requests|renders|cache_behind)_total\{([^}]*)\} (\S+)$", re.M
+)
 REQUESTS = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$", re.M)
 
 
@@ -109,9 +111,13 @@ def operator_requests(port: int) -> dict[str, float]:
     client, verb and resource: where the server's figure comes from."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     out: dict[str, float] = {}
-    for labels, value in OPERATOR_REQUESTS.findall(text):
+    for metric, labels, value in OPERATOR_REQUESTS.findall(text):
         f = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        key = f"{f['client']} {f['verb']} {f['resource']}"
+        key = (
+            f"{f['client']} {f['verb']} {f['resource']}" if metric == "api_requests"
+            else f"(render: {f['reason']})" if metric == "renders"
+            else f"(cache behind: {f['kind']})"
+        )  # fmt: skip
         out[key] = out.get(key, 0.0) + float(value)
     return out
 

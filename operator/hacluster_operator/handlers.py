@@ -220,6 +220,7 @@ async def ensure_secret(ctx: Context, hacluster: Mapping[str, Any], data: Mappin
             await ctx.kube.request("PUT", path, wanted, sensitive=True)
             return True
         except Conflict:
+            METRICS.cache_behind.labels("secrets").inc()
             if fresh:
                 raise
     raise AssertionError("unreachable")
@@ -249,6 +250,7 @@ async def ensure_object(ctx: Context, collection: str, wanted: Manifest) -> bool
             await ctx.kube.request("PUT", path, wanted)
             return True
         except Conflict:
+            METRICS.cache_behind.labels(collection.rsplit("/", 1)[-1]).inc()
             if fresh:
                 raise
     raise AssertionError("unreachable")
@@ -523,6 +525,12 @@ async def tick(
         or now - memory.config_at >= ctx.settings.config_every
     )
     if config_due:
+        METRICS.renders.labels(
+            "new" if memory.config_at is None
+            else "retry" if memory.inputs is None
+            else "changed" if inputs is None or inputs != memory.inputs
+            else "resync"
+        ).inc()  # fmt: skip
         memory.inputs = inputs
         try:
             await ensure_all(ctx, hacluster, others)

@@ -37,6 +37,20 @@ class OperatorMetrics:
             ["client", "verb", "resource", "code"],
             registry=r,
         )
+        self.renders = Counter(
+            "hacluster_operator_renders",
+            "Times an HACluster's agents' objects were rendered and compared with the server's, by "
+            "why (new: first look; changed: an input changed; resync: config_every passed; retry)",
+            ["reason"],
+            registry=r,
+        )
+        self.cache_behind = Counter(
+            "hacluster_operator_cache_behind",
+            "Writes that found the watch cache behind the server (a create that already existed, a "
+            "replace whose version had moved), by kind: each costs a fresh read",
+            ["kind"],
+            registry=r,
+        )
         self.events = Counter(
             "hacluster_cluster_events",
             "Events posted, by reason",
