@@ -524,22 +524,7 @@ async def tick(
         or inputs != memory.inputs
         or now - memory.config_at >= ctx.settings.config_every
     )
-    if config_due:
-        METRICS.renders.labels(
-            "new" if memory.config_at is None
-            else "retry" if memory.inputs is None
-            else "changed" if inputs is None or inputs != memory.inputs
-            else "resync"
-        ).inc()  # fmt: skip
-        memory.inputs = inputs
-        try:
-            await ensure_all(ctx, hacluster, others)
-            memory.config_retry = None
-        except Exception as e:  # the agents' objects can wait; the status and the Lease cannot
-            memory.config_at = now
-            memory.config_retry = now + CONFIG_RETRY_S  # not on every look
-            log.warning("[%s/%s] could not write the agents' objects: %s", namespace, name, _brief(e))
-
+    rendered_before = (memory.config_error, list(memory.conflicts))
     previous = memory.status if memory.status is not None else _previous(hacluster)
     multi = spec.multi_group
     decisions: list[tuple[str, Decision]] = []
@@ -556,6 +541,29 @@ async def tick(
         if decision is None:
             return None
         decisions.append((group.name, decision))
+    # The agents' objects after the Lease: a declared switchover reaches the Lease without
+    # waiting for the pair's objects to be rendered and compared (the annotations do not depend on
+    # them). What the render finds (a config error, a clash) is in the status of the next look,
+    # at once.
+    if config_due:
+        METRICS.renders.labels(
+            "new" if memory.config_at is None
+            else "retry" if memory.inputs is None
+            else "changed" if inputs is None or inputs != memory.inputs
+            else "resync"
+        ).inc()  # fmt: skip
+        memory.inputs = inputs
+        try:
+            await ensure_all(ctx, hacluster, others)
+            memory.config_retry = None
+        except Exception as e:  # the agents' objects can wait; the status and the Lease cannot
+            memory.config_at = now
+            memory.config_retry = now + CONFIG_RETRY_S  # not on every look
+            log.warning("[%s/%s] could not write the agents' objects: %s", namespace, name, _brief(e))
+
+        if (memory.config_error, memory.conflicts) != rendered_before:
+            memory.wake.set()
+
     if multi:
         status, write_status, events = gather(decisions, previous)
     else:
@@ -962,8 +970,8 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         hacluster = _plain(body)
         if hacluster["metadata"].get("deletionTimestamp"):
             return
-        await ensure_all(ctx, hacluster, everyone(kwargs))
         ctx.memory(hacluster).wake.set()  # decide on the new spec now (a switchover: the Lease)
+        await ensure_all(ctx, hacluster, everyone(kwargs))
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
     async def pair(body: kopf.Body, stopped: Any, **kwargs: Any) -> None:
