@@ -69,7 +69,7 @@ from hacluster_agent.resources.kernelfence import table_name  # noqa: E402
 from hacluster_api.heartbeat.durations import parse_duration_ms  # noqa: E402
 from tests.support.controlplane import find_or_build_apiserver  # noqa: E402
 from tests.support.fullstack import NAME, NODES, NS, FullStack, cluster_body, full_stack  # noqa: E402
-from tests.support.lab import VIP, Lab  # noqa: E402
+from tests.support.lab import CLIENT_ADDR, VIP, Lab  # noqa: E402
 from tests.support.netns import register_cleanup, unregister_cleanup, wait_until  # noqa: E402
 from tests.support.vipevents import held_intervals, overlaps, vip_event  # noqa: E402
 
@@ -168,7 +168,7 @@ class ArpWatch(Watcher):
         parts = text.split()
         if len(parts) < 2:
             return
-        if f"Request who-has {VIP} tell 192.0.2.50" in text:
+        if f"Request who-has {VIP} tell {CLIENT_ADDR}" in text:
             self.rounds.append((float(parts[0]), set()))
         elif f"Reply {VIP} is-at" in text and self.rounds:
             self.rounds[-1][1].add(parts[1].lower())  # the frame's source MAC

@@ -130,6 +130,40 @@ def operator_requests(port: int) -> dict[str, float]:
     return out
 
 
+GC_LINE = re.compile(
+    r"^hacluster_operator_gc_pause_seconds_(count|sum|bucket)\{([^}]*)\} ([0-9.e+-]+)$", re.M
+)
+
+
+def gc_pauses(port: int) -> dict[str, dict[str, float]]:
+    """The operator's garbage-collection pauses so far, by generation: count, sum (s) and how
+    many lasted over 50 ms (its hacluster_operator_gc_pause_seconds histogram)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out: dict[str, dict[str, float]] = {}
+    for part, labels, value in GC_LINE.findall(text):
+        f = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        g = out.setdefault(f["generation"], {"count": 0.0, "sum": 0.0, "le50ms": 0.0})
+        if part != "bucket":
+            g[part] = float(value)
+        elif f.get("le") == "0.05":
+            g["le50ms"] = float(value)
+    for g in out.values():
+        g["over50ms"] = g["count"] - g["le50ms"]
+    return out
+
+
+def gc_delta(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> str:
+    """One line: per generation, collections, their total and the ones over 50 ms in a window."""
+    parts = []
+    for gen in sorted(after):
+        a, b = after[gen], before.get(gen, {})
+        n = a["count"] - b.get("count", 0.0)
+        if n:
+            parts.append(f"gen{gen} {n:.0f} ({1000 * (a['sum'] - b.get('sum', 0.0)):.0f} ms, "
+                         f"{a['over50ms'] - b.get('over50ms', 0.0):.0f} over 50 ms)")  # fmt: skip
+    return ", ".join(parts) or "none"
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -313,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                   + (", ".join(f"{k} {n / (w1 - w0):.2f}/s" for n, k in by_kind if n) or "none"), flush=True)  # fmt: skip
 
             watcher = LeaseWatch(api)
+            gc0 = gc_pauses(metrics_port)
             decisions: list[float] = []
             statuses: list[float] = []
             rounds = 0
@@ -354,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
                     watcher.seen.pop((name, target), None)
                 rounds += 1
             watcher.stop.set()
+            print("  the samples (ms, in order): " + " ".join(f"{d:.0f}" for d in decisions))
+            print(
+                "  the operator's garbage collections while sampling: "
+                + gc_delta(gc0, gc_pauses(metrics_port))
+            )
             d50, d99 = percentile(decisions, 50), percentile(decisions, 99)
             s50, s99 = percentile(statuses, 50), percentile(statuses, 99)
             print(f"switchover to the Lease annotation, {len(decisions)} samples: p50 {d50:.0f} ms, p99 {d99:.0f} ms "

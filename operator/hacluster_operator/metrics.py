@@ -4,9 +4,11 @@ every replica (a standby too, so it can be probed)."""
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from hacluster_api.models import HAClusterStatus
 
@@ -51,6 +53,15 @@ class OperatorMetrics:
             ["kind"],
             registry=r,
         )
+        self.gc_pauses = Histogram(
+            "hacluster_operator_gc_pause_seconds",
+            "Python's garbage collections, by generation: each stops every handler and watch of "
+            "the process for its length, which grows with what the watches hold",
+            ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self._gc_started = 0.0
         self.events = Counter(
             "hacluster_cluster_events",
             "Events posted, by reason",
@@ -67,6 +78,16 @@ class OperatorMetrics:
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started:
+            self.gc_pauses.labels(str(info.get("generation", "?"))).observe(
+                time.perf_counter() - self._gc_started
+            )
 
 
 def resource_of(path: str) -> str:

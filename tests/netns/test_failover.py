@@ -66,11 +66,7 @@ def test_agent_sigkill_alone_vip_expires_on_dead_node_and_peer_serves(lab: Lab) 
 def test_namespace_torn_down_peer_takes_over(lab: Lab) -> None:
     _start_pair(lab)
     lab.kill_agent("n1")
-    pids = subprocess.run(["ip", "netns", "pids", lab.ns("n1")], capture_output=True, text=True).stdout
-    for pid in pids.split():
-        os.kill(int(pid), signal.SIGKILL)
-    subprocess.run(["ip", "netns", "del", lab.ns("n1")], check=True)
-    lab.created.remove(lab.ns("n1"))
+    lab.lose("n1")  # every process of the namespace killed, the namespace deleted
     lab.wait_for("n2", timeout=10)
 
 

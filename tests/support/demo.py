@@ -27,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     warntime = f"{int(a.deadtime.rstrip('ms')) // 2}ms" if a.deadtime.endswith("ms") else "1"
     with Lab(keepalive=a.keepalive, deadtime=a.deadtime, warntime=warntime, media=a.media) as lab:
-        print(f"lab: namespaces {lab.prefix}-{{n1,n2,client,sw}}, VIP {VIP}, media {a.media}, "
-              f"keepalive {a.keepalive}, deadtime {a.deadtime}")  # fmt: skip
+        print(f"lab: namespaces {lab.prefix}-{{sw,h1,h2,h3}} (switch, n1, n2, client), VIP {VIP}, "
+              f"media {a.media}, keepalive {a.keepalive}, deadtime {a.deadtime}")  # fmt: skip
         for node in ("n1", "n2"):
             lab.start_agent(node)
         lab.wait_for("n1", timeout=30)

@@ -12,7 +12,6 @@ import ipaddress
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from pyroute2 import IPRoute
 
-from tests.support import tree
+from tests.support import netns, tree
 
 VIP = "192.0.2.100"
 # The labs' links to this host (a test API server served to the nodes): one /28 of
@@ -35,8 +34,9 @@ VIP = "192.0.2.100"
 # labs (a test beside a campaign) never share the host's route.
 API_NET = ipaddress.IPv4Network("198.51.100.0/24")
 WEB_PORT = 8080
-NODE_ADDR = {"n1": "192.0.2.11", "n2": "192.0.2.12"}
-CLIENT_ADDR = "192.0.2.50"
+NODE_ADDR = {"n1": "192.0.2.11", "n2": "192.0.2.12"}  # netns.network: host i is 192.0.2.(10 + i)
+CLIENT_ADDR = "192.0.2.13"
+HOSTS = ("n1", "n2", "client")
 
 WEB_SCRIPT = """#!/bin/sh
 # demo-web: a heartbeat-style resource script serving this node's name on port {port}
@@ -95,59 +95,62 @@ class Lab:
     media: str = "ucast"  # ucast | bcast | serial | ucast+serial
     agent_args: list[str] = field(default_factory=list)
     agent_wrapper: list[str] = field(default_factory=list)  # e.g. unshare --pid --fork: a container's PID 1
-    prefix: str = field(default_factory=lambda: "hac" + secrets.token_hex(2))
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hacluster-lab-")))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    created: list[str] = field(default_factory=list)
+    net: netns.Network | None = None  # the namespaces, from tests/support/netns.py
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     host_links: list[str] = field(default_factory=list)
     api_addr: str = ""  # this host's address on the lab's LAN, once attach_host() ran
     kube_node_addr: dict[str, str] = field(default_factory=dict)  # node -> address/prefix, likewise
 
+    @property
+    def network(self) -> netns.Network:
+        if self.net is None:
+            raise RuntimeError("the lab is not built (use it as a context manager)")
+        return self.net
+
+    @property
+    def prefix(self) -> str:
+        """The namespaces' common prefix (netns's id: `<prefix>-sw`, `<prefix>-h1` …)."""
+        return self.network.id
+
+    def host(self, name: str) -> netns.Host:
+        """n1, n2 and the client are hosts 1, 2 and 3 of the network."""
+        return self.network[HOSTS.index(name)]
+
     def ns(self, name: str) -> str:
-        return f"{self.prefix}-{name}"
+        return self.network.switch_ns if name == "sw" else self.host(name).ns
+
+    def port(self, node: str) -> str:
+        """`node`'s eth0 as seen from the switch (its veth peer on the bridge)."""
+        return self.host(node).link(0).port
 
     # -- topology -------------------------------------------------------------------------------
     def build(self) -> Lab:
-        sw = self.ns("sw")
-        self._netns(sw)
-        _run("ip", "-n", sw, "link", "add", "br0", "type", "bridge")
-        _run("ip", "-n", sw, "link", "set", "br0", "up")
-        for name, addr in [*NODE_ADDR.items(), ("client", CLIENT_ADDR)]:
-            self._netns(self.ns(name))
-            self._plug(name, addr)
+        """The namespaces (tests/support/netns.py's network: one harness for every test) and
+        each node's Heartbeat files; `serial` adds a pty null-modem pair."""
+        self.net = self._stack.enter_context(netns.network(len(HOSTS)))
         if "serial" in self.media:
             self._serial()
         for node in NODE_ADDR:
             self._config(node)
         return self
 
-    def _plug(self, name: str, addr: str) -> None:
-        """Give namespace `name` its eth0 on the lab's switch, addressed and up."""
-        ns, sw = self.ns(name), self.ns("sw")
-        _run(
-            "ip", "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", f"p-{name}", "netns", sw
-        )
-        _run("ip", "-n", sw, "link", "set", f"p-{name}", "master", "br0", "up")
-        _run("ip", "-n", ns, "addr", "add", f"{addr}/24", "brd", "+", "dev", "eth0")
-        if self.host_links and name in self.kube_node_addr:
-            _run("ip", "-n", ns, "addr", "add", self.kube_node_addr[name], "dev", "eth0")
-        _run("ip", "-n", ns, "link", "set", "eth0", "up")
-        _run("ip", "-n", ns, "link", "set", "lo", "up")
-
     def lose(self, node: str, keep: frozenset[int] = frozenset()) -> None:
         """The node is gone: every process in its namespace killed (but `keep`), the namespace
         deleted with its NIC and the VIP on it. Its disk (config, state dir) survives for revive()."""
-        ns = self.ns(node)
-        self.kill_all(node, keep)
-        _run("ip", "netns", "del", ns, check=False)
-        self.created.remove(ns)
+        self.network.unplug(self.host(node), keep=sorted(keep))
+        self._reap(node)
 
     def kill_all(self, node: str, keep: frozenset[int] = frozenset()) -> None:
         """SIGKILL every process in the node's namespace except `keep`, as a power cut would."""
-        for pid in _run("ip", "netns", "pids", self.ns(node), check=False).stdout.split():
-            if int(pid) not in keep:
+        for pid in netns.ns_pids(self.ns(node)):
+            if pid not in keep:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
+        self._reap(node)
+
+    def _reap(self, node: str) -> None:
         proc = self.procs.get(node)
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -155,12 +158,13 @@ class Lab:
 
     def netns_pids(self, node: str) -> list[int]:
         """The host PIDs of every process in the node's network namespace."""
-        return [int(p) for p in _run("ip", "netns", "pids", self.ns(node), check=False).stdout.split()]
+        return netns.ns_pids(self.ns(node))
 
     def revive(self, node: str) -> None:
         """The lost node is back: a fresh namespace with the same addresses (agent not started)."""
-        self._netns(self.ns(node))
-        self._plug(node, NODE_ADDR[node])
+        self.network.plug(self.host(node))
+        if node in self.kube_node_addr:
+            _run("ip", "-n", self.ns(node), "addr", "add", self.kube_node_addr[node], "dev", "eth0")
 
     def attach_host(self) -> str:
         """Join this host (the root namespace) to the lab's LAN on a free /28 of API_NET: the
@@ -174,9 +178,8 @@ class Lab:
             n: f"{hosts[10 + i]}/{subnet.prefixlen}" for i, n in enumerate(sorted(NODE_ADDR))
         }
         ifname = f"{self.prefix}-h"
-        _run("ip", "link", "add", ifname, "type", "veth", "peer", "name", "p-host", "netns", self.ns("sw"))
+        self.network.attach_root(ifname)
         self.host_links.append(ifname)
-        _run("ip", "-n", self.ns("sw"), "link", "set", "p-host", "master", "br0", "up")
         _run("ip", "addr", "add", f"{self.api_addr}/{subnet.prefixlen}", "dev", ifname)
         _run("ip", "link", "set", ifname, "up")
         for node, addr in self.kube_node_addr.items():
@@ -189,10 +192,6 @@ class Lab:
         subprocess.run(
             ["ip", "netns", "exec", self.ns(node), "nft", "-f", "-"], input=rules, text=True, check=True
         )
-
-    def _netns(self, name: str) -> None:
-        _run("ip", "netns", "add", name)
-        self.created.append(name)
 
     def _serial(self) -> None:
         """Two ptys joined like a null-modem cable (socat), one end per node."""
@@ -282,7 +281,7 @@ class Lab:
 
     def cut(self, node: str) -> None:
         """The node's cable is pulled: heartbeat and clients alike."""
-        _run("ip", "-n", self.ns("sw"), "link", "set", f"p-{node}", "down")
+        _run("ip", "-n", self.ns("sw"), "link", "set", self.port(node), "down")
 
     def deafen(self, node: str, on: bool = True) -> None:
         """`node` stops hearing heartbeats (UDP to its port 694 dropped); clients still reach it.
@@ -341,7 +340,7 @@ class Lab:
         return int(m.group(1)) if m else 0
 
     def restore(self, node: str) -> None:
-        _run("ip", "-n", self.ns("sw"), "link", "set", f"p-{node}", "up")
+        _run("ip", "-n", self.ns("sw"), "link", "set", self.port(node), "up")
 
     def hactl(self, node: str, *args: str) -> subprocess.CompletedProcess[str]:
         return _run(
@@ -418,14 +417,10 @@ class Lab:
         for ifname in self.host_links:
             _run("ip", "link", "del", ifname, check=False)
         self.host_links.clear()
-        for ns in reversed(self.created):
-            # Processes our resource scripts started inside the lab's namespaces are ours too.
-            pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            _run("ip", "netns", "del", ns, check=False)
-        self.created.clear()
+        # netns's close: every process left in the namespaces (those our resource scripts
+        # started are ours too) stopped, the namespaces deleted.
+        self._stack.close()
+        self.net = None
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Lab:

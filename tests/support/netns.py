@@ -610,6 +610,46 @@ class Network:
         for host_index, link, d in list(self._delays):
             self._clear_delay(self.hosts[host_index - 1], link, d)
 
+    # -- hosts lost and back ----------------------------------------------------------------
+
+    def plug(self, host: Host) -> None:
+        """Create the host's namespace and its links on the switch, addressed and up (building
+        the network, and bringing back a host unplug() took away: same names, addresses, MACs)."""
+        _run(["ip", "netns", "add", host.ns])
+        cmds = [
+            f"link add {ln.port} type veth peer name {ln.ifname} netns {host.ns} address {ln.mac}"
+            for ln in host.links
+        ] + [f"link set {ln.port} master {ln.bridge} up" for ln in host.links]
+        _run(["ip", "-n", self.switch_ns, "-batch", "-"], input="\n".join(cmds) + "\n")
+        sysctls = (
+            ["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"]
+            if self.ipv6  # keep IPv6 link-local chatter (and DAD delays) off the wire unless asked
+            else ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
+        )
+        ns_run(host.ns, ["sysctl", "-q", "-w", *sysctls])
+        cmds = ["link set lo up"]
+        for ln in host.links:
+            cmds.append(f"addr add {ln.ipv4} brd + dev {ln.ifname}")
+            if ln.ipv6 is not None:
+                cmds.append(f"addr add {ln.ipv6} dev {ln.ifname} nodad")
+            cmds.append(f"link set {ln.ifname} up")
+        _run(["ip", "-n", host.ns, "-batch", "-"], input="\n".join(cmds) + "\n")
+
+    def unplug(self, host: Host, *, keep: Sequence[int] = ()) -> None:
+        """The host is gone, as in a power cut: every process in its namespace SIGKILLed (but
+        `keep`), the namespace deleted with its links and every address on them. Files stay."""
+        _kill_pids([p for p in ns_pids(host.ns) if p not in keep and p != os.getpid()], signal.SIGKILL)
+        _run(["ip", "netns", "delete", host.ns], check=False)
+
+    def attach_root(self, ifname: str, *, link: int = 0) -> str:
+        """Join the root namespace to link `link`'s bridge through a veth `ifname` (not
+        addressed here). Its switch end is in the switch namespace, so deleting that namespace
+        (close(), or cleanup_stale() after a crash) deletes `ifname` too."""
+        port = f"r{link}"
+        _run(["ip", "link", "add", ifname, "type", "veth", "peer", "name", port, "netns", self.switch_ns])
+        self._ip(self.switch_ns, ["link", "set", port, "master", f"br{link}", "up"])
+        return port
+
     # -- internals ------------------------------------------------------------------------
 
     def _ip(self, ns: str, args: Sequence[str], *, check: bool = True) -> None:
@@ -814,52 +854,16 @@ def _build(net_id: str, n_hosts: int, second_link: bool, ipv6: bool) -> Network:
     net = Network(id=net_id, switch_ns=sw, hosts=tuple(hosts), workdir=workdir, ipv6=ipv6)
     net._token = register_cleanup(net.close)
     _write_marker(net_id)
-    for name in net.namespaces:
-        _run(["ip", "netns", "add", name])
+    _run(["ip", "netns", "add", sw])
     sw_cmds = ["link set lo up"]
     for li in range(n_links):
         sw_cmds.append(f"link add br{li} type bridge stp_state 0 forward_delay 0 mcast_snooping 0")
         sw_cmds.append(f"link set br{li} up")
-    for h in hosts:
-        for ln in h.links:
-            sw_cmds.append(
-                f"link add {ln.port} type veth peer name {ln.ifname} netns {h.ns} address {ln.mac}"
-            )
-            sw_cmds.append(f"link set {ln.port} master {ln.bridge} up")
     _run(["ip", "-n", sw, "-batch", "-"], input="\n".join(sw_cmds) + "\n")
     # the switch must not answer or route anything itself
     ns_run(sw, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"], check=False)
     for h in hosts:
-        cmds = ["link set lo up"]
-        for ln in h.links:
-            cmds.append(f"addr add {ln.ipv4} brd + dev {ln.ifname}")
-            if ln.ipv6 is not None:
-                cmds.append(f"addr add {ln.ipv6} dev {ln.ifname} nodad")
-            cmds.append(f"link set {ln.ifname} up")
-        if not ipv6:
-            # keep IPv6 link-local chatter (and DAD delays) off the wire unless asked for
-            ns_run(
-                h.ns,
-                [
-                    "sysctl",
-                    "-q",
-                    "-w",
-                    "net.ipv6.conf.all.disable_ipv6=1",
-                    "net.ipv6.conf.default.disable_ipv6=1",
-                ],
-            )
-        else:
-            ns_run(
-                h.ns,
-                [
-                    "sysctl",
-                    "-q",
-                    "-w",
-                    "net.ipv6.conf.all.accept_dad=0",
-                    "net.ipv6.conf.default.accept_dad=0",
-                ],
-            )
-        _run(["ip", "-n", h.ns, "-batch", "-"], input="\n".join(cmds) + "\n")
+        net.plug(h)
     net._apply_filters()
     return net
 
