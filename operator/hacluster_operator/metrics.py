@@ -78,6 +78,10 @@ class OperatorMetrics:
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)
+        self.watch_gc()
+
+    def watch_gc(self) -> None:
+        """Time the process's garbage collections from now on (gc_pauses)."""
         if self._on_gc not in gc.callbacks:
             gc.callbacks.append(self._on_gc)
 
