@@ -966,12 +966,13 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
     async def ensure(body: kopf.Body, **kwargs: Any) -> None:
-        use_cache(kwargs)
+        """A new or changed spec: the pair's daemon looks now (a switchover reaches the Lease at
+        once). Its look renders the agents' objects, as their inputs changed: one render per
+        change, the Lease first."""
         hacluster = _plain(body)
         if hacluster["metadata"].get("deletionTimestamp"):
             return
-        ctx.memory(hacluster).wake.set()  # decide on the new spec now (a switchover: the Lease)
-        await ensure_all(ctx, hacluster, everyone(kwargs))
+        ctx.memory(hacluster).wake.set()
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
     async def pair(body: kopf.Body, stopped: Any, **kwargs: Any) -> None:
