@@ -303,13 +303,9 @@ async def ensure_report_leases(
 
 def group_record(hacluster: Mapping[str, Any], group: str, first: bool) -> dict[str, Any]:
     """The group's owner and epoch as the HACluster's status records them (what a recreated Lease
-    starts from): its `groups` entry, or the top level for the first group of a status written
-    before it had groups."""
-    status = hacluster.get("status") or {}
-    for g in status.get("groups") or []:
-        if g.get("name") == group:
-            return {"owner": g.get("owner"), "epoch": g.get("epoch")}
-    return {"owner": status.get("owner"), "epoch": status.get("epoch")} if first else {}
+    starts from): previous_of's, as every look reads them."""
+    mine = previous_of(_previous(hacluster), group, first)
+    return {} if mine is None else {"owner": mine.owner, "epoch": mine.epoch}
 
 
 async def _ensure_lease(
@@ -446,7 +442,9 @@ def _previous(hacluster: Mapping[str, Any]) -> HAClusterStatus | None:
         return None
 
 
-_STATUS_FIELDS = {"owner", "epoch", "state", "observedGeneration", "nodes", "lastTransition", "conditions"}
+_STATUS_FIELDS = {
+    "owner", "epoch", "state", "observedGeneration", "nodes", "lastTransition", "groups", "conditions"
+}  # fmt: skip
 
 
 def config_inputs(ctx: Context, hacluster: Mapping[str, Any], spec: HAClusterSpec) -> tuple[str, ...] | None:

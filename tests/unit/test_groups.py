@@ -196,3 +196,27 @@ def test_the_status_is_the_first_groups_with_every_group_and_the_worst_condition
     # A status written before the spec had groups: the first group was the whole HACluster.
     old = HAClusterStatus(owner=A, epoch=2, state="Ready")
     assert previous_of(old, "db", first=True) == old and previous_of(old, "web", first=False) is None
+
+
+def test_a_restarted_operator_reads_every_groups_owner_and_epoch_from_the_status() -> None:
+    """No memory yet (a new leader): the HACluster's status is the previous look. Each group's
+    owner and epoch must come from it (the events of a move made meanwhile, a recreated Lease's
+    epoch), not only the first group's."""
+    from hacluster_operator.handlers import _previous, group_record
+
+    hacluster = {
+        "metadata": {"name": "web", "namespace": "ha"},
+        "status": {
+            "owner": "n1", "epoch": 4, "state": "Ready", "observedGeneration": 3,
+            "groups": [
+                {"name": "n1-group", "owner": "n1", "epoch": 4, "state": "Ready"},
+                {"name": "n2-group", "owner": "n2", "epoch": 7, "state": "Ready"},
+            ],
+        },
+    }  # fmt: skip
+    previous = _previous(hacluster)
+    second = previous_of(previous, "n2-group", first=False)
+    assert second is not None and (second.owner, second.epoch) == ("n2", 7)
+    assert group_record(hacluster, "n2-group", first=False) == {"owner": "n2", "epoch": 7}
+    assert group_record(hacluster, "n1-group", first=True) == {"owner": "n1", "epoch": 4}
+    assert group_record(hacluster, "new-group", first=False) == {}
