@@ -1,5 +1,6 @@
 """HAClusters that share a node must not share what a node has one of: a heartbeat UDP port, a
-serial line, a watchdog device, the agents' metrics port (host network: the node's own port).
+serial line, a watchdog device, the agents' metrics port (host network: the node's own port), a
+workload node label (each would move it to its own holder).
 
 Pure: each HACluster's footprint, and what one clashes with among those that came first (created
 earlier; by name on a tie). The first keeps running; the later one is not rolled out until it is
@@ -30,6 +31,7 @@ class Footprint:
     serial: frozenset[str]
     watchdog: str | None
     metrics_port: int
+    node_labels: frozenset[str] = frozenset()
 
     def first(self) -> tuple[str, str]:
         return self.created, self.cluster
@@ -53,6 +55,12 @@ def footprint(hacluster: Mapping[str, Any], spec: HAClusterSpec | None = None) -
         serial=frozenset(s.device for s in spec.heartbeat.media.serial),
         watchdog=fence.watchdog if fence is not None else None,
         metrics_port=spec.agent_metrics_port,
+        node_labels=frozenset(
+            r.workload.node_label
+            for group in spec.group_list()
+            for r in group.resources
+            if r.workload is not None
+        ),
     )
 
 
@@ -89,5 +97,10 @@ def clashes(me: Footprint, others: Iterable[Footprint]) -> list[str]:
             out.append(
                 f"metrics port {me.metrics_port} {where} is also {other.cluster}'s agents' (created "
                 "first): give this HACluster another spec.agentMetricsPort"
+            )
+        for label in sorted(me.node_labels & other.node_labels):
+            out.append(
+                f"workload node label {label} {where} is also {other.cluster}'s (created first): "
+                "each HACluster moves it to its own owner; give this one another workload nodeLabel"
             )
     return out

@@ -79,6 +79,7 @@ from .resources import (
     report_lease,
     secret_text,
     workload_labels,
+    workload_values,
 )
 
 log = logging.getLogger("hacluster.operator")
@@ -672,7 +673,9 @@ async def decide_group(
         log.info("[%s/%s] Lease %s annotations: %s (%s)", namespace, name, lease_name, shown, decision.why)
 
     holder = decision.holder or ""
-    if config_due or memory.missing_nodes or memory.labelled_for.get(group) != holder:
+    if memory.conflicts:  # held back (clashes.py): its labels too, as they may be another's
+        pass
+    elif config_due or memory.missing_nodes or memory.labelled_for.get(group) != holder:
         await move_workload_labels(ctx, hacluster, spec, lease_name, decision.holder, memory)
         memory.labelled_for[group] = holder
     return decision
@@ -708,7 +711,7 @@ async def move_workload_labels(
                 memory.missing_nodes.add(node)
             continue
         memory.missing_nodes.discard(node)
-        patch = label_patch(current["metadata"].get("labels"), wanted)
+        patch = label_patch(current["metadata"].get("labels"), wanted, workload_values(spec, value))
         if patch:
             await ctx.kube.request(
                 "PATCH", f"/api/v1/nodes/{node}", {"metadata": {"labels": patch}}, content_type=MERGE_PATCH

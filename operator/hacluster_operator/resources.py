@@ -386,25 +386,34 @@ def report_lease(hacluster: Mapping[str, Any], node: str, group: str = MAIN_GROU
 # workload labels
 
 
+def workload_values(spec: HAClusterSpec, value: str) -> dict[str, str]:
+    """The group's workload labels: `<nodeLabel>: <value>` (`value`: the default, its Lease's name)."""
+    return {
+        r.workload.node_label: r.workload.value or value for r in spec.resources if r.workload is not None
+    }
+
+
 def workload_labels(
     spec: HAClusterSpec, cluster: str, holder: str | None
 ) -> dict[str, dict[str, str | None]]:
     """Each node's workload labels: `<nodeLabel>=<value>` on the holder, removed (None) from the
     other node; from both while nobody holds the Lease. Empty without workload resources."""
-    wanted = {
-        r.workload.node_label: r.workload.value or cluster for r in spec.resources if r.workload is not None
-    }
+    wanted = workload_values(spec, cluster)
     if not wanted:
         return {}
     return {node: {k: (v if node == holder else None) for k, v in wanted.items()} for node in spec.nodes}
 
 
-def label_patch(current: Mapping[str, str] | None, wanted: Mapping[str, str | None]) -> dict[str, str | None]:
-    """The merge-patch for a node's labels that makes `current` hold `wanted` (empty: nothing to do)."""
+def label_patch(
+    current: Mapping[str, str] | None, wanted: Mapping[str, str | None], ours: Mapping[str, str]
+) -> dict[str, str | None]:
+    """The merge-patch for a node's labels that makes `current` hold `wanted` (empty: nothing to
+    do). A label is removed only while it has our value (`ours`): one set by someone else (a
+    user, another HACluster) is not ours to take away."""
     have = current or {}
     patch: dict[str, str | None] = {}
     for key, value in wanted.items():
-        if value is None and key in have:
+        if value is None and key in have and have[key] == ours.get(key):
             patch[key] = None
         elif value is not None and have.get(key) != value:
             patch[key] = value

@@ -9,6 +9,7 @@ from typing import Any
 from hacluster_api.models import HAClusterSpec
 from hacluster_operator.clashes import clashes, footprint
 from hacluster_operator.decide import decide
+from hacluster_operator.resources import label_patch
 
 A, B, C = "node-a", "node-b", "node-c"
 SPEC: dict[str, Any] = {
@@ -75,6 +76,41 @@ def test_a_watchdog_and_a_serial_line_have_one_owner() -> None:
     )
     found = between(db, web)
     assert [m.split(" on ")[0] for m in found] == ["serial line /dev/ttyS0", "watchdog /dev/watchdog"]
+
+
+def test_a_workload_node_label_has_one_owner_even_in_another_group() -> None:
+    """Two HAClusters on one node that both move `tier` would each put it on their own holder:
+    the later one is held back. Its groups' resources count, not only `resources`."""
+    apart = {"heartbeat": {"media": {"udp": [{"interface": "eth1", "mode": "broadcast", "port": 695}]}},
+             "agentMetricsPort": 9695}  # fmt: skip
+    web = hac("web", "2026-01-01T00:00:00Z", resources=[{"workload": {"nodeLabel": "example.com/tier"}}])
+    db = hac(
+        "db",
+        "2026-01-02T00:00:00Z",
+        resources=[],
+        groups=[
+            {"name": "g1", "resources": [{"workload": {"nodeLabel": "example.com/tier", "value": "db"}}]}
+        ],
+        **apart,
+    )
+    assert between(db, web) == [
+        "workload node label example.com/tier on node-a, node-b is also ha/web's (created first): "
+        "each HACluster moves it to its own owner; give this one another workload nodeLabel"
+    ]
+    other = copy.deepcopy(db)
+    other["spec"]["groups"][0]["resources"][0]["workload"]["nodeLabel"] = "example.com/db"
+    assert between(other, web) == []
+
+
+def test_a_node_label_is_removed_only_while_it_has_our_value() -> None:
+    """The standby's label goes; a label with the same key and another value (a user's, another
+    HACluster's) stays: it is not ours to take away."""
+    ours = {"example.com/tier": "web"}
+    away = {"example.com/tier": None}
+    assert label_patch({"example.com/tier": "web", "x": "1"}, away, ours) == {"example.com/tier": None}
+    assert label_patch({"example.com/tier": "db"}, away, ours) == {}
+    assert label_patch({}, away, ours) == {}
+    assert label_patch({"example.com/tier": "db"}, ours, ours) == {"example.com/tier": "web"}
 
 
 def test_the_later_clusters_status_says_port_conflict() -> None:
