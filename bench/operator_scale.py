@@ -213,12 +213,59 @@ class LeaseWatch:
                 time.sleep(0.1)
 
 
+class Renewals:
+    """The agents' renewals of their report Leases (each node's, every `every` seconds, as
+    hacluster_agent/kube/reporter.py does), sent by a few threads: the watch events every
+    operator replica receives in steady state. `sent` counts the ones the server accepted."""
+
+    def __init__(self, api: k8s.ApiClient, names: list[str], every: float, threads: int = 8) -> None:
+        self.leases = k8s.CoordinationV1Api(api)
+        self.names, self.every = names, every
+        self.sent = 0
+        self.failed = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._run, args=(names[i::threads],), daemon=True) for i in range(threads)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, names: list[str]) -> None:
+        while not self.stop.is_set():
+            start = time.monotonic()
+            for name in names:
+                if self.stop.is_set():
+                    return
+                now = dt.datetime.now(dt.UTC)
+                try:
+                    self.leases.patch_namespaced_lease(name, NS, {"spec": {"renewTime": now}})
+                    with self.lock:
+                        self.sent += 1
+                except Exception:
+                    with self.lock:
+                        self.failed += 1
+            self.stop.wait(max(0.0, self.every - (time.monotonic() - start)))
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=10)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clusters", type=int, required=True)
     p.add_argument("--window", type=float, default=30.0, help="seconds of steady state measured")
     p.add_argument("--samples", type=int, default=20, help="switchovers timed (distinct HAClusters)")
     p.add_argument("--settle", type=float, default=20.0, help="seconds after every status is written")
+    p.add_argument(
+        "--renew-every",
+        type=float,
+        default=0.0,
+        help="renew every report Lease this often (seconds; the agents: 1), from the steady window on; "
+        "0: the reports stay as written",
+    )
     p.add_argument(
         "--tree",
         type=Path,
@@ -330,13 +377,22 @@ def main(argv: list[str] | None = None) -> int:
                 lease.spec.holder_identity, lease.spec.lease_transitions = nodes_of(name)[0], 1
                 lease.spec.acquire_time = lease.spec.renew_time = dt.datetime.now(dt.UTC)
                 leases.replace_namespaced_lease(name, NS, lease)
+            renewals = None
+            if a.renew_every > 0:
+                reports = [f"{n}-{node}" for n in names for node in nodes_of(n)]
+                renewals = Renewals(api, reports, a.renew_every)
             time.sleep(a.settle)
+            renewed0 = renewals.sent if renewals else 0
 
             sent0 = operator_requests(metrics_port)
             before, cpu0, w0 = requests_served(cp), cpu_seconds(operator.pid), time.monotonic()
             time.sleep(a.window)
             after, cpu1, w1 = requests_served(cp), cpu_seconds(operator.pid), time.monotonic()
             sent1 = operator_requests(metrics_port)
+            if renewals is not None:
+                rate = (renewals.sent - renewed0) / (w1 - w0)
+                print(f"  report renewals in that window: {rate:.0f}/s ({renewals.failed} failed; the agents "
+                      f"would send {len(reports) / a.renew_every:.0f}/s), in the requests/s below", flush=True)  # fmt: skip
             req_per_s = (after - before) / (w1 - w0)
             cpu_pct = 100 * (cpu1 - cpu0) / (w1 - w0)
             rss = rss_mb(operator.pid)
@@ -389,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                     watcher.seen.pop((name, target), None)
                 rounds += 1
             watcher.stop.set()
+            if renewals is not None:
+                renewals.close()
             print("  the samples (ms, in order): " + " ".join(f"{d:.0f}" for d in decisions))
             print(
                 "  the operator's garbage collections while sampling: "

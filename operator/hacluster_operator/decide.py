@@ -40,8 +40,12 @@ __all__ = ["DEFAULT_REPORT_DURATION_S", "Decision", "Event", "EventType", "Lease
 ACCOUNTING_WAIT_S = 3.0
 """After a new holder takes the Lease, how long to wait for its report to describe the move (its
 lastTransition carries the gap) before accounting the move with what the Lease alone says."""
-LAST_SEEN_REFRESH_S = 30.0
-"""Status is rewritten when only nodes' lastSeen moved, at most this often."""
+LAST_SEEN_REFRESH_S = 300.0
+"""Status is rewritten when only nodes' lastSeen moved, at most this often: the kubelet's
+nodeStatusReportFrequency (a Node's status is rewritten every 5 min while nothing changes; its
+heartbeat is its Lease). Every 30 s cost 33 status writes a second at 1,000 HAClusters with the
+agents renewing (bench/operator_scale.py --renew-every 1); `kubectl ha status` reads the nodes'
+report Leases for LAST SEEN."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ should be given, in Git) the same field.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ from typing import Any, Protocol, cast
 
 from hacluster_api.annotations import directives_of
 from hacluster_api.models import GROUP, KIND, MAIN_GROUP, PLURAL, VERSION
-from hacluster_api.names import ownership_lease_name
+from hacluster_api.names import ownership_lease_name, report_lease_name
 
 
 class NotFound(Exception):
@@ -104,9 +105,12 @@ def render_status(
     lease: Mapping[str, Any] | None,
     now: datetime | None = None,
     lease_error: str | None = None,
+    renewed: Mapping[str, Any] | None = None,
 ) -> str:
     """One HACluster as its status and its ownership Lease show it (`lease_error`: why the Lease
-    could not be read; the view then falls back on the status alone)."""
+    could not be read; the view then falls back on the status alone). `renewed`: each node's
+    report Lease's renewTime, when it could be read: LAST SEEN to the second (the status's
+    lastSeen is rewritten only every few minutes while nothing else changes)."""
     now = now or datetime.now(UTC)
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -186,7 +190,7 @@ def render_status(
             role.append("preferred")
         media = st.get("media") or {}
         links = ", ".join(f"{m} {s}" for m, s in sorted(media.items())) or "-"
-        seen = st.get("lastSeen")
+        seen = (renewed or {}).get(n) or st.get("lastSeen")
         rows.append(
             [n, st.get("state", "unknown"), ",".join(role), f"{age(seen, now)} ago" if seen else "-", links]
         )
@@ -378,18 +382,26 @@ def _status(api: Api, a: argparse.Namespace, namespace: str) -> int:
             where = "any namespace" if a.all_namespaces else f"namespace {namespace!r}"
             print(f"No {KIND} found in {where}.", file=sys.stderr)
             return 0
-    views: list[tuple[dict[str, Any], dict[str, Any] | None, str | None]] = []
+    views: list[tuple[dict[str, Any], dict[str, Any] | None, str | None, dict[str, Any]]] = []
     for obj in objs:
-        ns = obj["metadata"].get("namespace", namespace)
+        ns, name = obj["metadata"].get("namespace", namespace), obj["metadata"]["name"]
+        first = ((obj.get("spec") or {}).get("groups") or [{}])[0].get("name") or MAIN_GROUP
         try:
-            first = ((obj.get("spec") or {}).get("groups") or [{}])[0].get("name") or MAIN_GROUP
-            views.append((obj, api.lease(ns, ownership_lease_name(obj["metadata"]["name"], first)), None))
+            lease, error = api.lease(ns, ownership_lease_name(name, first)), None
         except Exception as e:  # e.g. no RBAC on Leases: the status alone still tells a lot
-            views.append((obj, None, _brief(e)))
+            lease, error = None, _brief(e)
+        renewed: dict[str, Any] = {}
+        for node in (obj.get("spec") or {}).get("nodes") or [] if error is None else []:
+            with contextlib.suppress(Exception):  # the status's lastSeen stands in
+                report = api.lease(ns, report_lease_name(name, node, first))
+                renewed[node] = ((report or {}).get("spec") or {}).get("renewTime")
+        views.append((obj, lease, error, renewed))
     if a.output == "json":
-        print(json.dumps([{"hacluster": o, "lease": lease} for o, lease, _ in views], indent=2, default=str))
+        print(
+            json.dumps([{"hacluster": o, "lease": lease} for o, lease, _, _ in views], indent=2, default=str)
+        )
     else:
-        print("\n\n".join(render_status(o, lease, lease_error=err) for o, lease, err in views))
+        print("\n\n".join(render_status(o, lease, lease_error=err, renewed=r) for o, lease, err, r in views))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -299,3 +299,14 @@ def test_a_move_of_one_group_patches_that_group_only(capsys: pytest.CaptureFixtu
     ]
     assert main(["-n", "prod", "switchover", "web", "--group", "nope", "--to", "node-a"], api=api) == 1
     assert "no group 'nope' (groups: db, cache)" in capsys.readouterr().err
+
+
+def test_last_seen_is_the_report_leases_renewal_when_it_can_be_read() -> None:
+    """The status's lastSeen is rewritten every few minutes only (decide.LAST_SEEN_REFRESH_S):
+    LAST SEEN comes from each node's report Lease, renewed every second by its agent."""
+    renewed = {"node-b": (NOW - timedelta(seconds=40)).isoformat().replace("+00:00", "Z")}
+    lines = render_status(hacluster(**STATUS), LEASE, NOW, renewed=renewed).splitlines()
+    node_a = next(line for line in lines if line.strip().startswith("node-a"))
+    node_b = next(line for line in lines if line.strip().startswith("node-b"))
+    assert "40s ago" in node_b
+    assert "2m0s ago" in node_a  # no report Lease read: the status's lastSeen
