@@ -126,3 +126,19 @@ def test_a_wake_handlers_success_is_quiet_its_failure_is_not() -> None:
         record(logging.ERROR, "Handler 'wake_leases' failed with an exception and will ignore it")
     )
     assert quiet.filter(record(logging.INFO, "Handler 'build_registry.<locals>.ensure' succeeded."))
+
+
+def test_kopf_builds_an_essence_for_haclusters_only() -> None:
+    """The essence (a deep copy kopf diffs for create/update handlers) of a Lease renewal is
+    skipped: nothing but HAClusters has such handlers. An HACluster's is kopf's own."""
+    import kopf
+
+    from hacluster_operator.handlers import HAClusterDiffBase
+
+    storage = HAClusterDiffBase(prefix="hacluster.dev", key="last-handled-configuration")
+    lease = kopf.Body({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "web-n1"},
+                       "spec": {"holderIdentity": "n1", "renewTime": "2026-12-07T00:00:00Z"}})  # fmt: skip
+    assert storage.build(body=lease) == {}
+    hac = {"apiVersion": "hacluster.dev/v1alpha1", "kind": "HACluster", "metadata": {"name": "web"},
+           "spec": {"nodes": ["n1", "n2"]}}  # fmt: skip
+    assert storage.build(body=kopf.Body(hac))["spec"] == {"nodes": ["n1", "n2"]}
