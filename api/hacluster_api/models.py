@@ -561,6 +561,11 @@ NodePair = Annotated[
 ]
 
 
+def _labels_distinct(resources: list[ResourceSpec]) -> bool:
+    labels = [r.workload.node_label for r in resources if r.workload is not None]
+    return len(labels) == len(set(labels))
+
+
 def _unicast_complete(spec: HAClusterSpec) -> bool:
     return all(
         m.mode != "unicast" or (m.peers is not None and set(m.peers) == set(spec.nodes))
@@ -687,6 +692,22 @@ class HAClusterSpec(_Model):
                 g.name not in s.nodes and not any(n.startswith(g.name + "-") for n in s.nodes)
                 for g in s.groups
             ),
+            ".groups",
+        ),
+        Rule(
+            "!has(self.resources) || self.resources.all(r, !has(r.workload) || self.resources.exists_one("
+            "s, has(s.workload) && s.workload.nodeLabel == r.workload.nodeLabel))",
+            "a workload nodeLabel may appear once: each one moves one label to the holder",
+            lambda s: _labels_distinct([r for r in s.resources]),
+            ".resources",
+        ),
+        Rule(
+            "!has(self.groups) || self.groups.all(g, g.resources.all(r, !has(r.workload) || "
+            "self.groups.exists_one(h, h.resources.exists_one(s, has(s.workload) && "
+            "s.workload.nodeLabel == r.workload.nodeLabel))))",
+            "a workload nodeLabel may appear once across the groups: two groups moving one label "
+            "would each put it on their own holder",
+            lambda s: _labels_distinct([r for g in s.groups for r in g.resources]),
             ".groups",
         ),
         Rule(

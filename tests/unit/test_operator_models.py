@@ -164,6 +164,27 @@ BAD: list[Bad] = [
         "a group's preferredNode and switchoverTo must be one of nodes",
     ),
     Bad(
+        "workload-label-twice",
+        lambda s: s["resources"].extend([{"workload": {"nodeLabel": "example.com/tier"}}] * 2),
+        "resources",
+        "a workload nodeLabel may appear once: each one moves one label to the holder",
+    ),
+    Bad(
+        "workload-label-in-two-groups",
+        lambda s: (
+            s.pop("resources"),
+            s.update(
+                groups=[
+                    {"name": g, "resources": [{"workload": {"nodeLabel": "example.com/tier"}}]}
+                    for g in ("db", "web")
+                ]
+            ),
+        ),
+        "groups",
+        "a workload nodeLabel may appear once across the groups: two groups moving one label "
+        "would each put it on their own holder",
+    ),
+    Bad(
         "group-named-like-a-node",
         lambda s: (s.pop("resources"), s.update(groups=[{"name": "node"}])),
         "groups",
