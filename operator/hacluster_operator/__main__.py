@@ -209,7 +209,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
                 ctx.stopping.set()
                 kopf_stop.set()
 
-        ctx = Context(kube=kube, settings=settings, identity=me)
+        ctx = Context(kube=kube, settings=settings, identity=me, namespaces=tuple(args.namespace or ()))
         # Created before kopf starts: kopf.operator() leaves tasks that predate it alone.
         keeper = asyncio.create_task(keep_leading(), name="leader election")
         kopf_settings = kopf.OperatorSettings()

@@ -59,6 +59,7 @@ from .kube import (
     serviceaccount_path,
     status_path,
 )
+from .leasewatch import LeaseWatch
 from .metrics import METRICS
 from .resources import (
     MANAGED_BY,
@@ -162,6 +163,10 @@ class Context:
     """Set when the operator stops: every pair's daemon ends, also one kopf spawned after it
     told its daemons to stop (a watch event still in flight at the stop: kopf leaves it running
     until its own teardown times out)."""
+    namespaces: tuple[str, ...] = ()
+    """The namespaces served (empty: every namespace)."""
+    leases: LeaseWatch | None = None
+    """The operator's Leases, watched outside kopf (leasewatch.py); started with the operator."""
 
     def memory(self, hacluster: Mapping[str, Any]) -> Memory:
         return self.memories.setdefault(hacluster["metadata"]["uid"], Memory())
@@ -841,7 +846,6 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     # served (the auth Secrets and script ConfigMaps are the users'), as versions only.
     mine = {"app.kubernetes.io/managed-by": MANAGED_BY}
     watched: dict[str, tuple[str, Callable[[str, str], str], dict[str, str] | None, bool]] = {
-        "leases": ("coordination.k8s.io", lease_path, mine, True),
         "daemonsets": ("apps", daemonset_path, mine, True),
         "serviceaccounts": ("", serviceaccount_path, mine, True),
         "roles": ("rbac.authorization.k8s.io", role_path, mine, True),
@@ -870,12 +874,27 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         )
 
     def use_cache(kwargs: Mapping[str, Any]) -> None:
-        """The indices kopf passes to every handler, as the client's cache (once)."""
+        """The indices kopf passes to every handler and the Leases' own watch, as the client's
+        cache (once)."""
         if ctx.kube.cache is None:
+            objects = {p: kwargs[f"cache_{p}"] for p, spec in watched.items() if spec[3]}
+            leases = ctx.leases
+            if leases is not None:
+                objects["leases"] = leases.store
             ctx.kube.cache = Cache(
-                {p: kwargs[f"cache_{p}"] for p, spec in watched.items() if spec[3]},
+                objects,
                 {p: kwargs[f"cache_{p}"] for p, spec in watched.items() if not spec[3]},
+                ready=lambda kind: kind != "leases" or (leases is not None and leases.synced.is_set()),
             )
+
+    @kopf.on.startup(registry=registry)
+    async def watch_leases(**_: Any) -> None:
+        """The Leases' watch, outside kopf (leasewatch.py: the agents' renewals are most events)."""
+        selector = ",".join(f"{k}={v}" for k, v in mine.items())
+        ctx.leases = LeaseWatch(ctx.kube.api, ctx.namespaces, selector, lease_changed)
+        tasks.append(asyncio.create_task(ctx.leases.run(ctx.stopping), name="lease watch"))
+
+    tasks: list[asyncio.Task[None]] = []
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="footprints")
     async def footprints(body: kopf.Body, **_: Any) -> dict[str, Footprint]:
@@ -919,7 +938,7 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
     # ownerReference names, when the change is news (lease_news).
     lease_marks: dict[str, tuple[str, datetime | None]] = {}
 
-    def owner_memory(body: kopf.Body) -> Memory | None:
+    def owner_memory(body: Mapping[str, Any]) -> Memory | None:
         for ref in body.get("metadata", {}).get("ownerReferences") or []:
             if ref.get("controller") and ref.get("kind") == "HACluster":
                 return ctx.memories.get(str(ref.get("uid")))
@@ -930,9 +949,12 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         if memory is not None:
             memory.wake.set()
 
-    @kopf.on.event("coordination.k8s.io", "v1", "leases", registry=registry, labels=mine, id="wake_leases")
-    async def lease_changed(body: kopf.Body, type: str, namespace: str | None, name: str, **_: Any) -> None:
-        key = f"{namespace}/{name}"
+    def lease_changed(type: str, body: Mapping[str, Any]) -> None:
+        """One watch event of the operator's Leases (leasewatch.py): wake the HACluster it is
+        for when it is news."""
+        meta = body.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        key = f"{meta.get('namespace', '')}/{name}"
         memory = owner_memory(body)
         watched = memory is not None and name in memory.renewal_is_news
         news, mark = lease_news(lease_marks.get(key), body, type, watched)

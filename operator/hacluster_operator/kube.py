@@ -170,15 +170,22 @@ class Cache:
     to a write the watch has not brought yet is read again fresh (`Kube.get(fresh=True)`)."""
 
     def __init__(
-        self, objects: Mapping[str, Mapping[str, Any]], versions: Mapping[str, Mapping[str, Any]]
+        self,
+        objects: Mapping[str, Mapping[str, Any]],
+        versions: Mapping[str, Mapping[str, Any]],
+        ready: Callable[[str], bool] = lambda kind: True,
     ) -> None:
+        """`ready(kind)`: whether that kind's watch has listed everything yet (kopf's indices
+        have before any handler runs; leasewatch.LeaseWatch says so itself): until then the
+        cache does not answer for it."""
         self.objects, self.versions = objects, versions  # plural -> kopf.Index: path -> [value]
+        self.ready = ready
         self.fetched: dict[str, tuple[str, dict[str, Any]]] = {}  # path -> (version, object)
 
-    @staticmethod
-    def _kind(path: str) -> str:
+    def _kind(self, path: str) -> str:
         parts = path.split("/")
-        return parts[-2] if len(parts) >= 4 and parts[-4] == "namespaces" else ""
+        kind = parts[-2] if len(parts) >= 4 and parts[-4] == "namespaces" else ""
+        return kind if self.ready(kind) else ""
 
     def lookup(self, path: str) -> tuple[bool, dict[str, Any] | None]:
         """(whether the cache answers for this path, a copy of the object or None). A versioned

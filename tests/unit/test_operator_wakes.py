@@ -121,9 +121,9 @@ def test_a_wake_handlers_success_is_quiet_its_failure_is_not() -> None:
     def record(level: int, msg: str) -> logging.LogRecord:
         return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
 
-    assert not quiet.filter(record(logging.INFO, "Handler 'wake_leases' succeeded."))
+    assert not quiet.filter(record(logging.INFO, "Handler 'wake_secrets' succeeded."))
     assert quiet.filter(
-        record(logging.ERROR, "Handler 'wake_leases' failed with an exception and will ignore it")
+        record(logging.ERROR, "Handler 'wake_secrets' failed with an exception and will ignore it")
     )
     assert quiet.filter(record(logging.INFO, "Handler 'build_registry.<locals>.ensure' succeeded."))
 
