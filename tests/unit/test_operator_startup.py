@@ -32,7 +32,7 @@ class Flaky:
 
 @pytest.fixture(autouse=True)
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(main, "STARTUP_RETRY_MAX_S", 0.01)
+    monkeypatch.setattr(main, "STARTUP_RETRY_S", 0.01)
     monkeypatch.setattr(main, "CRD_GRACE_S", 0.2)
 
 
