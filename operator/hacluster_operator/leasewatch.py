@@ -15,6 +15,7 @@ a stream that ends or fails is watched again from the last version (bookmarks ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -81,7 +82,7 @@ class LeaseWatch:
             self._stop.set()
 
     def _listed_scope(self, scope: str, items: list[dict[str, Any]]) -> None:
-        prefix = lease_path(scope, "") if scope else ""
+        prefix = lease_path(scope) + "/" if scope else ""
         gone = [p for p in self.store if p.startswith(prefix)] if scope else list(self.store)
         fresh = {_path(o): o for o in items}
         for path in gone:
@@ -126,8 +127,9 @@ class LeaseWatch:
         return self.api.call_api(*params, _request_timeout=timeout)
 
     def _post(self, fn: Callable[..., None], *args: Any) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, *args)
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the operator has stopped
+                self._loop.call_soon_threadsafe(fn, *args)
 
     def _follow(self, scope: str) -> None:
         version = ""
