@@ -109,29 +109,40 @@ saying to apply it)."""
 async def crd_served(kube: Kube, stop: asyncio.Event) -> bool | None:
     """Whether the API server serves the HACluster CRD. While the server cannot be reached or
     is not ready (connection refused, a timeout, 429/5xx: a restart, an upgrade), it waits and
-    asks again, saying so, rather than crashing into a restart loop. A CRD not served is asked
-    again for CRD_GRACE_S: an API server that just started serves its built-in APIs a moment
-    before the CRDs (seen in the fault campaign: the operator exited 3 after each API server
-    restart). None: stopped meanwhile."""
+    asks again, saying so, rather than crashing into a restart loop. A CRD not served, and a
+    refusal (401/403), are asked again for CRD_GRACE_S: an API server that just started serves its
+    built-in APIs a moment before the CRDs, and refuses everyone until its authorizer has read
+    the RBAC objects (both seen in the fault campaign: the operator exited 3 after API server
+    restarts, seeds 74 and 77). None: stopped meanwhile."""
     delay = STARTUP_RETRY_S
-    missing_since: float | None = None
+    not_yet_since: float | None = None
     while True:
+        refusal: ApiError | None = None
+        not_yet = False  # up, but not serving us yet: not the CRD, or not our authorization
         try:
             found = await kube.get(f"/apis/{GROUP}/{VERSION}")
             if found is not None and any(r.get("name") == PLURAL for r in found.get("resources", [])):
                 return True
-            now = time.monotonic()
-            missing_since = now if missing_since is None else missing_since
-            if now - missing_since >= CRD_GRACE_S:
-                return False
-            why = f"the {PLURAL}.{GROUP} CRD is not served (yet)"
+            not_yet, why = True, f"the {PLURAL}.{GROUP} CRD is not served (yet)"
         except ApiError as e:
-            if e.status != 429 and e.status < 500:
+            if e.status in (401, 403):
+                not_yet, refusal, why = True, e, str(e)
+            elif e.status != 429 and e.status < 500:
                 log.error("cannot read the API discovery for %s/%s: %s", GROUP, VERSION, e)
                 return False
-            why = str(e)
+            else:
+                why = str(e)
         except (OSError, TimeoutError, urllib3.exceptions.HTTPError) as e:
             why = f"{type(e).__name__}: {e}"
+        if not_yet:  # for CRD_GRACE_S at most
+            now = time.monotonic()
+            not_yet_since = now if not_yet_since is None else not_yet_since
+            if now - not_yet_since >= CRD_GRACE_S:
+                if refusal is not None:
+                    log.error("cannot read the API discovery for %s/%s: %s", GROUP, VERSION, refusal)
+                return False
+        else:
+            not_yet_since = None
         log.warning("the API server cannot answer yet (%s); asking again in %.0f s", why, delay)
         try:
             await asyncio.wait_for(stop.wait(), delay)
