@@ -31,6 +31,9 @@ log = logging.getLogger("hacluster.operator.leases")
 
 WATCH_TIMEOUT_S = 300
 """The server ends a watch after this; it is started again from the last version."""
+READ_TIMEOUT_S = 90
+"""A stream silent this long is taken for dead (a half-open connection) and watched again: the
+agents renew every second, and the server sends a bookmark about once a minute."""
 RETRY_S = 1.0
 
 Event = tuple[str, dict[str, Any]]
@@ -62,6 +65,10 @@ class LeaseWatch:
         self.synced = asyncio.Event()
         self.events = 0
         self._listed: set[str] = set()
+        self._versions: dict[str, str] = {}
+        """Per namespace, the version of the last event handed to the loop: a stream that breaks
+        goes on from there (not from where it began: the server would replay minutes of
+        renewals, old ones over new in the cache meanwhile)."""
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -88,10 +95,10 @@ class LeaseWatch:
         for path in gone:
             if path not in fresh:
                 old = self.store.pop(path)[0]
-                self.on_event("DELETED", old)
+                self._tell("DELETED", old)
         for path, obj in fresh.items():
             self.store[path] = [_slim(obj)]
-            self.on_event("ADDED", obj)
+            self._tell("ADDED", obj)
         self._listed.add(scope)
         if self._listed >= set(self.scopes):
             self.synced.set()
@@ -104,7 +111,13 @@ class LeaseWatch:
                 self.store.pop(path, None)
             else:
                 self.store[path] = [_slim(obj)]
+            self._tell(kind, obj)
+
+    def _tell(self, kind: str, obj: dict[str, Any]) -> None:
+        try:
             self.on_event(kind, obj)
+        except Exception:  # one bad event must not keep the others out of the store
+            log.exception("a Lease event (%s %s) could not be handled", kind, _path(obj))
 
     # -- in a thread -----------------------------------------------------------------------------
 
@@ -132,60 +145,63 @@ class LeaseWatch:
                 self._loop.call_soon_threadsafe(fn, *args)
 
     def _follow(self, scope: str) -> None:
-        version = ""
         while not self._stop.is_set():
             try:
-                if not version:
+                if not self._versions.get(scope):
                     resp = self._get(self._url(scope), timeout=60)
                     listed = json.loads(resp.read())
                     if int(resp.status) != 200:
                         raise RuntimeError(f"list: HTTP {resp.status}: {listed.get('message', '')}")
-                    version = str(listed["metadata"]["resourceVersion"])
                     self._post(self._listed_scope, scope, list(listed.get("items") or []))
-                version = self._watch(scope, version)
+                    self._versions[scope] = str(listed["metadata"]["resourceVersion"])
+                self._watch(scope)
             except Exception as e:  # the API server away, a connection cut: again shortly
                 log.warning(
                     "watching Leases%s: %s; again in %.0f s", f" in {scope}" if scope else "", e, RETRY_S
                 )
                 self._stop.wait(RETRY_S)
 
-    def _watch(self, scope: str, version: str) -> str:
-        """Follow one watch from `version`; the version to go on from ("" to list again)."""
+    def _watch(self, scope: str) -> None:
+        """Follow one watch from the scope's last version (cleared when it must be listed again)."""
         path = self._url(
-            scope, watch="1", resourceVersion=version, allowWatchBookmarks="true",
+            scope, watch="1", resourceVersion=self._versions[scope], allowWatchBookmarks="true",
             timeoutSeconds=str(WATCH_TIMEOUT_S),
         )  # fmt: skip
-        resp = self._get(path, timeout=(10, WATCH_TIMEOUT_S + 30))
+        resp = self._get(path, timeout=(10, READ_TIMEOUT_S))
         try:
             if int(resp.status) == 410:
-                return ""
+                self._versions[scope] = ""
+                return
             if int(resp.status) != 200:
                 raise RuntimeError(f"watch: HTTP {resp.status}")
             buffer = b""
             # Each chunk the server sends, handed to the loop in one call (a burst of events
-            # arrives in few chunks).
+            # arrives in few chunks); the version moves on with what was handed over.
             for chunk in resp.response.stream(amt=None, decode_content=False):
                 if self._stop.is_set():
                     break
                 *lines, buffer = (buffer + chunk).split(b"\n")
                 batch: list[Event] = []
-                for line in lines:
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    kind, obj = str(event.get("type", "")), event.get("object") or {}
-                    if kind == "ERROR":
-                        if obj.get("code") == 410:
-                            self._post_batch(batch)
-                            return ""  # compacted away: list again
-                        raise RuntimeError(f"watch error: {obj.get('message', obj)}")
-                    version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                    if kind != "BOOKMARK":
-                        batch.append((kind, obj))
-                self._post_batch(batch)
-            return version
+                version = self._versions[scope]
+                try:
+                    for line in lines:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        kind, obj = str(event.get("type", "")), event.get("object") or {}
+                        if kind == "ERROR":
+                            if obj.get("code") == 410:
+                                version = ""  # compacted away: list again
+                                return
+                            raise RuntimeError(f"watch error: {obj.get('message', obj)}")
+                        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                        if kind != "BOOKMARK":
+                            batch.append((kind, obj))
+                finally:
+                    self._post_batch(batch)
+                    self._versions[scope] = version
         finally:
-            resp.response.release_conn()
+            resp.response.close()
 
     def _post_batch(self, batch: list[Event]) -> None:
         if batch:

@@ -59,3 +59,26 @@ def test_a_silent_agent_lapses_within_a_few_renewals() -> None:
     """The operator's NodeDown for an agent that stopped: its report Lease lapses after a few
     missed renewals, not one (a renewal may be late under load)."""
     assert 3 * REPORT_EVERY_S <= REPORT_DURATION_S <= 10 * REPORT_EVERY_S
+
+
+def test_a_report_that_cannot_be_made_does_not_end_the_reports() -> None:
+    """One failing snapshot (a value the models refuse) is logged and tried again: the reports
+    go on, or the operator would call a healthy node silent."""
+
+    async def scenario() -> list[tuple[float, str, int]]:
+        leases = Leases()
+        calls = {"n": 0}
+
+        def snapshot() -> AgentReport:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise ValueError("not a transition kind")
+            return AgentReport.model_validate({"state": "active"})
+
+        reporter = Reporter(leases, "web-n1", "n1", snapshot, every=0.5, look=0.02)  # type: ignore[arg-type]
+        task = asyncio.create_task(reporter.run())
+        await asyncio.sleep(1.5)
+        task.cancel()
+        return leases.writes
+
+    assert len(asyncio.run(scenario())) >= 1

@@ -129,7 +129,12 @@ class Reporter:
         due = 0.0
         loop = asyncio.get_running_loop()
         while True:
-            report = report_json(self.snapshot())
+            try:
+                report = report_json(self.snapshot())
+            except Exception:  # never the end of the reports: the operator would call us silent
+                log.exception("cannot make the report for Lease %s", self.name)
+                await asyncio.sleep(RETRY_S)
+                continue
             if report != written or loop.time() >= due:
                 try:
                     await self._write(report)
