@@ -58,6 +58,7 @@ from .kube import (
     secret_path,
     serviceaccount_path,
     status_path,
+    without_managed_fields,
 )
 from .leasewatch import LeaseWatch
 from .metrics import METRICS
@@ -860,13 +861,7 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         async def index(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[str, Any]:
             if not whole:
                 return {path_of(namespace, name): str(body.get("metadata", {}).get("resourceVersion", ""))}
-            # Not a copy: kopf's raw body of this event, which nothing changes (kopf's Body is a
-            # read-only view, each event brings a new one; a read from the cache copies what it
-            # hands out). Without the server's field-ownership record: never read here, and most
-            # of an object's bytes.
-            raw = dict(body)
-            meta = {k: v for k, v in (raw.get("metadata") or {}).items() if k != "managedFields"}
-            return {path_of(namespace, name): {**raw, "metadata": meta}}
+            return {path_of(namespace, name): without_managed_fields(dict(body))}  # kopf's raw body
 
         return index
 
@@ -889,14 +884,14 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
                 ready=lambda kind: kind != "leases" or (leases is not None and leases.synced.is_set()),
             )
 
+    tasks: list[asyncio.Task[None]] = []  # held: the loop keeps only weak references
+
     @kopf.on.startup(registry=registry)
     async def watch_leases(**_: Any) -> None:
         """The Leases' watch, outside kopf (leasewatch.py: the agents' renewals are most events)."""
         selector = ",".join(f"{k}={v}" for k, v in mine.items())
         ctx.leases = LeaseWatch(ctx.kube.api, ctx.namespaces, selector, lease_changed)
         tasks.append(asyncio.create_task(ctx.leases.run(ctx.stopping), name="lease watch"))
-
-    tasks: list[asyncio.Task[None]] = []
 
     @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id="footprints")
     async def footprints(body: kopf.Body, **_: Any) -> dict[str, Footprint]:
@@ -1006,10 +1001,8 @@ def build_registry(ctx: Context) -> kopf.OperatorRegistry:
         """A new or changed spec: the pair's daemon looks now (a switchover reaches the Lease at
         once). Its look renders the agents' objects, as their inputs changed: one render per
         change, the Lease first."""
-        hacluster = _plain(body)
-        if hacluster["metadata"].get("deletionTimestamp"):
-            return
-        ctx.memory(hacluster).wake.set()
+        if not body.get("metadata", {}).get("deletionTimestamp"):
+            ctx.memory(body).wake.set()
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)
     async def pair(body: kopf.Body, stopped: Any, **kwargs: Any) -> None:

@@ -228,6 +228,14 @@ class Cache:
             self.fetched[path] = (version, copy.deepcopy(dict(obj)))
 
 
+def without_managed_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What the cache keeps of a watched object: all of it but the server's field-ownership
+    record (never read here, and most of its bytes). Not a copy of the rest: nothing changes a
+    watch event's object, and a read from the cache copies what it hands out."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    return {**obj, "metadata": meta}
+
+
 @dataclass(frozen=True)
 class Namespaced:
     """The path of a namespaced kind: its collection, or one object by name."""

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from kubernetes import client as k8s
 
-from .kube import lease_path
+from .kube import lease_path, without_managed_fields
 
 log = logging.getLogger("hacluster.operator.leases")
 
@@ -37,12 +37,6 @@ agents renew every second, and the server sends a bookmark about once a minute."
 RETRY_S = 1.0
 
 Event = tuple[str, dict[str, Any]]
-
-
-def _slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """The object without the server's field-ownership record (never read, most of its bytes)."""
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    return {**obj, "metadata": meta}
 
 
 def _path(obj: dict[str, Any]) -> str:
@@ -63,7 +57,6 @@ class LeaseWatch:
         self.scopes = list(namespaces) or [""]
         self.store: dict[str, list[dict[str, Any]]] = {}
         self.synced = asyncio.Event()
-        self.events = 0
         self._listed: set[str] = set()
         self._versions: dict[str, str] = {}
         """Per namespace, the version of the last event handed to the loop: a stream that breaks
@@ -97,7 +90,7 @@ class LeaseWatch:
                 old = self.store.pop(path)[0]
                 self._tell("DELETED", old)
         for path, obj in fresh.items():
-            self.store[path] = [_slim(obj)]
+            self.store[path] = [without_managed_fields(obj)]
             self._tell("ADDED", obj)
         self._listed.add(scope)
         if self._listed >= set(self.scopes):
@@ -105,12 +98,11 @@ class LeaseWatch:
 
     def _apply(self, batch: list[Event]) -> None:
         for kind, obj in batch:
-            self.events += 1
             path = _path(obj)
             if kind == "DELETED":
                 self.store.pop(path, None)
             else:
-                self.store[path] = [_slim(obj)]
+                self.store[path] = [without_managed_fields(obj)]
             self._tell(kind, obj)
 
     def _tell(self, kind: str, obj: dict[str, Any]) -> None:

@@ -98,7 +98,6 @@ class Reporter:
         self.leases, self.name, self.node = leases, name, node
         self.snapshot, self.every, self.duration_s, self.look = snapshot, every, duration_s, look
         self.failures = 0
-        self.writes = 0
 
     def _body(self, report: str) -> client.V1Lease:
         return client.V1Lease(
@@ -120,7 +119,6 @@ class Reporter:
             await self.leases.patch(self.name, body)
         except NotFound:
             await self.leases.create(body)
-        self.writes += 1
 
     async def run(self) -> None:
         """Write the report now, then whenever it changes, and every `every` seconds regardless
