@@ -62,6 +62,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "api"), str(ROOT / "node-agent"), str(ROOT / "operator")]
 
@@ -279,11 +281,30 @@ class Chaos(FullStack):
         script = self.lab.root / node / "ha.d" / "resource.d" / "demo-web"
         return sh("ip", "netns", "exec", self.lab.ns(node), str(script), action).returncode == 0
 
+    def resume_api(self) -> str | None:
+        """Start the halted API server again; back means it serves the operator's ServiceAccount
+        (not only /readyz: a restarted server can say ready and refuse every ServiceAccount for
+        seconds more). A note when that took long, for the trial's record."""
+        assert self.operator_kubeconfig is not None
+        config = yaml.safe_load(self.operator_kubeconfig.read_text())
+        token = str(config["users"][0]["user"]["token"])
+        t0 = time.monotonic()
+        lag = self.cp.resume(authorized=[(token, "/apis/coordination.k8s.io/v1/namespaces/ha/leases")])
+        took = time.monotonic() - t0
+        if took < 5.0 and lag < 0.5:
+            return None
+        return f"the API server took {took:.1f} s to restart ({lag:.1f} s of it refusing ServiceAccounts after /readyz)"
+
     def ensure_operator(self) -> None:
         """What the operator's Deployment does: start it again when it exited (it exits on purpose
         when it loses its leadership Lease, e.g. the API server away for more than 10 s)."""
         if self.operator is not None and self.operator.poll() is not None:
-            say(f"the operator exited ({self.operator.returncode}): started again, as its Deployment would")
+            lines = (self.lab.root / "operator.log").read_text(errors="replace").splitlines()
+            why = next((line for line in reversed(lines) if " ERROR " in line), "no error logged")
+            say(
+                f"the operator exited ({self.operator.returncode}): started again, as its Deployment "
+                f"would; its last error: {why[:300]}"
+            )
             self.start_operator()
 
     def settled(self) -> str | None:
@@ -479,7 +500,8 @@ def f_apiserver_stop(ctx: Ctx) -> None:
     try:
         time.sleep(3.0)
     finally:
-        ctx.st.cp.resume()
+        if note := ctx.st.resume_api():
+            ctx.notes.append(note)
     ctx.clear()
 
 
@@ -506,7 +528,8 @@ def f_apiserver_down_owner_dies(ctx: Ctx) -> None:
         if st.lab.holds_vip(ctx.standby):
             ctx.notes.append("standby took the VIP without the arbiter")
     finally:
-        st.cp.resume()
+        if note := st.resume_api():
+            ctx.notes.append(note)
     ctx.clear()
     _wait_served(ctx, ctx.standby)
     st.restart_agent(ctx.owner)
@@ -794,7 +817,12 @@ def f_compound(ctx: Ctx) -> None:
             try:
                 time.sleep(seconds)
             finally:
-                in_main_thread(st.cp.resume)
+
+                def resume() -> None:
+                    if note := st.resume_api():
+                        ctx.notes.append(note)
+
+                in_main_thread(resume)
 
         return run
 

@@ -452,11 +452,40 @@ class ControlPlane:
                 proc.kill()
                 proc.wait(self.stop_timeout)
 
-    def resume(self) -> None:
-        """Start the halted process again, same args and port; wait for /readyz."""
+    def resume(self, *, authorized: Sequence[tuple[str, str]] = ()) -> float:
+        """Start the halted process again, same args and port; wait for /readyz, then until each
+        (token, path) of `authorized` is answered without a refusal. Returns how long after /readyz
+        that took: on a loaded machine a restarted server said ready and then refused every
+        ServiceAccount (403) for 4-5 s more, its authorizer not yet synced (the fault campaign,
+        seed 77 trial 48); until then the API server is still down for the pair."""
         if self.process is None or self.process.poll() is None or self._log_file is None:
             raise ControlPlaneError("resume() needs a halted control plane")
         self._spawn()
+        t0 = time.monotonic()
+        for token, path in authorized:
+            self.wait_authorized(token, path)
+        return time.monotonic() - t0
+
+    def wait_authorized(self, token: str, path: str, timeout: float | None = None) -> None:
+        """Wait until GET path with this bearer token is answered and not refused (401, 403, 429,
+        5xx or no answer): the server authenticates and authorizes that client again."""
+        deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
+        ctx = ssl.create_default_context(cafile=str(self.ca_cert))
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {token}"})
+            try:
+                with urllib.request.urlopen(req, timeout=2.0, context=ctx) as r:
+                    r.read()
+                    return
+            except urllib.error.HTTPError as exc:
+                if exc.code not in (401, 403, 429) and exc.code < 500:
+                    return  # answered on its merits (404: authorized, nothing there)
+                last = f"HTTP {exc.code}"
+            except (OSError, ssl.SSLError) as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise ControlPlaneError(f"GET {path} still refused after {self.start_timeout:g} s ({last})")
 
     def log_tail(self, lines: int = 40) -> str:
         """The log's error lines and its last lines, without gRPC reconnect noise."""
