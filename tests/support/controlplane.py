@@ -298,6 +298,11 @@ class ControlPlane:
         stop_timeout: float = 20.0,
         log_path: Path | None = None,
         die_with_parent: bool = True,
+        service_cidr: str = SERVICE_CLUSTER_IP_RANGE,
+        authorization: str = "RBAC",
+        endpoint_reconciler: str = "none",
+        service_account_admission: bool = False,
+        kubelet_client: bool = False,
     ) -> None:
         self.binary = Path(binary)
         self.bind_address = bind_address
@@ -310,6 +315,17 @@ class ControlPlane:
         self.stop_timeout = stop_timeout
         self._log_path = log_path
         self.die_with_parent = die_with_parent
+        # A cluster with kubelets (tests/support/vmcluster.py) needs "Node,RBAC", a Service range
+        # its nodes route, and the "kubernetes" Service's endpoint (reconciler "lease"); the
+        # bare API server of the other tests has no nodes to reach it ("none").
+        self.service_cidr = service_cidr
+        self.authorization = authorization
+        self.endpoint_reconciler = endpoint_reconciler
+        # Off by default (no pod here needs a token mounted); a real cluster's pods do.
+        self.service_account_admission = service_account_admission
+        # With kubelets: the API server authenticates to them (logs, exec) with the admin cert.
+        self.kubelet_client = kubelet_client
+        self._client_ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None = None
         self.port = 0
         self.workdir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -520,14 +536,14 @@ class ControlPlane:
             x509.DNSName("kubernetes.default.svc"),
             x509.DNSName("kubernetes.default.svc.cluster.local"),
             # First address of the service range: the "kubernetes" Service IP.
-            x509.IPAddress(next(ipaddress.IPv4Network(SERVICE_CLUSTER_IP_RANGE).hosts())),
+            x509.IPAddress(next(ipaddress.IPv4Network(self.service_cidr).hosts())),
         ]
         if self.host != "127.0.0.1":
             sans.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
         server_key, server_cert = _make_leaf(
             server_ca_key, server_ca, common_name="kube-apiserver", server_sans=sans
         )
-        client_ca_key, client_ca = _make_ca("hacluster-test-client-ca")
+        client_ca_key, client_ca = self._client_ca = _make_ca("hacluster-test-client-ca")
         admin_key, admin_cert = _make_leaf(
             client_ca_key, client_ca, common_name=ADMIN_USER, organizations=[ADMIN_GROUP]
         )
@@ -554,6 +570,23 @@ class ControlPlane:
                 "client-key-data": b64encode(_key_pem(admin_key)).decode(),
             },
         )
+
+    def client_kubeconfig(self, path: Path, user: str, groups: Sequence[str] = ()) -> Path:
+        """Write a kubeconfig for `user` (in `groups`) with a client certificate of this control
+        plane's client CA: a kubelet (system:node:NAME in system:nodes), kube-proxy, the
+        controller-manager and the scheduler authenticate so, as in a real cluster."""
+        if self._client_ca is None:
+            raise ControlPlaneError("control plane not started")
+        key, cert = _make_leaf(*self._client_ca, common_name=user, organizations=groups)
+        self._write_kubeconfig(
+            path,
+            user=user,
+            credentials={
+                "client-certificate-data": b64encode(_cert_pem(cert)).decode(),
+                "client-key-data": b64encode(_key_pem(key)).decode(),
+            },
+        )
+        return path
 
     def _write_kubeconfig(self, path: Path, *, user: str, credentials: dict[str, str]) -> None:
         config = {
@@ -590,12 +623,20 @@ class ControlPlane:
             f"--service-account-issuer={self.url}",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            # The lease reconciler would refuse a loopback advertise address, and
-            # nothing routes to the "kubernetes" Service here anyway.
-            "--endpoint-reconciler-type=none",
-            "--authorization-mode=RBAC",
-            "--disable-admission-plugins=ServiceAccount",
+            f"--service-cluster-ip-range={self.service_cidr}",
+            # "none" by default: the lease reconciler would refuse a loopback advertise
+            # address, and nothing routes to the "kubernetes" Service without nodes.
+            f"--endpoint-reconciler-type={self.endpoint_reconciler}",
+            f"--authorization-mode={self.authorization}",
+            *([] if self.service_account_admission else ["--disable-admission-plugins=ServiceAccount"]),
+            *(
+                [
+                    f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                    f"--kubelet-client-key={pki / 'admin.key'}",
+                ]
+                if self.kubelet_client
+                else []
+            ),
             "--allow-privileged=true",
             "--profiling=false",
             *self.extra_args,

@@ -641,6 +641,32 @@ class Network:
         _kill_pids([p for p in ns_pids(host.ns) if p not in keep and p != os.getpid()], signal.SIGKILL)
         _run(["ip", "netns", "delete", host.ns], check=False)
 
+    def add_tap(self, ifname: str, bridge: str) -> None:
+        """A tap device `ifname` on `bridge` in the switch namespace, up, for a virtual machine's
+        network card (QEMU started in the switch namespace attaches to it by name)."""
+        self._ip(self.switch_ns, ["tuntap", "add", "dev", ifname, "mode", "tap"])
+        self._ip(self.switch_ns, ["link", "set", ifname, "master", bridge, "up"])
+
+    def add_bridge(self, name: str) -> None:
+        """Another bridge in the switch namespace (a LAN only virtual machines are on)."""
+        self._ip(
+            self.switch_ns,
+            [
+                "link",
+                "add",
+                name,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+                "mcast_snooping",
+                "0",
+            ],
+        )
+        self._ip(self.switch_ns, ["link", "set", name, "up"])
+
     def attach_root(self, ifname: str, *, link: int = 0) -> str:
         """Join the root namespace to link `link`'s bridge through a veth `ifname` (not
         addressed here). Its switch end is in the switch namespace, so deleting that namespace
@@ -824,7 +850,9 @@ def new_id() -> str:
     return f"{PREFIX}{secrets.token_hex(3)}"
 
 
-def _build(net_id: str, n_hosts: int, second_link: bool, ipv6: bool) -> Network:
+def _build(
+    net_id: str, n_hosts: int, second_link: bool, ipv6: bool, plugged: Sequence[int] | None = None
+) -> Network:
     sw = f"{net_id}-sw"
     workdir = Path(tempfile.mkdtemp(prefix=f"{net_id}-net-"))
     n_links = 2 if second_link else 1
@@ -863,18 +891,23 @@ def _build(net_id: str, n_hosts: int, second_link: bool, ipv6: bool) -> Network:
     # the switch must not answer or route anything itself
     ns_run(sw, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"], check=False)
     for h in hosts:
-        net.plug(h)
+        if plugged is None or h.index in plugged:
+            net.plug(h)
     net._apply_filters()
     return net
 
 
 @contextlib.contextmanager
-def network(n_hosts: int = 2, *, second_link: bool = False, ipv6: bool = False) -> Iterator[Network]:
+def network(
+    n_hosts: int = 2, *, second_link: bool = False, ipv6: bool = False, plugged: Sequence[int] | None = None
+) -> Iterator[Network]:
     """Create ``n_hosts`` namespaces on a bridge (two bridges with ``second_link``).
 
     Host i gets eth0 192.0.2.(10+i)/24 (+ 2001:db8::(10+i)/64 with ``ipv6``, written in hex as
     ``2001:db8::1b`` for host 11 etc.) and with ``second_link`` eth1 198.51.100.(10+i)/24
-    (+ 2001:db8:1::...). All is removed on exit.
+    (+ 2001:db8:1::...). `plugged`: the hosts (1-based) given a namespace now (default: all); the
+    others keep their addresses for machines attached otherwise (virtual machines on taps in the
+    switch namespace, tests/support/vmcluster.py). All is removed on exit.
     """
     reason = netns_available()
     if reason is not None:
@@ -885,7 +918,7 @@ def network(n_hosts: int = 2, *, second_link: bool = False, ipv6: bool = False) 
     net_id = new_id()
     net: Network | None = None
     try:
-        net = _build(net_id, n_hosts, second_link, ipv6)
+        net = _build(net_id, n_hosts, second_link, ipv6, plugged)
         yield net
     finally:
         if net is not None:

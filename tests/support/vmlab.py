@@ -54,9 +54,12 @@ __all__ = [
     "CACHE_ROOT",
     "HOST_TOOLS",
     "VM",
+    "Cable",
     "Image",
     "MirrorTrapError",
+    "Nic",
     "Pool",
+    "Recipe",
     "Result",
     "Share",
     "VMError",
@@ -71,7 +74,7 @@ __all__ = [
 
 CACHE_ROOT = Path(os.environ.get("HACLUSTER_VMLAB_CACHE", "/var/cache/hacluster/vmlab"))
 SUITE = "bookworm"
-PACKAGES = (
+BASE_PACKAGES = (
     "linux-image-amd64",
     "systemd-sysv",
     "udev",
@@ -102,7 +105,26 @@ GUEST_FILES = {
     "etc/fstab": "/dev/vda / ext4 rw,errors=remount-ro 0 1\n",
     "etc/systemd/journald.conf.d/vmlab.conf": "[Journal]\nStorage=volatile\n",
 }
-KERNEL_CMDLINE = "console=ttyS0 root=/dev/vda rw"
+KERNEL_CMDLINE = "root=/dev/vda rw net.ifnames=0"  # and console=<the recipe's console>; eth0, eth1 as named
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one guest image is made of (all of it goes into the image's cache key)."""
+
+    name: str
+    packages: tuple[str, ...]
+    files: tuple[tuple[str, str], ...] = ()  # (path in the guest, text) besides GUEST_FILES
+    masked: tuple[str, ...] = ()  # systemd units masked besides MASKED_UNITS
+    enabled: tuple[str, ...] = ()  # systemd units enabled at boot (their files come with them)
+    binaries: tuple[tuple[str, Path], ...] = ()  # (path in the guest, host file), mode 0755
+    # The kernel's console: "ttyS0" (the first serial port), or "hvc0" (a virtio console) to
+    # leave every serial port to the guest's own use (a heartbeat cable on /dev/ttyS0).
+    console: str = "ttyS0"
+
+
+BASE = Recipe("base", BASE_PACKAGES)
+"""The small guest of the watchdog tests: the host's Python interpreter is shared into it."""
 HOST_TOOLS = ("qemu-system-x86_64", "qemu-img", "mmdebstrap", "mkfs.ext4", "ip")
 APT_OPTIONS = ('Acquire::Check-Valid-Until "false"', 'Acquire::Check-Date "false"')
 APT_SOURCES = Path("/etc/apt/sources.list.d")
@@ -202,23 +224,37 @@ class Image:
     kernel: Path
     initrd: Path
     build_seconds: float  # how long building it took (when it was built, maybe by another run)
+    console: str = "ttyS0"
 
 
-def _recipe() -> dict[str, Any]:
+def _recipe(recipe: Recipe) -> dict[str, Any]:
+    files = dict(GUEST_FILES)
+    files.update(recipe.files)
     return {
         "suite": SUITE,
-        "packages": sorted(PACKAGES),
-        "masked": sorted(MASKED_UNITS),
-        "files": GUEST_FILES,
+        "packages": sorted(recipe.packages),
+        "masked": sorted(MASKED_UNITS + recipe.masked),
+        "enabled": sorted(recipe.enabled),
+        "console": recipe.console,
+        "binaries": {guest: [str(host), _file_digest(host)] for guest, host in recipe.binaries},
+        "files": files,
         "apt_options": APT_OPTIONS,
         "sources": _sources_text(),
         "build": inspect.getsource(_build_image),
     }
 
 
-def image_key() -> str:
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def image_key(recipe: Recipe = BASE) -> str:
     """A hash of everything the image is made from."""
-    return hashlib.sha256(json.dumps(_recipe(), sort_keys=True).encode()).hexdigest()[:20]
+    return hashlib.sha256(json.dumps(_recipe(recipe), sort_keys=True).encode()).hexdigest()[:20]
 
 
 def _image_at(d: Path) -> Image | None:
@@ -226,10 +262,17 @@ def _image_at(d: Path) -> Image | None:
         meta = json.loads((d / "image.json").read_text())
     except (OSError, ValueError):
         return None
-    return Image(d, d / "disk.raw", d / "vmlinuz", d / "initrd.img", float(meta["build_seconds"]))
+    return Image(
+        d,
+        d / "disk.raw",
+        d / "vmlinuz",
+        d / "initrd.img",
+        float(meta["build_seconds"]),
+        str(meta.get("console", "ttyS0")),
+    )
 
 
-def _build_image(work: Path, log: Path) -> None:
+def _build_image(work: Path, log: Path, recipe: dict[str, Any]) -> None:
     """mmdebstrap a root file system into `work`/rootfs, write the guest's files, copy its kernel
     out and pack it into `work`/disk.raw (ext4, no partition table)."""
     rootfs = work / "rootfs"
@@ -241,7 +284,7 @@ def _build_image(work: Path, log: Path) -> None:
             [
                 "mmdebstrap",
                 "--variant=apt",
-                f"--include={','.join(PACKAGES)}",
+                f"--include={','.join(recipe['packages'])}",
                 *aptopts,
                 SUITE,
                 str(rootfs),
@@ -254,13 +297,22 @@ def _build_image(work: Path, log: Path) -> None:
         )
     if proc.returncode != 0:
         raise VMError(f"mmdebstrap failed (exit {proc.returncode}); its log:\n{log.read_text()[-4000:]}")
-    for rel, text in GUEST_FILES.items():
+    for rel, text in recipe["files"].items():
         (rootfs / rel).parent.mkdir(parents=True, exist_ok=True)
         (rootfs / rel).write_text(text)
-    for unit in MASKED_UNITS:
+    for rel, (host, _digest) in recipe["binaries"].items():
+        (rootfs / rel.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(host, rootfs / rel.lstrip("/"))
+        (rootfs / rel.lstrip("/")).chmod(0o755)
+    for unit in recipe["masked"]:
         link = rootfs / "etc/systemd/system" / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
+    for unit in recipe["enabled"]:  # what `systemctl enable` does for a WantedBy=multi-user.target
+        wants = rootfs / "etc/systemd/system/multi-user.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        (wants / unit).unlink(missing_ok=True)
+        (wants / unit).symlink_to(f"/etc/systemd/system/{unit}")
     kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
     if len(kernels) != 1:
         raise VMError(f"expected one kernel in the image's /boot, found {[k.name for k in kernels]}")
@@ -277,7 +329,7 @@ def _build_image(work: Path, log: Path) -> None:
         what="mkfs.ext4",
     )
     shutil.rmtree(rootfs)
-    (work / "image.json").write_text(json.dumps({"kernel": version, **_recipe()}, indent=1))
+    (work / "image.json").write_text(json.dumps({"kernel": version, **recipe}, indent=1))
 
 
 def _remove_tree(path: Path) -> None:
@@ -290,9 +342,9 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def ensure_image(cache_root: Path = CACHE_ROOT) -> Image:
+def ensure_image(recipe: Recipe = BASE, cache_root: Path = CACHE_ROOT) -> Image:
     """The cached guest image, built first if there is none for the current recipe."""
-    key = image_key()
+    key = image_key(recipe)
     final = cache_root / key
     if (img := _image_at(final)) is not None:
         return img
@@ -309,7 +361,7 @@ def ensure_image(cache_root: Path = CACHE_ROOT) -> Image:
         work = Path(tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache_root))
         try:
             t0 = time.monotonic()
-            _build_image(work, cache_root / f".build-{key}.log")
+            _build_image(work, cache_root / f".build-{key}.log", _recipe(recipe))
             meta = json.loads((work / "image.json").read_text())
             meta["build_seconds"] = round(time.monotonic() - t0, 1)
             (work / "image.json").write_text(json.dumps(meta, indent=1))
@@ -472,6 +524,26 @@ class Share:
     host: Path
     guest: str
     tag: str
+
+
+@dataclass(frozen=True)
+class Nic:
+    """A virtio network card on the host's tap device `tap` (made beforehand, in the namespace
+    QEMU runs in, and put on a bridge there: see tests/support/vmnet.py)."""
+
+    tap: str
+    mac: str
+
+
+@dataclass(frozen=True)
+class Cable:
+    """One end of a null-modem cable: the guest's serial port (/dev/ttyS0 when the console is
+    hvc0, else /dev/ttyS1) on a unix socket
+    shared with the other guest. The `server` end listens; the other connects, and connects again
+    after the listening guest was powered off and on (a cable still plugged in)."""
+
+    socket: Path
+    server: bool
 
 
 @dataclass(frozen=True)
@@ -648,6 +720,24 @@ class VM:
             self.agent.call("guest-file-close", {"handle": handle})
         self.check(f"chmod {mode:o} '{path}'")
 
+    # -- whole-machine faults ------------------------------------------------------------------------
+    def pause(self) -> None:
+        """Stop the whole machine (QMP `stop`): its CPU and its clocks, as a live migration or a
+        hypervisor hiccup does (shared/vm-lab.md: the guest sees almost no time pass)."""
+        self.qmp.command("stop")
+
+    def resume(self) -> None:
+        """Let a paused machine run again (QMP `cont`)."""
+        self.qmp.command("cont")
+
+    def power_off(self) -> None:
+        """Pull the plug: QEMU SIGKILLed by its PID, nothing in the guest runs another instruction.
+        A disk given to boot() keeps what the guest had written; boot() it again to power on."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGKILL)
+        if self.wait_exit(10) is None:
+            raise VMError(f"{self.name}: QEMU still running 10 s after SIGKILL")
+
     # -- the end -------------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop QEMU (by its PID) and remove everything this guest had on the host."""
@@ -696,23 +786,46 @@ class Pool:
 
 
 def _qemu_argv(
-    img: Image, run_dir: Path, overlay: Path, shares: Sequence[Share], memory_mib: int
+    img: Image,
+    run_dir: Path,
+    overlay: Path,
+    shares: Sequence[Share],
+    memory_mib: int,
+    nics: Sequence[Nic] = (),
+    cable: Cable | None = None,
+    netns: str | None = None,
 ) -> list[str]:
     argv = [
+        *(["ip", "netns", "exec", netns] if netns else []),  # exec: QEMU keeps the PID
         "qemu-system-x86_64",
         "-name", run_dir.name,
         "-accel", "tcg,tb-size=256", "-cpu", "max", "-smp", "1", "-m", str(memory_mib),
         "-nodefaults", "-no-user-config", "-display", "none",
         "-no-reboot",  # a guest reset ends QEMU: the test sees it
-        "-nic", "none",
-        "-kernel", str(img.kernel), "-initrd", str(img.initrd), "-append", KERNEL_CMDLINE,
+        "-kernel", str(img.kernel), "-initrd", str(img.initrd),
+        "-append", f"console={img.console} {KERNEL_CMDLINE}",
         "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe",
-        "-chardev", f"file,id=con0,path={run_dir / 'console.log'}", "-serial", "chardev:con0",
+        "-chardev", f"file,id=con0,path={run_dir / 'console.log'}",
         "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
         "-device", "virtio-serial-pci",
         "-chardev", f"socket,id=qga0,path={run_dir / 'qga.sock'},server=on,wait=off",
         "-device", f"virtserialport,chardev=qga0,name={QGA_PORT}",
     ]  # fmt: skip
+    if img.console == "hvc0":
+        argv += ["-device", "virtconsole,chardev=con0"]
+    else:
+        argv += ["-serial", "chardev:con0"]
+    if not nics:
+        argv += ["-nic", "none"]
+    for i, nic in enumerate(nics):  # eth0, eth1, ... in this order (PCI slots in order)
+        argv += [
+            "-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=net{i},mac={nic.mac}",
+        ]  # fmt: skip
+    if cable is not None:  # the guest's first free serial port: ttyS1, or ttyS0 with console hvc0
+        end = "server=on,wait=off" if cable.server else "reconnect=1"
+        argv += ["-chardev", f"socket,id=cable0,path={cable.socket},{end}"]
+        argv += ["-device", "isa-serial,chardev=cable0"]
     for s in shares:
         if "," in str(s.host) or "'" in s.guest:
             raise VMError(f"cannot share {s.host} at {s.guest}: commas and quotes are not supported")
@@ -746,10 +859,22 @@ def cleanup_stale() -> list[Path]:
 
 @contextlib.contextmanager
 def boot(
-    img: Image, shares: Sequence[Share] = (), *, memory_mib: int = 1024, ready_timeout: float = 180.0
+    img: Image,
+    shares: Sequence[Share] = (),
+    *,
+    memory_mib: int = 1024,
+    ready_timeout: float = 180.0,
+    nics: Sequence[Nic] = (),
+    cable: Cable | None = None,
+    netns: str | None = None,
+    disk: Path | None = None,
 ) -> Iterator[VM]:
     """A guest booted from `img` on a fresh overlay, ready for commands (the guest agent answers,
-    the shares are mounted). Everything is removed on exit, whatever happened."""
+    the shares are mounted). Everything is removed on exit, whatever happened.
+
+    `nics`: network cards on taps of namespace `netns` (QEMU runs in it); `cable`: a null-modem
+    cable on ttyS1; `disk`: a qcow2 overlay of `img` that outlives this boot (made here if
+    missing; kept on exit): a guest powered off and on again finds its disk as it left it."""
     from tests.support.netns import register_cleanup, unregister_cleanup
 
     cleanup_stale()
@@ -758,15 +883,16 @@ def boot(
     vm: VM | None = None
     token = None
     try:
-        overlay = run_dir / "disk.qcow2"
-        _run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(img.disk), "-F", "raw", str(overlay)],
-            what="qemu-img",
-        )
+        overlay = disk or run_dir / "disk.qcow2"
+        if not overlay.exists():
+            _run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(img.disk), "-F", "raw", str(overlay)],
+                what="qemu-img",
+            )
         qemu_log = run_dir / "qemu.log"
         with qemu_log.open("wb") as err:
             proc = subprocess.Popen(
-                _qemu_argv(img, run_dir, overlay, shares, memory_mib),
+                _qemu_argv(img, run_dir, overlay, shares, memory_mib, nics, cable, netns),
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
