@@ -17,7 +17,7 @@ Layout (addresses from the documentation ranges only; nothing is bridged to the 
     node i (guest)             eth0 192.0.2.(10+i)/24 (the VIP's LAN) + <api /28>.(11+i) (the
                                node's InternalIP, where the API server reaches its kubelet)
                                eth1 203.0.113.(192+i)/28, /dev/ttyS0 the null-modem cable to
-                               the other node (console on hvc0)
+                               the other node (the console on ttyS1)
     client (namespace <id>-h3) eth0 192.0.2.13/24
     host (root namespace)      <api /28>.1: the API server, on a free /28 of 198.51.100.0/24
     pods                       203.0.113.0/26 on node 1, 203.0.113.64/26 on node 2
@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -164,7 +165,8 @@ def node_recipe(kubeparts: Path) -> vmlab.Recipe:
         ),
         enabled=("hacluster-net.service", "kubelet.service", "kube-proxy.service"),
         binaries=((KUBEPARTS_IN_GUEST, kubeparts),),
-        console="hvc0",  # the serial ports are the cluster's: /dev/ttyS0 is the heartbeat cable
+        console="ttyS1",  # /dev/ttyS0 is the heartbeat cable, as in the article's ha.cf
+        free_mib=4096,  # containerd: the images' layers (~0.5 GB), unpacked once more, and logs
     )
 
 
@@ -310,8 +312,10 @@ class VmCluster:
         )
 
     # -- machines ---------------------------------------------------------------------------------
-    def power_on(self, name: str, *, ready_timeout: float = 300.0) -> vmlab.VM:
-        """Boot node `name` on its own disk (what it wrote before a power cut is still there)."""
+    def power_on(self, name: str, *, ready_timeout: float = 300.0, wait: bool = True) -> vmlab.VM:
+        """Boot node `name` on its own disk (what it wrote before a power cut is still there).
+        From the main thread: QEMU dies with the thread that started it. `wait=False`: return
+        at once, vm.wait_ready() later (from any thread)."""
         plan = self.node(name)
         stack = contextlib.ExitStack()
         cable_end = vmlab.Cable(self.workdir / "cable.sock", server=plan.index == 1)
@@ -328,6 +332,7 @@ class VmCluster:
                 cable=cable_end,
                 netns=self.net.switch_ns,
                 disk=self.workdir / f"{name}.qcow2",
+                wait=wait,
             )
         )
         self._stacks[name] = stack
@@ -584,12 +589,20 @@ def vm_cluster(node_names: Sequence[str] = ("n1", "n2")) -> Iterator[VmCluster]:
             shares=(vmlab.Share(share_dir, "/var/lib/hacluster-vm/images", "images"),),
             timings=timings,
         )
-        token = netns.register_cleanup(cluster.close)
+
+        def on_exit() -> None:  # SIGTERM or interpreter exit: the with block may not unwind
+            cluster.close()
+            cp.stop()
+            shutil.rmtree(workdir, True)
+
+        token = netns.register_cleanup(on_exit)
         stack.callback(netns.unregister_cleanup, token)
         stack.callback(cluster.close)
         cluster.start_control_plane(kubeparts)
         t = time.monotonic()
-        _parallel([_bind(cluster.power_on, n.name) for n in nodes])
+        for n in nodes:  # started here (they die with the thread that started them), booted in parallel
+            cluster.power_on(n.name, wait=False)
+        _parallel([_bind(lambda name: cluster.guests[name].wait_ready(300.0), n.name) for n in nodes])
         timings["guests booted"] = time.monotonic() - t
         t = time.monotonic()
         try:
@@ -636,3 +649,104 @@ def kubectl(cluster: VmCluster, *args: str, timeout: float = 120.0) -> str:
             f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
         )
     return proc.stdout
+
+
+EXAMPLE = REPO / "examples" / "article"
+EXAMPLE_NAMESPACE = "ha"
+EXAMPLE_NODES = ("servidor1", "servidor2")  # the article's node names: its manifest applies unchanged
+EXAMPLE_VIP = "192.0.2.10"
+
+
+def hacluster(cluster: VmCluster, name: str, namespace: str = EXAMPLE_NAMESPACE) -> dict[str, Any]:
+    out = kubectl(cluster, "-n", namespace, "get", "hacluster", name, "-o", "json")
+    return dict(json.loads(out))
+
+
+def ready_owner(cluster: VmCluster, name: str, namespace: str = EXAMPLE_NAMESPACE) -> str | None:
+    """The owner, once the HACluster's Ready condition is True (else None)."""
+    status = hacluster(cluster, name, namespace).get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    return str(status["owner"]) if ready and status.get("owner") else None
+
+
+def vip_mac(cluster: VmCluster, vip: str) -> str | None:
+    """The MAC that answers ARP for `vip` on the LAN, as the client sees it (None: nobody)."""
+    r = cluster.client(["arping", "-c", "1", "-w", "2", "-I", "eth0", vip], timeout=10)
+    for word in r.stdout.replace("[", " ").replace("]", " ").split():
+        if word.count(":") == 5:
+            return word.lower()
+    return None
+
+
+def install_example(cluster: VmCluster, timeout: float = 600.0) -> dict[str, str]:
+    """The user's path: `helm install` of the chart (image references overridden), `kubectl
+    apply` of examples/article into namespace `ha`, until the pair is Ready and the VIP answers
+    the client from the owner's MAC. Returns what each step printed."""
+    out: dict[str, str] = {}
+    t0 = time.monotonic()
+    out["helm install"] = helm_install(cluster)
+    cluster.timings["helm install (operator pods Ready)"] = time.monotonic() - t0
+    kubectl(cluster, "create", "namespace", EXAMPLE_NAMESPACE)
+    t0 = time.monotonic()
+    out["kubectl apply"] = kubectl(cluster, "-n", EXAMPLE_NAMESPACE, "apply", "-f", str(EXAMPLE))
+    try:
+        owner = netns.wait_until(
+            lambda: ready_owner(cluster, "article"), timeout, interval=2.0, message="article Ready"
+        )
+        mac = cluster.node(owner).mac_lan
+        netns.wait_until(
+            lambda: vip_mac(cluster, EXAMPLE_VIP) == mac, 120, interval=1.0, message="VIP answers"
+        )
+    except BaseException as e:
+        pods = kubectl(cluster, "get", "pods", "-A", "-o", "wide")
+        raise vmlab.VMError(f"the example did not come up: {e}\n{pods}\n{cluster.evidence()}") from e
+    cluster.timings["kubectl apply to VIP answering"] = time.monotonic() - t0
+    out["kubectl get hac"] = kubectl(cluster, "-n", EXAMPLE_NAMESPACE, "get", "hac")
+    out["kubectl ha status"] = kubectl_ha(cluster, "-n", EXAMPLE_NAMESPACE, "status", "article")
+    return out
+
+
+def kubectl_ha(cluster: VmCluster, *args: str) -> str:
+    """The kubectl plugin (`kubectl ha`), as installed with the project."""
+    tools = ensure_kubetools()
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    env["PATH"] = f"{REPO / '.venv' / 'bin'}:{tools.kubectl.parent}:{env.get('PATH', '')}"
+    proc = subprocess.run(
+        [str(tools.kubectl), "ha", *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    if proc.returncode != 0:
+        raise vmlab.VMError(
+            f"kubectl ha {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
+    return proc.stdout
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m tests.support.vmcluster`: build what is missing, start the VM cluster, install
+    the chart and the article's example, print each step and its time; keep it up until Ctrl-C
+    (or exit at once with --down)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.support.vmcluster", description=main.__doc__)
+    parser.add_argument("--down", action="store_true", help="tear everything down once it is up")
+    args = parser.parse_args(argv)
+    t0 = time.monotonic()
+    with vm_cluster(EXAMPLE_NODES) as cluster:
+        print(f"cluster up: API server {cluster.cp.url}, admin kubeconfig {cluster.kubeconfig}", flush=True)
+        for step, text in install_example(cluster).items():
+            print(f"$ {step}\n{text.rstrip()}", flush=True)
+        for what, seconds in cluster.timings.items():
+            print(f"  {what}: {seconds:.0f} s")
+        print(f"up in {time.monotonic() - t0:.0f} s", flush=True)
+        if not args.down:
+            print("Ctrl-C tears it down.", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

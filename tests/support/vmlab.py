@@ -118,9 +118,10 @@ class Recipe:
     masked: tuple[str, ...] = ()  # systemd units masked besides MASKED_UNITS
     enabled: tuple[str, ...] = ()  # systemd units enabled at boot (their files come with them)
     binaries: tuple[tuple[str, Path], ...] = ()  # (path in the guest, host file), mode 0755
-    # The kernel's console: "ttyS0" (the first serial port), or "hvc0" (a virtio console) to
-    # leave every serial port to the guest's own use (a heartbeat cable on /dev/ttyS0).
+    # The kernel's console: "ttyS0" (the first serial port; a cable is then ttyS1), or "ttyS1"
+    # (the second: /dev/ttyS0 is left to a heartbeat cable, as Heartbeat's examples name it).
     console: str = "ttyS0"
+    free_mib: int = 384  # room left on the root file system (a sparse file: costs nothing unused)
 
 
 BASE = Recipe("base", BASE_PACKAGES)
@@ -236,6 +237,7 @@ def _recipe(recipe: Recipe) -> dict[str, Any]:
         "masked": sorted(MASKED_UNITS + recipe.masked),
         "enabled": sorted(recipe.enabled),
         "console": recipe.console,
+        "free_mib": recipe.free_mib,
         "binaries": {guest: [str(host), _file_digest(host)] for guest, host in recipe.binaries},
         "files": files,
         "apt_options": APT_OPTIONS,
@@ -322,7 +324,7 @@ def _build_image(work: Path, log: Path, recipe: dict[str, Any]) -> None:
     used = sum(
         (Path(d) / f).lstat().st_size for d, _, files in os.walk(rootfs) for f in files
     )  # bytes in files; ext4 needs room for inodes, directories and the journal besides
-    size_mib = used * 13 // 10 // 2**20 + 384
+    size_mib = used * 13 // 10 // 2**20 + int(recipe["free_mib"])
     _run(
         ["mkfs.ext4", "-q", "-F", "-L", "vmlab", "-d", str(rootfs), str(work / "disk.raw"), f"{size_mib}M"],
         timeout=600,
@@ -364,6 +366,7 @@ def ensure_image(recipe: Recipe = BASE, cache_root: Path = CACHE_ROOT) -> Image:
             _build_image(work, cache_root / f".build-{key}.log", _recipe(recipe))
             meta = json.loads((work / "image.json").read_text())
             meta["build_seconds"] = round(time.monotonic() - t0, 1)
+            meta["name"] = recipe.name
             (work / "image.json").write_text(json.dumps(meta, indent=1))
             work.chmod(0o755)
             work.rename(final)  # atomic: the image is whole or absent
@@ -371,6 +374,13 @@ def ensure_image(recipe: Recipe = BASE, cache_root: Path = CACHE_ROOT) -> Image:
             if work.exists():
                 _remove_tree(work)
         (cache_root / f".build-{key}.log").unlink(missing_ok=True)
+        for old in cache_root.iterdir():  # this recipe's earlier images: replaced, 1-2 GB each
+            try:
+                name = json.loads((old / "image.json").read_text()).get("name")
+            except (OSError, ValueError):
+                continue
+            if old != final and name == recipe.name:
+                _remove_tree(old)
     img = _image_at(final)
     assert img is not None
     return img
@@ -537,8 +547,8 @@ class Nic:
 
 @dataclass(frozen=True)
 class Cable:
-    """One end of a null-modem cable: the guest's serial port (/dev/ttyS0 when the console is
-    hvc0, else /dev/ttyS1) on a unix socket
+    """One end of a null-modem cable: the guest's serial port that is not its console (/dev/ttyS1,
+    or /dev/ttyS0 with the console on ttyS1) on a unix socket
     shared with the other guest. The `server` end listens; the other connects, and connects again
     after the listening guest was powered off and on (a cable still plugged in)."""
 
@@ -811,10 +821,8 @@ def _qemu_argv(
         "-chardev", f"socket,id=qga0,path={run_dir / 'qga.sock'},server=on,wait=off",
         "-device", f"virtserialport,chardev=qga0,name={QGA_PORT}",
     ]  # fmt: skip
-    if img.console == "hvc0":
-        argv += ["-device", "virtconsole,chardev=con0"]
-    else:
-        argv += ["-serial", "chardev:con0"]
+    console_port, cable_port = (1, 0) if img.console == "ttyS1" else (0, 1)
+    argv += ["-device", f"isa-serial,chardev=con0,index={console_port}"]
     if not nics:
         argv += ["-nic", "none"]
     for i, nic in enumerate(nics):  # eth0, eth1, ... in this order (PCI slots in order)
@@ -822,10 +830,10 @@ def _qemu_argv(
             "-netdev", f"tap,id=net{i},ifname={nic.tap},script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=net{i},mac={nic.mac}",
         ]  # fmt: skip
-    if cable is not None:  # the guest's first free serial port: ttyS1, or ttyS0 with console hvc0
+    if cable is not None:  # the serial port the console does not use
         end = "server=on,wait=off" if cable.server else "reconnect=1"
         argv += ["-chardev", f"socket,id=cable0,path={cable.socket},{end}"]
-        argv += ["-device", "isa-serial,chardev=cable0"]
+        argv += ["-device", f"isa-serial,chardev=cable0,index={cable_port}"]
     for s in shares:
         if "," in str(s.host) or "'" in s.guest:
             raise VMError(f"cannot share {s.host} at {s.guest}: commas and quotes are not supported")
@@ -868,13 +876,16 @@ def boot(
     cable: Cable | None = None,
     netns: str | None = None,
     disk: Path | None = None,
+    wait: bool = True,
 ) -> Iterator[VM]:
     """A guest booted from `img` on a fresh overlay, ready for commands (the guest agent answers,
     the shares are mounted). Everything is removed on exit, whatever happened.
 
     `nics`: network cards on taps of namespace `netns` (QEMU runs in it); `cable`: a null-modem
     cable on ttyS1; `disk`: a qcow2 overlay of `img` that outlives this boot (made here if
-    missing; kept on exit): a guest powered off and on again finds its disk as it left it."""
+    missing; kept on exit): a guest powered off and on again finds its disk as it left it.
+    `wait=False`: yield at once; call vm.wait_ready() (from any thread). QEMU itself must be started
+    from a thread that outlives it: it dies with the thread that started it (PR_SET_PDEATHSIG)."""
     from tests.support.netns import register_cleanup, unregister_cleanup
 
     cleanup_stale()
@@ -909,7 +920,8 @@ def boot(
         vm._waiter = threading.Thread(target=vm._wait_process, name=f"{run_dir.name}-wait", daemon=True)
         vm._waiter.start()
         token = register_cleanup(vm.close)  # also on SIGTERM or interpreter exit
-        vm.wait_ready(ready_timeout)
+        if wait:
+            vm.wait_ready(ready_timeout)
         yield vm
     finally:
         if token is not None:

@@ -26,6 +26,7 @@ class Dockerfile:
     copies: list[tuple[list[str], str | None]] = field(default_factory=list)  # (sources, --from)
     users: list[str] = field(default_factory=list)
     entrypoint: list[str] = field(default_factory=list)
+    args: dict[str, str] = field(default_factory=dict)  # ARG name -> default, before the first FROM
     text: str = ""
 
 
@@ -48,7 +49,10 @@ def parse(path: Path) -> Dockerfile:
     for line in logical:
         op, _, rest = line.partition(" ")
         op = op.upper()
-        if op == "FROM":
+        if op == "ARG" and not df.froms:
+            name, _, default = rest.strip().partition("=")
+            df.args[name] = default
+        elif op == "FROM":
             words = rest.split()
             stage = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
             df.froms.append((words[0], stage))
@@ -121,7 +125,12 @@ def test_the_project_sources_reach_the_build(image: tuple[str, Dockerfile]) -> N
     _, df = image
     local = {src.rstrip("/") for sources, stage in df.copies if stage is None for src in sources}
     assert {"pyproject.toml", "api", "node-agent", "operator"} <= local
-    assert "pip wheel" in df.text and "pip install /wheels/" in df.text, "the project wheel is installed"
+    assert "pip wheel" in df.text and "install --no-deps /wheels/" in df.text, (
+        "the project wheel is installed"
+    )
+    assert "install --require-hashes --no-deps" in df.text and "-r requirements.lock" in df.text, (
+        "the dependencies come from the lock file, by hash"
+    )
 
 
 def test_the_entrypoint_is_a_console_script(image: tuple[str, Dockerfile]) -> None:
@@ -138,6 +147,10 @@ def test_every_base_image_is_pinned(image: tuple[str, Dockerfile]) -> None:
     for ref, _ in df.froms:
         if ref in stages:
             continue
+        arg = re.fullmatch(r"\$\{?(\w+)\}?", ref)
+        if arg:  # FROM ${BASE}: the ARG's default must be pinned (a build may override it)
+            assert arg.group(1) in df.args, f"{ref}: no ARG {arg.group(1)} before the first FROM"
+            ref = df.args[arg.group(1)]
         assert "$" not in ref, f"{ref}: a base image from a build argument is not pinned"
         assert ":latest" not in ref
         assert PINNED.match(ref) and (":" in ref or "@sha256:" in ref), (
@@ -166,3 +179,29 @@ def test_image_versions_match_the_project_and_the_chart() -> None:
     for name in IMAGES:
         text = (REPO / f"Dockerfile.{name}").read_text()
         assert f'org.opencontainers.image.version="{version}"' in text
+
+
+def test_the_lock_pins_every_dependency_by_hash() -> None:
+    """requirements.lock (images/lock.sh): every dependency of pyproject.toml, one exact version
+    each, every package with at least one hash (pip --require-hashes refuses anything else)."""
+    with (REPO / "pyproject.toml").open("rb") as f:
+        wanted = {
+            re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-")
+            for d in tomllib.load(f)["project"]["dependencies"]
+        }
+    pinned: dict[str, int] = {}
+    current = None
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("--hash=sha256:"):
+            assert current is not None
+            pinned[current] += 1
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s\\]+)\s*\\?", line)
+        assert m, f"requirements.lock: not an exact pin: {line}"
+        current = m.group(1).lower().replace("_", "-")
+        pinned[current] = 0
+    assert wanted <= set(pinned), f"not locked: {sorted(wanted - set(pinned))}"
+    assert all(n > 0 for n in pinned.values()), [p for p, n in pinned.items() if n == 0]
