@@ -23,6 +23,7 @@ Usage (root, Debian's ``heartbeat`` package installed)::
 
     python bench/failover.py                       # 10 runs per fault, 60 s of CPU sampling
     python bench/failover.py --runs 2 --cpu-seconds 5   # a quick check, a few minutes
+    python bench/failover.py --vm --runs 3              # whole machines (bench/vmfailover.py)
 
 Everything it creates (namespaces, daemons, services, temp dirs) is removed on exit, on error, on
 Ctrl-C and on SIGTERM/SIGHUP. Progress goes to stderr; the tables and the final RESULT line (always
@@ -621,7 +622,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--kubernetes", action="store_true", help="our agents with Lease arbitration on a real kube-apiserver"
     )
+    p.add_argument(
+        "--vm",
+        action="store_true",
+        help="whole machines: the VM cluster of tests/support/vmcluster.py (bench/vmfailover.py)",
+    )
+    p.add_argument("--faults", default=None, help="with --vm: a comma-separated subset of the faults")
     a = p.parse_args(argv)
+    if a.vm:
+        sys.path.insert(0, str(ROOT / "bench"))
+        import vmfailover
+
+        faults = tuple(a.faults.split(",")) if a.faults else vmfailover.FAULTS
+        unknown = set(faults) - set(vmfailover.FAULTS)
+        if unknown:
+            p.error(f"unknown --faults {sorted(unknown)}; choose from {', '.join(vmfailover.FAULTS)}")
+        return vmfailover.main(a.runs, faults, say)
     if a.kubernetes:
         a.only = "hacluster"
     keep, dead = parse_duration_ms(a.keepalive), parse_duration_ms(a.deadtime)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import kopf
 import urllib3
+from kopf._core.engines.peering import Identity as KopfIdentity  # a NewType of str, not exported
 
 from hacluster_api.models import GROUP, PLURAL, VERSION
 
@@ -235,6 +236,10 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             await kopf.operator(
                 registry=build_registry(ctx),
                 settings=kopf_settings,
+                # Ours, not kopf's guess: it asks getpass for the user name, which raises in a
+                # container running as a UID without a passwd entry (the image's 65532): the
+                # operator crashed at its first lead on a real node (issue 13's VM cluster).
+                identity=KopfIdentity(me),
                 standalone=True,
                 clusterwide=not args.namespace,
                 namespaces=args.namespace,

@@ -633,6 +633,8 @@ class ControlPlane:
                 [
                     f"--kubelet-client-certificate={pki / 'admin.crt'}",
                     f"--kubelet-client-key={pki / 'admin.key'}",
+                    # the node's address, never its name: no name lookup leaves the machine
+                    "--kubelet-preferred-address-types=InternalIP",
                 ]
                 if self.kubelet_client
                 else []

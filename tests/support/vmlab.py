@@ -877,6 +877,7 @@ def boot(
     netns: str | None = None,
     disk: Path | None = None,
     wait: bool = True,
+    backing: Path | None = None,
 ) -> Iterator[VM]:
     """A guest booted from `img` on a fresh overlay, ready for commands (the guest agent answers,
     the shares are mounted). Everything is removed on exit, whatever happened.
@@ -884,7 +885,9 @@ def boot(
     `nics`: network cards on taps of namespace `netns` (QEMU runs in it); `cable`: a null-modem
     cable on ttyS1; `disk`: a qcow2 overlay of `img` that outlives this boot (made here if
     missing; kept on exit): a guest powered off and on again finds its disk as it left it.
-    `wait=False`: yield at once; call vm.wait_ready() (from any thread). QEMU itself must be started
+    `backing`: a qcow2 made from `img` (a prepared disk, see tests/support/vmcluster.py) that the new
+    overlay starts from instead of the image's own disk. `wait=False`: yield at once; call
+    vm.wait_ready() (from any thread). QEMU itself must be started
     from a thread that outlives it: it dies with the thread that started it (PR_SET_PDEATHSIG)."""
     from tests.support.netns import register_cleanup, unregister_cleanup
 
@@ -897,7 +900,18 @@ def boot(
         overlay = disk or run_dir / "disk.qcow2"
         if not overlay.exists():
             _run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(img.disk), "-F", "raw", str(overlay)],
+                [
+                    "qemu-img",
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-b",
+                    str(backing or img.disk),
+                    "-F",
+                    "qcow2" if backing else "raw",
+                    str(overlay),
+                ],
                 what="qemu-img",
             )
         qemu_log = run_dir / "qemu.log"
