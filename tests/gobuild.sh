@@ -82,4 +82,6 @@ echo "gobuild.sh: a cold build takes a long time (see README.md)" >&2
 chmod 0755 "$tmp"
 mv -f "$tmp" "$out"
 trap - EXIT
+# Earlier builds of this module (other keys) are replaced: 120 MB each.
+find "$cache" -maxdepth 1 -type f -name "$name-*" ! -name "$(basename "$out")" ! -name '*.tmp.*' -delete
 printf '%s\n' "$out"

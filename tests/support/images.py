@@ -134,6 +134,12 @@ def _build(final: Path, tag: str) -> None:
         (work / "images.json").write_text(json.dumps({"tag": tag, "installed": installed}, indent=1))
         work.chmod(0o755)
         work.rename(final)
+        for old in final.parent.glob("images-*"):  # earlier sources' images: replaced, 0.7 GB each
+            if old != final and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+        for stale in final.parent.glob(".images-*"):  # builds killed half-way (we hold the lock)
+            if stale != work:
+                shutil.rmtree(stale, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
