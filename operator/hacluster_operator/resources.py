@@ -181,6 +181,21 @@ def min_ready_seconds(spec: HAClusterSpec) -> int:
     return -(-spec.heartbeat.timing().initdead_ms // 1000) + 5
 
 
+def agent_security_context(spec: HAClusterSpec) -> Manifest:
+    """Four capabilities and nothing else (the VIP, ARP, real-time priority, locked memory); or
+    privileged when the HACluster uses a host device, a serial line or a watchdog: a container
+    opens a device only if the runtime's device cgroup admits it, which for hostPath devices only
+    privileged does (Kubernetes has no per-device grant but device plugins). Seen on a real node
+    before: `cannot open /dev/ttyS0: Operation not permitted`, the serial medium down for good
+    (issue 13's VM cluster)."""
+    if spec.heartbeat.media.serial or spec.failover.node_fence is not None:
+        return {"privileged": True}
+    return {
+        "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW", "SYS_NICE", "IPC_LOCK"]},
+        "allowPrivilegeEscalation": False,
+    }
+
+
 def daemonset(
     hacluster: Mapping[str, Any],
     spec: HAClusterSpec,
@@ -225,10 +240,7 @@ def daemonset(
         # On the host network the port is the node's: each HACluster sharing a node has its own
         # (spec.agentMetricsPort; the operator checks, clashes.py). The PodMonitor scrapes it by name.
         "ports": [{"name": "metrics", "containerPort": spec.agent_metrics_port, "protocol": "TCP"}],
-        "securityContext": {
-            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW", "SYS_NICE", "IPC_LOCK"]},
-            "allowPrivilegeEscalation": False,
-        },
+        "securityContext": agent_security_context(spec),
         "volumeMounts": mounts,
     }
     if image_pull_policy:

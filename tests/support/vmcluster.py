@@ -454,9 +454,10 @@ class VmCluster:
                 "ip link set lo up",
                 "ip link set eth0 up",
                 "ip link set eth1 up",
-                f"ip addr replace {plan.kube_ip}/{plan.kube_prefix} dev eth0",
-                f"ip addr replace {plan.lan} dev eth0",
-                f"ip addr replace {plan.heartbeat} dev eth1",
+                # with their broadcast addresses, as ifupdown sets them (bcast media need them)
+                f"ip addr replace {plan.kube_ip}/{plan.kube_prefix} brd + dev eth0",
+                f"ip addr replace {plan.lan} brd + dev eth0",
+                f"ip addr replace {plan.heartbeat} brd + dev eth1",
                 # the Services' range and the other node's pods: through eth0, never via the host
                 f"ip route replace {SERVICE_CIDR} dev eth0 src {plan.kube_ip}",
                 f"ip route replace {other.pod_cidr} via {other.kube_ip} dev eth0",

@@ -95,6 +95,25 @@ def test_the_daemonset_runs_as_the_clusters_agent_account() -> None:
     assert ds["spec"]["template"]["spec"]["serviceAccountName"] == "web-agent"
 
 
+def test_the_agent_has_four_capabilities_or_privileged_for_a_host_device() -> None:
+    """A serial line or a watchdog is a host device: only a privileged container may open it (the
+    agent on a real node: `cannot open /dev/ttyS0: Operation not permitted` before)."""
+
+    def context(extra: dict[str, Any]) -> dict[str, Any]:
+        spec = HAClusterSpec.model_validate({**SPEC.model_dump(by_alias=True, exclude_none=True), **extra})
+        (container,) = daemonset(HAC, spec, image="agent:1")["spec"]["template"]["spec"]["containers"]
+        return dict(container["securityContext"])
+
+    assert context({}) == {
+        "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW", "SYS_NICE", "IPC_LOCK"]},
+        "allowPrivilegeEscalation": False,
+    }
+    serial = {"heartbeat": {"media": {"serial": [{"device": "/dev/ttyS0"}]}}}
+    assert context(serial) == {"privileged": True}
+    watchdog = {"failover": {"nodeFence": {"watchdog": "/dev/watchdog"}}}
+    assert context(watchdog) == {"privileged": True}
+
+
 def test_the_report_leases_are_created_empty_and_owned() -> None:
     for node in (A, B):
         lease = report_lease(HAC, node)
