@@ -196,16 +196,10 @@ def owner(cluster: vmcluster.VmCluster) -> str | None:
     return vmcluster.ready_owner(cluster, "bench", NAMESPACE)
 
 
-def both_agents_up(cluster: vmcluster.VmCluster) -> bool:
-    status = vmcluster.hacluster(cluster, "bench", NAMESPACE).get("status") or {}
-    nodes = status.get("nodes") or []
-    return len(nodes) == 2 and all(n.get("state") == "active" for n in nodes if isinstance(n, dict))
-
-
 def settle(cluster: vmcluster.VmCluster, timeout: float = 600.0) -> str:
     def settled() -> str | None:
         o = owner(cluster)
-        return o if o and both_agents_up(cluster) else None
+        return o if o and vmcluster.pair_joined(cluster, "bench", NAMESPACE) else None
 
     return netns.wait_until(settled, timeout, interval=2.0, message="the bench pair settled")
 

@@ -716,6 +716,16 @@ def ready_owner(cluster: VmCluster, name: str, namespace: str = EXAMPLE_NAMESPAC
     return str(status["owner"]) if ready and status.get("owner") else None
 
 
+def pair_joined(cluster: VmCluster, name: str, namespace: str = EXAMPLE_NAMESPACE) -> bool:
+    """Both nodes active and every heartbeat medium of each up, as the HACluster's status says
+    (the agents hear each other over the cable and the LAN)."""
+    status = hacluster(cluster, name, namespace).get("status") or {}
+    nodes = [n for n in status.get("nodes") or [] if isinstance(n, dict)]
+    return len(nodes) == 2 and all(
+        n.get("state") == "active" and n.get("media") and set(n["media"].values()) == {"up"} for n in nodes
+    )
+
+
 def vip_mac(cluster: VmCluster, vip: str) -> str | None:
     """The MAC that answers ARP for `vip` on the LAN, as the client sees it (None: nobody)."""
     r = cluster.client(["arping", "-c", "1", "-w", "2", "-I", "eth0", vip], timeout=10)
@@ -737,8 +747,15 @@ def install_example(cluster: VmCluster, timeout: float = 600.0) -> dict[str, str
     t0 = time.monotonic()
     out["kubectl apply"] = kubectl(cluster, "-n", EXAMPLE_NAMESPACE, "apply", "-f", str(EXAMPLE))
     try:
+
+        def joined_owner() -> str | None:
+            return ready_owner(cluster, "article") if pair_joined(cluster, "article") else None
+
         owner = netns.wait_until(
-            lambda: ready_owner(cluster, "article"), timeout, interval=2.0, message="article Ready"
+            joined_owner,
+            timeout,
+            interval=2.0,
+            message="article Ready, both agents hearing each other",
         )
         mac = cluster.node(owner).mac_lan
         netns.wait_until(

@@ -41,6 +41,8 @@ def example(cluster: vmcluster.VmCluster) -> dict[str, str]:
 def test_helm_install_and_the_article_example(cluster: vmcluster.VmCluster, example: dict[str, str]) -> None:
     assert "STATUS: deployed" in example["helm install"], example["helm install"]
     assert vmcluster.ready_owner(cluster, "article") == "servidor2"  # the article's home node
+    media = {n["name"]: n["media"] for n in vmcluster.hacluster(cluster, "article")["status"]["nodes"]}
+    assert media == {n: {"eth1": "up", "/dev/ttyS0": "up"} for n in vmcluster.EXAMPLE_NODES}, media
     assert "article" in example["kubectl get hac"] and "servidor2" in example["kubectl get hac"]
     assert "servidor2" in example["kubectl ha status"], example["kubectl ha status"]
     assert vmcluster.vip_mac(cluster, vmcluster.EXAMPLE_VIP) == cluster.node("servidor2").mac_lan
@@ -65,12 +67,11 @@ def test_the_owner_powered_off_then_on(cluster: vmcluster.VmCluster, example: di
     cluster.power_on(owner)
     netns.wait_until(
         lambda: (
-            vmcluster.ready_owner(cluster, "article") == other
-            and "servidor" in vmcluster.kubectl_ha(cluster, "-n", "ha", "status", "article")
+            vmcluster.ready_owner(cluster, "article") == other and vmcluster.pair_joined(cluster, "article")
         ),
         600,
         interval=2.0,
-        message=f"{owner} rejoined as the standby",
+        message=f"{owner} rejoined as the standby (both agents hearing each other)",
     )
     assert vmcluster.vip_mac(cluster, vmcluster.EXAMPLE_VIP) == cluster.node(other).mac_lan
     print(f"the VIP answered from {other} {moved:.1f} s after {owner} was powered off (deadtime 20 s)")
