@@ -626,7 +626,9 @@ def test_status_failover_switchover_maintenance_and_staleness(
         agents.set(B, epoch=3)
 
         def restored() -> None:
-            assert len(events(rest, "pair", "HeartbeatLinkRestored")) == restored_before + 1
+            # at least one: the two agents' reports are two writes, and the operator may see the
+            # first alone (one node hearing again: restored, then down on the other, then restored)
+            assert len(events(rest, "pair", "HeartbeatLinkRestored")) >= restored_before + 1
             assert condition(status(rest, "pair"), "HeartbeatLinkDown")["status"] == "False"
 
         eventually(restored, what="restored")

@@ -207,7 +207,9 @@ def ensure_prepared_disk(image: vmlab.Image, archives: Sequence[Path]) -> Path:
                     )
                 # each node gets its own identity at its first boot; nothing else to forget
                 vm.check(": > /etc/machine-id && sync", timeout=120)
-                vm.shell("systemctl poweroff", timeout=30)
+                # the guest agent may go before it answers: the power-off is what is waited for
+                with contextlib.suppress(vmlab.VMError, TimeoutError, OSError):
+                    vm.shell("systemctl poweroff", timeout=30)
                 if vm.wait_exit(180) is None:
                     raise vmlab.VMError("the disk-preparing guest did not power off" + vm.evidence())
             for old in root.glob("prepared-*.qcow2"):
