@@ -637,6 +637,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = set(faults) - set(vmfailover.FAULTS)
         if unknown:
             p.error(f"unknown --faults {sorted(unknown)}; choose from {', '.join(vmfailover.FAULTS)}")
+        # SIGTERM/SIGHUP/Ctrl-C: unwind through the cluster's with blocks (guests, control plane)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         return vmfailover.main(a.runs, faults, say)
     if a.kubernetes:
         a.only = "hacluster"
