@@ -292,7 +292,7 @@ class _Proc:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=vmlab.die_with_parent,
             )
 
     def check(self) -> None:
@@ -307,12 +307,6 @@ class _Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-
-
-def _die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -333,7 +327,6 @@ class VmCluster:
     image: vmlab.Image
     prepared: Path  # the disk both nodes start from: the images already in containerd
     images: Images
-    shares: tuple[vmlab.Share, ...]
     guests: dict[str, vmlab.VM] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     _stacks: dict[str, contextlib.ExitStack] = field(default_factory=dict)
@@ -373,7 +366,7 @@ class VmCluster:
         vm = stack.enter_context(
             vmlab.boot(
                 self.image,
-                self.shares,
+                (),
                 memory_mib=GUEST_MEMORY_MIB,
                 ready_timeout=ready_timeout,
                 nics=(
@@ -633,7 +626,6 @@ def vm_cluster(node_names: Sequence[str] = ("n1", "n2")) -> Iterator[VmCluster]:
             image=image,
             prepared=prepared,
             images=images,
-            shares=(),
             timings=timings,
         )
 

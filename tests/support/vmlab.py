@@ -581,7 +581,7 @@ def interpreter_share(python: Path) -> Share:
     return Share(prefix, str(prefix), "python")
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the QEMU child before exec: SIGKILL it when the test process dies (even by SIGKILL)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -921,7 +921,7 @@ def boot(
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,
-                preexec_fn=_die_with_parent,  # only prctl before exec: safe beside our threads
+                preexec_fn=die_with_parent,  # only prctl before exec: safe beside our threads
             )
         started = time.monotonic()
         try:
